@@ -1,0 +1,53 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up .venv from the lock file.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
+BIN := $(VENV)/bin
+
+# uv must use this machine's Python, never download one.
+export UV_PYTHON_DOWNLOADS := never
+export CDK_DISABLE_CLI_TELEMETRY := true
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+.PHONY: install run test test-fast lint format typecheck bench synth clean
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
+	$(UV) sync --frozen --all-groups
+	@touch $@
+
+install: $(VENV)/.synced
+
+## run: set up, train offline on generated claims (first time only; RETRAIN=1 to retrain), serve on 127.0.0.1
+run: install
+	$(BIN)/claims-risk up $(if $(RETRAIN),--retrain,)
+
+## test: lint, type-check and the whole test suite (unit, integration, infra, e2e)
+test: install lint typecheck
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install
+	$(BIN)/mypy .
+
+## bench: every benchmark; prints a table and writes benchmarks/results/*.json
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+synth: install
+	$(BIN)/python app.py
+
+clean:
+	rm -rf $(VENV) cdk.out .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,233 @@
+"""``claims-risk``: the embedded runtime's command line.
+
+``claims-risk up`` is what ``make run`` does: generate data, validate, train, then serve the model
+server and the API on 127.0.0.1 until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+from rich.console import Console
+
+from shared.schema import EXAMPLE_CLAIM
+
+console = Console(highlight=False)
+DEFAULT_ROWS = 100_000
+
+
+def home() -> Path:
+    return Path(os.environ.get("CLAIMS_RISK_HOME", "data")).resolve()
+
+
+@click.group(help="Claims risk triage, offline on this machine.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Write synthetic claims (CSV or Parquet, by the file's suffix).")
+@click.option("--rows", type=click.IntRange(min=1), default=DEFAULT_ROWS, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--drift", type=float, default=0.0, show_default=True, help="0 = training population")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="default: <home>/raw/claims.csv")
+def generate(rows: int, seed: int, drift: float, out: Path | None) -> None:
+    _generate(rows, seed, drift, out or home() / "raw" / "claims.csv")
+
+
+def _generate(rows: int, seed: int, drift: float, out: Path) -> Path:
+    from shared.ml.synthetic import generate_claims, write_claims
+
+    with console.status(f"generating {rows:,} claims (seed {seed}, drift {drift})"):
+        started = time.perf_counter()
+        claims = generate_claims(rows, seed=seed, drift=drift)
+        write_claims(claims, out)
+    share = float(claims.frame["is_high_risk"].mean())
+    console.print(f"[green]✔[/] {rows:,} claims ({share:.1%} high risk) → {out} in {time.perf_counter() - started:.1f}s")
+    return out
+
+
+@main.command(help="Run the retraining pipeline locally and publish the model it trains.")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None, help="raw claims file or folder")
+@click.option("--spec", default="claims", show_default=True, help="built-in spec name or spec JSON path")
+@click.option("--rows", type=click.IntRange(min=100), default=DEFAULT_ROWS, show_default=True, help="when generating")
+@click.option("--hp", "hyperparameters", multiple=True, help="hyperparameter override, NAME=VALUE")
+def train(data: Path | None, spec: str, rows: int, hyperparameters: tuple[str, ...]) -> None:
+    _train(data, spec, rows, dict(h.split("=", 1) for h in hyperparameters))
+
+
+def _train(data: Path | None, spec: str, rows: int, hyperparameters: dict[str, str]) -> Path:
+    from local.jobs import JobFailed
+    from local.pipeline_runner import LocalModelStore, run_pipeline
+    from step_functions.pipeline import STEPS
+
+    if data is None:
+        data = home() / "raw" / "claims.csv"
+        if not data.exists():
+            _generate(rows, 0, 0.0, data)
+    run_dir = home() / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    total = len(STEPS)
+    timings: dict[str, float] = {}
+
+    def on_step(step: object, state: str) -> None:
+        name = getattr(step, "name", "?")
+        index = [s.name for s in STEPS].index(name) + 1
+        if state == "started":
+            timings[name] = time.perf_counter()
+            console.print(f"[bold]▶ [{index}/{total}] {name}[/]: {getattr(step, 'description', '')}")
+        elif state == "finished":
+            console.print(f"[green]✔ {name}[/] in {time.perf_counter() - timings[name]:.1f}s")
+        else:
+            console.print(f"[red]✘ {name} failed[/]")
+
+    def on_line(line: str) -> None:
+        console.print(f"  [dim]{line}[/]", markup=True, soft_wrap=True) if "#metric" not in line else console.print(
+            f"  [cyan]{line}[/]"
+        )
+
+    try:
+        run = run_pipeline(data, run_dir, spec=spec, hyperparameters=hyperparameters, on_step=on_step, on_line=on_line)
+    except JobFailed as failure:
+        console.print(f"[red]pipeline stopped at {failure.step}: {failure.reason}[/]")
+        raise SystemExit(1) from None
+    manifest = LocalModelStore(home() / "models").publish(run.model_tarball)
+    metrics = manifest.metrics.get("test", manifest.metrics["validation"])
+    console.print(
+        f"[green]✔ model {manifest.model_version}[/] published: test ROC-AUC {metrics['roc_auc']:.3f}, "
+        f"PR-AUC {metrics['pr_auc']:.3f}, threshold {manifest.threshold:.3f}, "
+        f"{metrics['auto_approved_share']:.0%} auto-approved. Run folder: {run_dir}"
+    )
+    return run_dir
+
+
+@main.command(help="Train if no model is published yet (or --retrain), then serve. This is `make run`.")
+@click.option("--retrain", is_flag=True, help="train a new model even if one is published")
+@click.option("--rows", type=click.IntRange(min=100), default=DEFAULT_ROWS, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--api-port", type=int, default=lambda: int(os.environ.get("CLAIMS_RISK_API_PORT", 8000)), show_default="8000")
+@click.option("--model-port", type=int, default=lambda: int(os.environ.get("CLAIMS_RISK_MODEL_PORT", 8080)), show_default="8080")
+def up(retrain: bool, rows: int, host: str, api_port: int, model_port: int) -> None:
+    from local.pipeline_runner import LocalModelStore
+
+    store = LocalModelStore(home() / "models")
+    if retrain or store.current_dir() is None:
+        _train(None, "claims", rows, {})
+    else:
+        console.print(f"[green]✔[/] reusing the published model in {store.current_dir()} (retrain: make run RETRAIN=1)")
+    _serve(host, api_port, model_port)
+
+
+@main.command(help="Serve the published model and the API until Ctrl-C.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--api-port", type=int, default=lambda: int(os.environ.get("CLAIMS_RISK_API_PORT", 8000)), show_default="8000")
+@click.option("--model-port", type=int, default=lambda: int(os.environ.get("CLAIMS_RISK_MODEL_PORT", 8080)), show_default="8080")
+def serve(host: str, api_port: int, model_port: int) -> None:
+    _serve(host, api_port, model_port)
+
+
+def _serve(host: str, api_port: int, model_port: int) -> None:
+    from local.pipeline_runner import LocalModelStore
+    from local.servers import port_is_free, start_api_server, start_model_server, stop, wait_until_ready
+
+    model_dir = LocalModelStore(home() / "models").current_dir()
+    if model_dir is None:
+        console.print("[red]no published model: run `claims-risk train` first[/]")
+        raise SystemExit(1)
+    for port, what, env in ((api_port, "API", "CLAIMS_RISK_API_PORT"), (model_port, "model server", "CLAIMS_RISK_MODEL_PORT")):
+        if not port_is_free(host, port):
+            console.print(f"[red]port {port} for the {what} is in use: free it or set {env}[/]")
+            raise SystemExit(1)
+    logs = home() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    model_url, api_url = f"http://{host}:{model_port}", f"http://{host}:{api_port}"
+    children: list[subprocess.Popen[bytes]] = []
+
+    def shutdown(*_: object) -> None:
+        for child in reversed(children):
+            stop(child)
+
+    try:
+        with console.status("starting the model server and the API"):
+            children.append(start_model_server(model_dir, host, model_port, logs / "model_server.log"))
+            wait_until_ready(f"{model_url}/ping", children[-1])
+            children.append(start_api_server(model_url, host, api_port, logs / "api.log"))
+            wait_until_ready(f"{api_url}/health", children[-1])
+    except (RuntimeError, TimeoutError) as error:
+        shutdown()
+        console.print(f"[red]could not start: {error}; see {logs}[/]")
+        raise SystemExit(1) from None
+    _print_where_to_look(api_url, model_url, model_dir, logs)
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        console.print("[red]a server stopped unexpectedly; see the logs[/]")
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        shutdown()
+
+
+def _print_where_to_look(api_url: str, model_url: str, model_dir: Path, logs: Path) -> None:
+    body = json.dumps(EXAMPLE_CLAIM)
+    console.print(f"""
+[bold green]Claims risk is running on this machine.[/]
+  API            {api_url}/api/v1/predict   (POST a claim)
+  Swagger UI     {api_url}/swagger
+  OpenAPI JSON   {api_url}/swagger?format=json
+  Health         {api_url}/health
+  Model server   {model_url}/ping, {model_url}/invocations (SageMaker serving contract)
+  Model          {model_dir}
+  Logs           {logs}
+
+Try it:
+  curl -s -X POST {api_url}/api/v1/predict -H 'Content-Type: application/json' -d '{body}'
+
+Ctrl-C stops both servers.""")
+
+
+@main.command("serve-model", help="Run only the model server (SageMaker serving contract).")
+@click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+def serve_model(model_dir: Path, host: str, port: int) -> None:
+    import uvicorn
+
+    from local.model_server import create_model_server
+
+    uvicorn.run(create_model_server(model_dir), host=host, port=port, log_level="warning", access_log=False)
+
+
+@main.command("serve-api", help="Run only the local API in front of a model server.")
+@click.option("--model-url", required=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+def serve_api(model_url: str, host: str, port: int) -> None:
+    import uvicorn
+
+    from local.api_server import create_api
+
+    uvicorn.run(create_api(model_url), host=host, port=port, log_level="warning", access_log=False)
+
+
+@main.command(help="Delete the local data folder (generated data, runs, models, logs).")
+@click.confirmation_option(prompt="Delete the local data folder?")
+def clean() -> None:
+    shutil.rmtree(home(), ignore_errors=True)
+    console.print(f"removed {home()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Training job: fit the encoder and the model, choose the threshold, write the model artifact.
+
+Runs under SageMaker's training contract (``python -m sagemaker_jobs.training.train``):
+channels ``train`` and ``validation`` (and optionally ``test``) from ``SM_CHANNEL_<NAME>``,
+hyperparameters from ``SM_HPS`` or ``hyperparameters.json``, the artifact into ``SM_MODEL_DIR``,
+metrics on stdout in the format the tuning job's regexes read, and the reason for a failure in
+``/opt/ml/output/failure``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from sagemaker_jobs.environment import TrainingEnvironment, training_environment
+from shared.decision import DEFAULT_COSTS
+from shared.feature_spec import FeatureSpec, load_spec
+from shared.metric_lines import metric_line
+from shared.ml.baseline import baseline_statistics
+from shared.ml.evaluation import choose_threshold, classification_metrics
+from shared.ml.features import fit_encoder
+from shared.ml.model import EXPLANATION_METHODS, XGBOOST_FILE, Lineage, Manifest, write_artifact
+from step_functions.pipeline import parse_hyperparameters
+
+SPEC_IN_CHANNEL = "feature_spec.json"
+LINEAGE_IN_CHANNEL = "lineage.json"
+
+
+class TrainingError(RuntimeError):
+    """A failure with a reason a person can act on."""
+
+
+def log(message: str) -> None:
+    print(f"[train] {message}", flush=True)
+
+
+def read_channel(path: Path | None, name: str) -> pd.DataFrame:
+    if path is None or not path.is_dir():
+        raise TrainingError(f"channel {name!r} is missing")
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".csv") and p.is_file())
+    if not files:
+        raise TrainingError(f"channel {name!r} at {path} has no .parquet or .csv file")
+    frames = [pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f) for f in files]
+    return pd.concat(frames, ignore_index=True)
+
+
+def resolve_spec(environment: TrainingEnvironment, hyperparameters: dict[str, Any]) -> FeatureSpec:
+    train = environment.channel("train")
+    if train is not None and (train / SPEC_IN_CHANNEL).is_file():
+        return FeatureSpec.from_file(train / SPEC_IN_CHANNEL)
+    return load_spec(hyperparameters["feature_spec"])
+
+
+def lineage_of(environment: TrainingEnvironment) -> dict[str, Any]:
+    train = environment.channel("train")
+    if train is not None and (train / LINEAGE_IN_CHANNEL).is_file():
+        loaded: dict[str, Any] = json.loads((train / LINEAGE_IN_CHANNEL).read_text(encoding="utf-8"))
+        return loaded
+    digest = hashlib.sha256()
+    for name in ("train", "validation"):
+        channel = environment.channel(name)
+        for f in sorted(channel.rglob("*")) if channel else []:
+            if f.is_file():
+                digest.update(f.read_bytes())
+    return {"data_sha256": digest.hexdigest(), "source_files": []}
+
+
+def target_of(frame: pd.DataFrame, spec: FeatureSpec, channel: str) -> np.ndarray:
+    column = spec.target.column
+    if column not in frame.columns:
+        raise TrainingError(f"channel {channel!r} has no target column {column!r}")
+    target = pd.to_numeric(frame[column], errors="coerce")
+    if target.isna().any() or not target.isin([0, 1]).all():
+        raise TrainingError(f"target {column!r} in channel {channel!r} must be 0/1 for every row")
+    y = target.to_numpy(dtype=np.int64)
+    if len(np.unique(y)) < 2:
+        raise TrainingError(f"channel {channel!r} needs both classes of {column!r}")
+    return y
+
+
+def train_xgboost(
+    x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+    feature_names: list[str], hp: dict[str, Any],
+) -> xgb.Booster:
+    params = {
+        "objective": "binary:logistic",
+        "eval_metric": ["logloss", "aucpr"],
+        "tree_method": "hist",
+        "max_depth": hp["xgb_max_depth"],
+        "eta": hp["xgb_eta"],
+        "min_child_weight": hp["xgb_min_child_weight"],
+        "subsample": hp["xgb_subsample"],
+        "colsample_bytree": hp["xgb_colsample_bytree"],
+        "lambda": hp["xgb_lambda"],
+        "seed": hp["seed"],
+        "nthread": os.cpu_count() or 1,
+    }
+    dtrain = xgb.DMatrix(x_train, label=y_train, missing=np.nan, feature_names=feature_names)
+    dval = xgb.DMatrix(x_val, label=y_val, missing=np.nan, feature_names=feature_names)
+    booster = xgb.train(
+        params,
+        dtrain,
+        num_boost_round=hp["xgb_num_round"],
+        evals=[(dval, "validation")],
+        early_stopping_rounds=hp["early_stopping_rounds"],
+        verbose_eval=False,
+    )
+    # Keep only the trees up to the best round, so serving and explanations use the chosen model.
+    best = booster.best_iteration + 1
+    return booster[:best]
+
+
+def run(environment: TrainingEnvironment) -> dict[str, Any]:
+    started = time.perf_counter()
+    hp = parse_hyperparameters(environment.hyperparameters)
+    spec = resolve_spec(environment, hp)
+    log(f"spec {spec.name!r}; hyperparameters {json.dumps(hp, sort_keys=True)}")
+    train = read_channel(environment.channel("train"), "train")
+    validation = read_channel(environment.channel("validation"), "validation")
+    y_train = target_of(train, spec, "train")
+    y_val = target_of(validation, spec, "validation")
+    log(f"{len(train)} training rows, {len(validation)} validation rows")
+
+    encoder = fit_encoder(spec, train, y_train)
+    x_train, x_val = encoder.transform(train), encoder.transform(validation)
+    log(f"{x_train.shape[1]} encoded columns")
+
+    booster = train_xgboost(x_train, y_train, x_val, y_val, encoder.feature_names, hp)
+    log(f"{booster.num_boosted_rounds()} trees kept after early stopping")
+    scorer_scores = np.asarray(booster.inplace_predict(x_val, validate_features=False), dtype=np.float64)
+    threshold = choose_threshold(y_val, scorer_scores, DEFAULT_COSTS)
+    metrics: dict[str, Any] = {
+        "validation": classification_metrics(y_val, scorer_scores, threshold),
+        "train": classification_metrics(
+            y_train, np.asarray(booster.inplace_predict(x_train, validate_features=False)), threshold
+        ),
+    }
+    test_channel = environment.channel("test")
+    if test_channel is not None and test_channel.is_dir() and any(test_channel.iterdir()):
+        test = read_channel(test_channel, "test")
+        y_test = target_of(test, spec, "test")
+        test_scores = np.asarray(booster.inplace_predict(encoder.transform(test), validate_features=False))
+        metrics["test"] = classification_metrics(y_test, test_scores, threshold)
+
+    lineage = lineage_of(environment)
+    created = dt.datetime.now(dt.UTC)
+    data_hash = str(lineage.get("data_sha256", ""))
+    version = f"{created:%Y%m%d.%H%M%S}-xgboost-{data_hash[:8]}"
+    manifest = Manifest(
+        model_version=version,
+        family="xgboost",
+        created_at=created.isoformat(timespec="seconds"),
+        threshold=threshold,
+        costs=DEFAULT_COSTS,
+        metrics=metrics,
+        lineage=Lineage(
+            data_sha256=data_hash,
+            code_version=os.environ.get("CODE_VERSION", "unknown"),
+            hyperparameters=hp,
+            train_rows=len(train),
+            validation_rows=len(validation),
+            source_files=list(lineage.get("source_files", [])),
+        ),
+        explanation_method=EXPLANATION_METHODS["xgboost"],
+        files={"model": XGBOOST_FILE},
+    )
+    baseline = baseline_statistics(spec, train, len(train), scorer_scores)
+    write_artifact(environment.model_dir, manifest, encoder, baseline, booster)
+    environment.output_data_dir.mkdir(parents=True, exist_ok=True)
+    (environment.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+
+    for channel in ("validation", "train"):
+        for key in ("roc_auc", "pr_auc", "logloss", "brier", "f1", "recall", "precision"):
+            if channel == "train" and key != "roc_auc":
+                continue
+            print(metric_line(f"{channel}:{key}", metrics[channel][key]), flush=True)
+    log(f"model {version} written to {environment.model_dir} in {time.perf_counter() - started:.1f}s; "
+        f"threshold {threshold:.3f}")
+    return {"model_version": version, "metrics": metrics}
+
+
+def main() -> int:
+    environment = training_environment()
+    try:
+        run(environment)
+    except Exception as error:  # the reason must reach SageMaker's FailureReason
+        reason = str(error) if isinstance(error, TrainingError | ValueError) else repr(error)
+        environment.output_dir.mkdir(parents=True, exist_ok=True)
+        environment.failure_file.write_text(reason[:1000], encoding="utf-8")
+        traceback.print_exc()
+        print(f"[train] FAILED: {reason}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

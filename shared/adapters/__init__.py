@@ -1,0 +1,1 @@
+"""Adapters that implement :mod:`shared.ports` for AWS (boto3) and for the local runtime."""

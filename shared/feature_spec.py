@@ -1,0 +1,276 @@
+"""The declarative feature spec: which columns a dataset has, what they mean and how they become features.
+
+A spec drives processing (validation and splits), training (encoding), serving (input checks and
+readable factor names) and monitoring (baseline statistics). The default spec, :func:`claims_spec`,
+is derived from :class:`shared.schema.Claim`, so the schema is defined once. Other datasets bring
+their own spec as JSON (see ``--spec``).
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from datetime import date
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.schema import NOT_IN_FUTURE, ORDERING_RULES, Claim
+
+
+class ColumnKind(StrEnum):
+    NUMERIC = "numeric"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    CATEGORICAL = "categorical"
+    TEXT = "text"
+    DATE = "date"
+    IDENTIFIER = "identifier"
+
+
+class ColumnRole(StrEnum):
+    FEATURE = "feature"  # a model input
+    PROTECTED = "protected"  # fairness reporting only, never a model input
+    ID = "id"  # identifies the row; echoed in outputs
+    CONTEXT = "context"  # validated and kept, not a model input (dates feeding derived features, ...)
+    IGNORE = "ignore"  # dropped after reading (identifiers that must not leak into the model)
+
+
+class ColumnSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: ColumnKind
+    role: ColumnRole = ColumnRole.FEATURE
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    allowed: list[str] | None = None
+    max_length: int | None = None
+    pattern: str | None = Field(default=None, description="regular expression the whole value must match")
+    date_format: str | None = Field(default=None, description="strptime format; ISO 8601 when absent")
+
+
+class DerivedFeature(BaseModel):
+    """A feature computed from raw columns before encoding."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    op: Literal["ratio", "days_between", "month", "weekday", "log1p"]
+    inputs: list[str]
+    description: str = ""
+
+
+class TargetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    column: str
+    positive: list[str] = Field(description="Raw values that mean the positive (high-risk) class.")
+    negative: list[str]
+
+
+class OrderingRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lower: str
+    upper: str
+    message: str
+
+
+class FeatureSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str = "1"
+    id_column: str
+    target: TargetSpec
+    columns: list[ColumnSpec]
+    derived: list[DerivedFeature] = Field(default_factory=list)
+    ordering_rules: list[OrderingRule] = Field(default_factory=list)
+    not_in_future: list[str] = Field(default_factory=list)
+    missing_tokens: list[str] = Field(
+        default_factory=lambda: [""], description="Raw strings that mean a missing value."
+    )
+    text_vocabulary_size: int = Field(default=40, ge=0, le=500)
+    max_categories: int = Field(default=30, ge=1, le=500)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> FeatureSpec:
+        names = {c.name for c in self.columns}
+        if self.id_column not in names:
+            raise ValueError(f"id_column {self.id_column!r} is not among the columns")
+        if self.target.column in names:
+            raise ValueError("the target column must not be listed among the columns")
+        for derived in self.derived:
+            missing = [i for i in derived.inputs if i not in names]
+            if missing:
+                raise ValueError(f"derived feature {derived.name!r} uses unknown columns {missing}")
+        for rule in self.ordering_rules:
+            for ref in (rule.lower, rule.upper):
+                if ref not in names:
+                    raise ValueError(f"ordering rule uses unknown column {ref!r}")
+        return self
+
+    def column(self, name: str) -> ColumnSpec:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    def by_role(self, role: ColumnRole) -> list[ColumnSpec]:
+        return [c for c in self.columns if c.role == role]
+
+    @property
+    def feature_columns(self) -> list[ColumnSpec]:
+        return self.by_role(ColumnRole.FEATURE)
+
+    @property
+    def protected_columns(self) -> list[ColumnSpec]:
+        return self.by_role(ColumnRole.PROTECTED)
+
+    @property
+    def kept_columns(self) -> list[ColumnSpec]:
+        return [c for c in self.columns if c.role != ColumnRole.IGNORE]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> FeatureSpec:
+        return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+# ---------------------------------------------------------------------------------------------
+# The default spec, derived from the Claim model.
+
+TARGET_COLUMN = "is_high_risk"
+
+# Which Claim fields are model inputs is a modelling decision, so it is stated here; the types,
+# bounds and allowed values come from the Claim model itself.
+_CLAIM_ROLES: dict[str, ColumnRole] = {
+    "claim_id": ColumnRole.ID,
+    # Age band, gender and location are the groups of the fairness report: never model inputs.
+    "customer_age": ColumnRole.PROTECTED,
+    "gender": ColumnRole.PROTECTED,
+    "location": ColumnRole.PROTECTED,
+    "policy_start_date": ColumnRole.CONTEXT,
+    "incident_date": ColumnRole.CONTEXT,
+    "report_date": ColumnRole.CONTEXT,
+}
+
+_CLAIM_DERIVED: list[DerivedFeature] = [
+    DerivedFeature(
+        name="amount_to_sum_insured",
+        op="ratio",
+        inputs=["claim_amount", "sum_insured"],
+        description="claim amount as a share of the sum insured",
+    ),
+    DerivedFeature(
+        name="amount_to_premium",
+        op="ratio",
+        inputs=["claim_amount", "annual_premium"],
+        description="claim amount in years of premium",
+    ),
+    DerivedFeature(
+        name="days_policy_start_to_incident",
+        op="days_between",
+        inputs=["policy_start_date", "incident_date"],
+        description="days from policy start to the incident",
+    ),
+    DerivedFeature(
+        name="days_incident_to_report",
+        op="days_between",
+        inputs=["incident_date", "report_date"],
+        description="days from the incident to its report",
+    ),
+    DerivedFeature(
+        name="incident_month", op="month", inputs=["incident_date"], description="month of the incident"
+    ),
+]
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def _column_from_field(name: str, field: Any) -> ColumnSpec:
+    annotation, _ = _unwrap_optional(field.annotation)
+    metadata = list(field.metadata)
+    if typing.get_origin(annotation) is typing.Annotated:
+        # Optional[Annotated[...]] keeps its constraints inside the annotation, not on the field.
+        annotation, *extras = typing.get_args(annotation)
+        for extra in extras:
+            metadata.extend(getattr(extra, "metadata", [extra]))
+    kind: ColumnKind
+    allowed: list[str] | None = None
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        kind, allowed = ColumnKind.CATEGORICAL, [str(m.value) for m in annotation]
+    elif annotation is bool:
+        kind = ColumnKind.BOOLEAN
+    elif annotation is int:
+        kind = ColumnKind.INTEGER
+    elif annotation is float:
+        kind = ColumnKind.NUMERIC
+    elif annotation is date:
+        kind = ColumnKind.DATE
+    elif annotation is str:
+        kind = ColumnKind.TEXT if name == "description" else ColumnKind.CATEGORICAL
+    else:  # pragma: no cover - guards future schema edits
+        raise TypeError(f"no column kind for Claim.{name}: {annotation!r}")
+    role = _CLAIM_ROLES.get(name, ColumnRole.FEATURE)
+    if role == ColumnRole.ID:
+        kind = ColumnKind.IDENTIFIER
+    spec: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "role": role,
+        "required": field.is_required(),
+        "allowed": allowed,
+    }
+    for meta in metadata:
+        if isinstance(meta, annotated_types.Gt):
+            spec["minimum"], spec["exclusive_minimum"] = float(meta.gt), True  # type: ignore[arg-type]
+        elif isinstance(meta, annotated_types.Ge):
+            spec["minimum"] = float(meta.ge)  # type: ignore[arg-type]
+        elif isinstance(meta, annotated_types.Le):
+            spec["maximum"] = float(meta.le)  # type: ignore[arg-type]
+        elif isinstance(meta, annotated_types.MaxLen):
+            spec["max_length"] = meta.max_length
+        elif getattr(meta, "pattern", None):
+            spec["pattern"] = meta.pattern
+    return ColumnSpec(**spec)
+
+
+def claims_spec() -> FeatureSpec:
+    """The default spec: the Claim model's fields plus the engineered features."""
+    columns = [_column_from_field(name, field) for name, field in Claim.model_fields.items()]
+    return FeatureSpec(
+        name="claims",
+        id_column="claim_id",
+        target=TargetSpec(column=TARGET_COLUMN, positive=["1", "1.0", "true", "True"], negative=["0", "0.0", "false", "False"]),
+        columns=columns,
+        derived=list(_CLAIM_DERIVED),
+        ordering_rules=[OrderingRule(lower=lo, upper=hi, message=msg) for lo, hi, msg in ORDERING_RULES],
+        not_in_future=list(NOT_IN_FUTURE),
+    )
+
+
+BUILTIN_SPECS = {"claims": claims_spec}
+
+
+def load_spec(name_or_path: str | Path) -> FeatureSpec:
+    """A built-in spec by name, or a spec JSON file by path."""
+    if str(name_or_path) in BUILTIN_SPECS:
+        return BUILTIN_SPECS[str(name_or_path)]()
+    return FeatureSpec.from_file(name_or_path)

@@ -1,0 +1,210 @@
+"""The model artifact and the risk model that serves from it.
+
+``model.tar.gz`` holds one folder, whatever the model family::
+
+    manifest.json             version, family, threshold, costs, metrics, lineage, file names
+    feature_spec.json         the spec the model was trained with
+    encoder.json              the fitted encoder (levels, tokens, column order)
+    baseline_statistics.json  per-feature statistics of the training data, for drift monitoring
+    model.ubj                 the fitted model (XGBoost's own format; other families add theirs)
+
+Nothing is pickled, so loading an artifact never runs code from it.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import numpy as np
+import xgboost as xgb
+from pydantic import BaseModel, Field
+
+from shared.decision import DecisionCosts
+from shared.feature_spec import FeatureSpec
+from shared.ml.features import Columns, FittedEncoder, columns_from_records, input_columns
+from shared.schema import RiskLevel
+
+ARTIFACT_FORMAT: Final = 1
+MANIFEST: Final = "manifest.json"
+SPEC_FILE: Final = "feature_spec.json"
+ENCODER_FILE: Final = "encoder.json"
+BASELINE_FILE: Final = "baseline_statistics.json"
+XGBOOST_FILE: Final = "model.ubj"
+TOP_FACTORS: Final = 5
+
+
+class Lineage(BaseModel):
+    data_sha256: str
+    code_version: str
+    hyperparameters: dict[str, Any]
+    train_rows: int
+    validation_rows: int
+    source_files: list[str] = Field(default_factory=list)
+
+
+class Manifest(BaseModel):
+    format: int = ARTIFACT_FORMAT
+    model_version: str
+    family: str
+    created_at: str
+    threshold: float
+    costs: DecisionCosts
+    metrics: dict[str, Any]
+    lineage: Lineage
+    explanation_method: str
+    files: dict[str, str]
+
+
+class Scorer(Protocol):
+    """What every model family provides to the risk model."""
+
+    def probabilities(self, matrix: np.ndarray) -> np.ndarray: ...
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """Per-row, per-column contributions to the log-odds (no bias column)."""
+        ...
+
+
+@dataclass
+class XGBoostScorer:
+    booster: xgb.Booster
+
+    def probabilities(self, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.inplace_predict(matrix, validate_features=False), dtype=np.float64)
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        # Exact TreeSHAP: contributions add up to the log-odds, so they are honest explanations.
+        dmatrix = xgb.DMatrix(matrix, missing=np.nan, feature_names=self.booster.feature_names)
+        contribs = self.booster.predict(dmatrix, pred_contribs=True, validate_features=False)
+        return np.asarray(contribs[:, :-1], dtype=np.float64)
+
+
+EXPLANATION_METHODS: Final = {"xgboost": "exact TreeSHAP (XGBoost pred_contribs)"}
+
+
+def load_scorer(family: str, model_dir: Path, files: Mapping[str, str]) -> Scorer:
+    if family == "xgboost":
+        booster = xgb.Booster()
+        booster.load_model(str(model_dir / files["model"]))
+        booster.set_param({"nthread": 1})  # serving is per request; one thread avoids oversubscription
+        return XGBoostScorer(booster)
+    raise ValueError(f"unknown model family {family!r}")
+
+
+@dataclass
+class RiskModel:
+    """A loaded artifact: encodes claims, scores them and explains each score."""
+
+    manifest: Manifest
+    encoder: FittedEncoder
+    scorer: Scorer
+    baseline: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        self._factor_names = self.encoder.factor_names
+        self._factor_matrix = np.zeros((len(self.encoder.columns), len(self._factor_names)))
+        self._factor_matrix[np.arange(len(self.encoder.columns)), self.encoder.factor_index()] = 1.0
+        self._inputs = input_columns(self.encoder)
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self.encoder.spec
+
+    @property
+    def version(self) -> str:
+        return self.manifest.model_version
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> RiskModel:
+        root = Path(model_dir)
+        manifest = Manifest.model_validate_json((root / MANIFEST).read_text(encoding="utf-8"))
+        encoder = FittedEncoder.model_validate_json((root / ENCODER_FILE).read_text(encoding="utf-8"))
+        baseline = json.loads((root / BASELINE_FILE).read_text(encoding="utf-8"))
+        return cls(manifest, encoder, load_scorer(manifest.family, root, manifest.files), baseline)
+
+    def scores(self, data: Columns, n_rows: int | None = None) -> np.ndarray:
+        return self.scorer.probabilities(self.encoder.transform(data, n_rows))
+
+    def factor_contributions(self, data: Columns, n_rows: int | None = None) -> np.ndarray:
+        """Contributions summed per readable factor (one-hot levels fold into their column)."""
+        return self.scorer.contributions(self.encoder.transform(data, n_rows)) @ self._factor_matrix
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]], explain: bool = True) -> list[dict[str, Any]]:
+        data = columns_from_records(records, self._inputs)
+        matrix = self.encoder.transform(data, len(records))
+        scores = self.scorer.probabilities(matrix)
+        factors = self.scorer.contributions(matrix) @ self._factor_matrix if explain else None
+        id_column = self.spec.id_column
+        threshold = self.manifest.threshold
+        out = []
+        for i, record in enumerate(records):
+            score = float(scores[i])
+            high = score >= threshold
+            out.append(
+                {
+                    "claim_id": str(record.get(id_column, "")),
+                    "risk_level": RiskLevel.HIGH.value if high else RiskLevel.LOW.value,
+                    "risk_score": round(score, 6),
+                    "confidence": round(score if high else 1.0 - score, 6),
+                    "risk_factors": self._top_factors(factors[i]) if factors is not None else [],
+                    "model_version": self.version,
+                    "threshold": threshold,
+                }
+            )
+        return out
+
+    def _top_factors(self, contributions: np.ndarray) -> list[dict[str, Any]]:
+        magnitude = np.abs(contributions)
+        total = float(magnitude.sum())
+        if total <= 0:
+            return []
+        order = np.argsort(-magnitude, kind="stable")[:TOP_FACTORS]
+        return [
+            {
+                "factor": self._factor_names[j],
+                "importance": round(float(magnitude[j] / total), 4),
+                "direction": "increases_risk" if contributions[j] > 0 else "decreases_risk",
+                "contribution": round(float(contributions[j]), 4),
+            }
+            for j in order
+            if magnitude[j] > 0
+        ]
+
+
+def write_artifact(
+    model_dir: str | Path,
+    manifest: Manifest,
+    encoder: FittedEncoder,
+    baseline: dict[str, Any],
+    booster: xgb.Booster,
+) -> None:
+    root = Path(model_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(root / manifest.files["model"]))
+    (root / ENCODER_FILE).write_text(encoder.model_dump_json(), encoding="utf-8")
+    (root / SPEC_FILE).write_text(encoder.spec.to_json(), encoding="utf-8")
+    (root / BASELINE_FILE).write_text(json.dumps(baseline, indent=1), encoding="utf-8")
+    (root / MANIFEST).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+
+
+def pack_model_dir(model_dir: str | Path, tarball: str | Path) -> Path:
+    """Pack a model folder the way SageMaker does: the folder's contents at the archive's root."""
+    target = Path(tarball)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w:gz") as archive:
+        for path in sorted(Path(model_dir).iterdir()):
+            archive.add(path, arcname=path.name)
+    return target
+
+
+def unpack_model(tarball: str | Path, into: str | Path) -> Path:
+    destination = Path(into)
+    destination.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball, "r:gz") as archive:
+        archive.extractall(destination, filter="data")
+    return destination

@@ -1,0 +1,181 @@
+"""The claim schema: the one definition of what a claim is and which business rules it obeys.
+
+The API validates requests with :class:`Claim`; the processing job and the batch path validate whole
+files with rules derived from this same model (see :mod:`shared.feature_spec`). Nothing here imports
+numpy or pandas, so the API Lambda can use it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+# Numbers are strict: "15000" or true where a number belongs is rejected rather than coerced,
+# so a client's type bug surfaces as a 422 instead of a silently different score.
+Amount = Annotated[float, Field(strict=True, gt=0, le=10_000_000)]
+NonNegativeAmount = Annotated[float, Field(strict=True, ge=0, le=100_000_000)]
+
+
+class ClaimType(StrEnum):
+    AUTO = "auto"
+    HOME = "home"
+    HEALTH = "health"
+    TRAVEL = "travel"
+    LIFE = "life"
+    COMMERCIAL = "commercial"
+
+
+class Location(StrEnum):
+    URBAN = "urban"
+    SUBURBAN = "suburban"
+    RURAL = "rural"
+
+
+class Gender(StrEnum):
+    FEMALE = "female"
+    MALE = "male"
+    OTHER = "other"
+    UNDISCLOSED = "undisclosed"
+
+
+class RiskLevel(StrEnum):
+    LOW = "low"
+    HIGH = "high"
+
+
+# Cross-field rules, as data so that the file validator applies exactly the same ones.
+# Each pair (lower, upper) means: when both are present, lower <= upper.
+ORDERING_RULES: Final[tuple[tuple[str, str, str], ...]] = (
+    ("policy_start_date", "incident_date", "the incident cannot precede the policy start"),
+    ("incident_date", "report_date", "the claim cannot be reported before the incident"),
+    ("deductible", "sum_insured", "the deductible cannot exceed the sum insured"),
+    ("policy_tenure", "customer_age", "the policy tenure cannot exceed the customer's age"),
+)
+# Dates that cannot lie in the future (one day of slack for time zones).
+NOT_IN_FUTURE: Final[tuple[str, ...]] = ("policy_start_date", "incident_date", "report_date")
+FUTURE_SLACK: Final = dt.timedelta(days=1)
+
+
+# A complete example claim: shown in the OpenAPI document and in the curl that `make run` prints.
+EXAMPLE_CLAIM: Final[dict[str, Any]] = {
+    "claim_id": "CLM-2024-001",
+    "claim_amount": 15000,
+    "claim_type": "auto",
+    "customer_age": 35,
+    "policy_tenure": 2,
+    "claim_history": 1,
+    "location": "urban",
+    "vehicle_age": 5,
+    "incident_date": "2024-01-10",
+    "report_date": "2024-01-12",
+    "sum_insured": 25000,
+    "description": "rear ended in traffic",
+}
+
+
+class Claim(BaseModel):
+    """One insurance claim as the API, the endpoint and the batch files receive it."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        str_strip_whitespace=True,
+        use_enum_values=True,
+        json_schema_extra={"examples": [EXAMPLE_CLAIM]},
+    )
+
+    claim_id: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$", examples=["CLM-2024-001"]
+    )
+    claim_amount: Amount = Field(description="Amount claimed, in the policy currency.", examples=[15000])
+    claim_type: ClaimType = Field(examples=["auto"])
+    customer_age: int = Field(
+        strict=True, ge=16, le=110, description="Age of the policyholder in years.", examples=[35]
+    )
+    policy_tenure: float = Field(
+        strict=True, ge=0, le=90, description="Years the policy has been held.", examples=[2]
+    )
+    claim_history: int = Field(
+        strict=True, ge=0, le=100, description="Number of earlier claims on this policy.", examples=[1]
+    )
+    location: Location = Field(examples=["urban"])
+    vehicle_age: int | None = Field(default=None, strict=True, ge=0, le=80, examples=[5])
+    policy_start_date: dt.date | None = Field(default=None, examples=["2022-03-01"])
+    incident_date: dt.date | None = Field(default=None, examples=["2024-01-10"])
+    report_date: dt.date | None = Field(default=None, examples=["2024-01-12"])
+    annual_premium: Amount | None = Field(default=None, description="Annual premium of the policy.")
+    sum_insured: Amount | None = Field(default=None, description="Maximum payable under the policy.")
+    deductible: NonNegativeAmount | None = Field(default=None)
+    region: str | None = Field(
+        default=None, min_length=1, max_length=40, pattern=r"^[a-z0-9_-]+$", examples=["north"]
+    )
+    police_report: bool | None = Field(default=None, strict=True)
+    witnesses: int | None = Field(default=None, strict=True, ge=0, le=50)
+    description: str | None = Field(default=None, max_length=4000, description="Free-text account.")
+    gender: Gender | None = Field(
+        default=None, description="Used only for the fairness report; never a model input."
+    )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _business_rules(cls, value: Any, info: ValidationInfo) -> Any:
+        # Runs per field, so an error's location names the field that breaks the rule: whichever of
+        # a pair comes later in the model is checked against the earlier, already validated one.
+        if value is None:
+            return value
+        name = info.field_name
+        for lower, upper, message in ORDERING_RULES:
+            if name == upper and info.data.get(lower) is not None and info.data[lower] > value:
+                raise ValueError(f"{upper} must not be less than {lower}: {message}")
+            if name == lower and info.data.get(upper) is not None and value > info.data[upper]:
+                raise ValueError(f"{lower} must not exceed {upper}: {message}")
+        if name in NOT_IN_FUTURE and value > dt.datetime.now(dt.UTC).date() + FUTURE_SLACK:
+            raise ValueError(f"{name} lies in the future")
+        return value
+
+
+class RiskFactor(BaseModel):
+    factor: str = Field(description="Readable snake_case name of the feature behind the contribution.")
+    importance: float = Field(
+        ge=0, le=1, description="Share of this claim's total absolute contribution that the factor carries."
+    )
+    direction: Literal["increases_risk", "decreases_risk"]
+    contribution: float = Field(description="Signed contribution to the model's log-odds.")
+
+
+class EndpointPrediction(BaseModel):
+    """What the model endpoint returns for one claim."""
+
+    claim_id: str
+    risk_level: RiskLevel
+    risk_score: float = Field(ge=0, le=1, description="Estimated probability that the claim is high risk.")
+    confidence: float = Field(
+        ge=0, le=1, description="Estimated probability that the assigned risk level is the correct one."
+    )
+    risk_factors: list[RiskFactor]
+    model_version: str
+    threshold: float = Field(ge=0, le=1, description="Score at or above which a claim is high risk.")
+
+
+class PredictionResponse(EndpointPrediction):
+    """The API's answer for one claim."""
+
+    processing_time_ms: float = Field(ge=0)
+    timestamp: dt.datetime
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy", "degraded"]
+    version: str
+    timestamp: dt.datetime
+    dependencies: dict[str, str] = Field(default_factory=dict)
+
+
+def claim_field_names() -> list[str]:
+    return list(Claim.model_fields)
+
+
+def parse_claim(data: dict[str, Any]) -> Claim:
+    return Claim.model_validate(data)

@@ -1,0 +1,141 @@
+"""The retraining pipeline, defined once.
+
+Each step names its job script, its inputs and outputs, its instance type and (for training) its
+hyperparameters and their tuning ranges. The local runner (:mod:`local.pipeline_runner`) executes
+these steps on this machine; the CDK state machine is built from the same definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from shared.metric_lines import metric_definitions
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One hyperparameter: its type, default and the range the tuner searches."""
+
+    name: str
+    kind: Literal["int", "float", "categorical"]
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[str, ...] = ()
+    tunable: bool = True
+    help: str = ""
+
+    def parse(self, raw: Any) -> Any:
+        """Turn a raw value (SageMaker passes every hyperparameter as a string) into a checked value."""
+        try:
+            if self.kind == "int":
+                number = float(raw)
+                if not number.is_integer():
+                    raise ValueError
+                value: Any = int(number)
+            elif self.kind == "float":
+                value = float(raw)
+            else:
+                value = str(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"hyperparameter {self.name}: {raw!r} is not a valid {self.kind}") from None
+        if self.kind == "categorical":
+            if value not in self.choices:
+                raise ValueError(f"hyperparameter {self.name}: {value!r} is not one of {list(self.choices)}")
+        elif (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise ValueError(f"hyperparameter {self.name}: {value} is outside [{self.low}, {self.high}]")
+        return value
+
+
+HYPERPARAMETERS: Final[tuple[Hyperparameter, ...]] = (
+    Hyperparameter("model_family", "categorical", "xgboost", choices=("xgboost",),
+                   help="model family to train"),
+    Hyperparameter("xgb_max_depth", "int", 4, 2, 8, help="depth of each tree"),
+    Hyperparameter("xgb_eta", "float", 0.08, 0.01, 0.3, log=True, help="learning rate"),
+    Hyperparameter("xgb_num_round", "int", 600, 50, 1500, help="maximum boosting rounds"),
+    Hyperparameter("xgb_min_child_weight", "float", 2.0, 0.5, 50.0, log=True),
+    Hyperparameter("xgb_subsample", "float", 0.9, 0.5, 1.0),
+    Hyperparameter("xgb_colsample_bytree", "float", 0.8, 0.4, 1.0),
+    Hyperparameter("xgb_lambda", "float", 1.0, 1e-3, 20.0, log=True, help="L2 regularisation"),
+    Hyperparameter("early_stopping_rounds", "int", 40, 5, 200, tunable=False),
+    Hyperparameter("seed", "int", 0, 0, 2**31 - 1, tunable=False),
+    Hyperparameter("feature_spec", "categorical", "claims", choices=("claims",), tunable=False,
+                   help="built-in spec to use when the train channel carries no feature_spec.json"),
+)
+HYPERPARAMETERS_BY_NAME: Final = {hp.name: hp for hp in HYPERPARAMETERS}
+
+# The tuning objective and every metric the training script prints.
+OBJECTIVE_METRIC: Final = "validation:pr_auc"
+TRAINING_METRICS: Final[tuple[str, ...]] = (
+    "validation:roc_auc",
+    "validation:pr_auc",
+    "validation:logloss",
+    "validation:brier",
+    "validation:f1",
+    "validation:recall",
+    "validation:precision",
+    "train:roc_auc",
+)
+TRAINING_METRIC_DEFINITIONS: Final = metric_definitions(list(TRAINING_METRICS))
+
+
+def parse_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
+    """Defaults overlaid with the given values, each parsed and range-checked; unknown names fail."""
+    unknown = sorted(set(raw) - set(HYPERPARAMETERS_BY_NAME))
+    if unknown:
+        raise ValueError(f"unknown hyperparameters: {unknown}")
+    values = {hp.name: hp.default for hp in HYPERPARAMETERS}
+    for name, value in raw.items():
+        values[name] = HYPERPARAMETERS_BY_NAME[name].parse(value)
+    return values
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the pipeline and the job that runs it."""
+
+    name: str
+    kind: Literal["processing", "training"]
+    module: str  # the job script, run as ``python -m <module>`` locally and in the SageMaker container
+    description: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    instance_type: str
+    arguments: tuple[str, ...] = ()
+    metric_names: tuple[str, ...] = field(default_factory=tuple)
+
+
+STEPS: Final[tuple[Step, ...]] = (
+    Step(
+        name="validate",
+        kind="processing",
+        module="sagemaker_jobs.processing.validate",
+        description="check raw claims against the schema and business rules; split train/validation/test",
+        inputs=("raw",),
+        outputs=("train", "validation", "test", "rejected", "quality"),
+        instance_type="ml.m5.xlarge",
+    ),
+    Step(
+        name="train",
+        kind="training",
+        module="sagemaker_jobs.training.train",
+        description="fit preprocessing and the model; choose the decision threshold; write model.tar.gz",
+        inputs=("train", "validation", "test"),
+        outputs=("model",),
+        instance_type="ml.m5.xlarge",
+        metric_names=TRAINING_METRICS,
+    ),
+)
+
+
+def step_names() -> list[str]:
+    return [step.name for step in STEPS]
+
+
+def step(name: str) -> Step:
+    for candidate in STEPS:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(name)
