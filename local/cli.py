@@ -49,16 +49,22 @@ def _generate(rows: int, seed: int, drift: float, out: Path) -> Path:
     with console.status(f"generating {rows:,} claims (seed {seed}, drift {drift})"):
         started = time.perf_counter()
         claims = generate_claims(rows, seed=seed, drift=drift)
-        write_claims(claims, out)
+        write_claims(claims, out, truth=home() / "truth" / f"{out.stem}.parquet")
     share = float(claims.frame["is_high_risk"].mean())
-    console.print(f"[green]✔[/] {rows:,} claims ({share:.1%} high risk) → {out} in {time.perf_counter() - started:.1f}s")
+    console.print(
+        f"[green]✔[/] {rows:,} claims ({share:.1%} high risk) → {out} in {time.perf_counter() - started:.1f}s"
+    )
     return out
 
 
 @main.command(help="Run the retraining pipeline locally and publish the model it trains.")
-@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None, help="raw claims file or folder")
+@click.option(
+    "--data", type=click.Path(exists=True, path_type=Path), default=None, help="raw claims file or folder"
+)
 @click.option("--spec", default="claims", show_default=True, help="built-in spec name or spec JSON path")
-@click.option("--rows", type=click.IntRange(min=100), default=DEFAULT_ROWS, show_default=True, help="when generating")
+@click.option(
+    "--rows", type=click.IntRange(min=100), default=DEFAULT_ROWS, show_default=True, help="when generating"
+)
 @click.option("--hp", "hyperparameters", multiple=True, help="hyperparameter override, NAME=VALUE")
 def train(data: Path | None, spec: str, rows: int, hyperparameters: tuple[str, ...]) -> None:
     _train(data, spec, rows, dict(h.split("=", 1) for h in hyperparameters))
@@ -89,12 +95,14 @@ def _train(data: Path | None, spec: str, rows: int, hyperparameters: dict[str, s
             console.print(f"[red]✘ {name} failed[/]")
 
     def on_line(line: str) -> None:
-        console.print(f"  [dim]{line}[/]", markup=True, soft_wrap=True) if "#metric" not in line else console.print(
-            f"  [cyan]{line}[/]"
-        )
+        console.print(
+            f"  [dim]{line}[/]", markup=True, soft_wrap=True
+        ) if "#metric" not in line else console.print(f"  [cyan]{line}[/]")
 
     try:
-        run = run_pipeline(data, run_dir, spec=spec, hyperparameters=hyperparameters, on_step=on_step, on_line=on_line)
+        run = run_pipeline(
+            data, run_dir, spec=spec, hyperparameters=hyperparameters, on_step=on_step, on_line=on_line
+        )
     except JobFailed as failure:
         console.print(f"[red]pipeline stopped at {failure.step}: {failure.reason}[/]")
         raise SystemExit(1) from None
@@ -112,8 +120,8 @@ def _train(data: Path | None, spec: str, rows: int, hyperparameters: dict[str, s
 @click.option("--retrain", is_flag=True, help="train a new model even if one is published")
 @click.option("--rows", type=click.IntRange(min=100), default=DEFAULT_ROWS, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--api-port", type=int, default=lambda: int(os.environ.get("CLAIMS_RISK_API_PORT", 8000)), show_default="8000")
-@click.option("--model-port", type=int, default=lambda: int(os.environ.get("CLAIMS_RISK_MODEL_PORT", 8080)), show_default="8080")
+@click.option("--api-port", type=int, default=8000, envvar="CLAIMS_RISK_API_PORT", show_default=True)
+@click.option("--model-port", type=int, default=8080, envvar="CLAIMS_RISK_MODEL_PORT", show_default=True)
 def up(retrain: bool, rows: int, host: str, api_port: int, model_port: int) -> None:
     from local.pipeline_runner import LocalModelStore
 
@@ -121,14 +129,16 @@ def up(retrain: bool, rows: int, host: str, api_port: int, model_port: int) -> N
     if retrain or store.current_dir() is None:
         _train(None, "claims", rows, {})
     else:
-        console.print(f"[green]✔[/] reusing the published model in {store.current_dir()} (retrain: make run RETRAIN=1)")
+        console.print(
+            f"[green]✔[/] reusing the published model in {store.current_dir()} (retrain: make run RETRAIN=1)"
+        )
     _serve(host, api_port, model_port)
 
 
 @main.command(help="Serve the published model and the API until Ctrl-C.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--api-port", type=int, default=lambda: int(os.environ.get("CLAIMS_RISK_API_PORT", 8000)), show_default="8000")
-@click.option("--model-port", type=int, default=lambda: int(os.environ.get("CLAIMS_RISK_MODEL_PORT", 8080)), show_default="8080")
+@click.option("--api-port", type=int, default=8000, envvar="CLAIMS_RISK_API_PORT", show_default=True)
+@click.option("--model-port", type=int, default=8080, envvar="CLAIMS_RISK_MODEL_PORT", show_default=True)
 def serve(host: str, api_port: int, model_port: int) -> None:
     _serve(host, api_port, model_port)
 
@@ -141,7 +151,10 @@ def _serve(host: str, api_port: int, model_port: int) -> None:
     if model_dir is None:
         console.print("[red]no published model: run `claims-risk train` first[/]")
         raise SystemExit(1)
-    for port, what, env in ((api_port, "API", "CLAIMS_RISK_API_PORT"), (model_port, "model server", "CLAIMS_RISK_MODEL_PORT")):
+    for port, what, env in (
+        (api_port, "API", "CLAIMS_RISK_API_PORT"),
+        (model_port, "model server", "CLAIMS_RISK_MODEL_PORT"),
+    ):
         if not port_is_free(host, port):
             console.print(f"[red]port {port} for the {what} is in use: free it or set {env}[/]")
             raise SystemExit(1)

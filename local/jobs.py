@@ -44,7 +44,9 @@ def _link(source: Path, target: Path) -> None:
     target.symlink_to(source.resolve(), target_is_directory=source.is_dir())
 
 
-def _run(step: Step, args: Sequence[str], env: Mapping[str, str], on_line: LineSink | None) -> tuple[int, str]:
+def _run(
+    step: Step, args: Sequence[str], env: Mapping[str, str], on_line: LineSink | None
+) -> tuple[int, str]:
     command = [sys.executable, "-m", step.module, *args]
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -135,7 +137,11 @@ def code_version() -> str:
     """The commit the code runs from (with '-dirty' for local changes), or 'unknown'."""
     try:
         commit = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+            ["git", "describe", "--always", "--dirty"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

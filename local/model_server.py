@@ -39,7 +39,9 @@ def create_model_server(model_dir: str | Path) -> Starlette:
             return JSONResponse({"error": {"code": "invalid_input", "message": str(error)}}, status_code=400)
         except Exception:
             log.exception("prediction failed")
-            return JSONResponse({"error": {"code": "model_error", "message": "prediction failed"}}, status_code=500)
+            return JSONResponse(
+                {"error": {"code": "model_error", "message": "prediction failed"}}, status_code=500
+            )
         return Response(payload, media_type=media, headers={"X-Model-Version": model.version})
 
     return Starlette(

@@ -92,7 +92,10 @@ class LocalModelStore:
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
         shutil.copy2(tarball, target / "model.tar.gz")
-        pointer = {"model_version": manifest.model_version, "published_at": dt.datetime.now(dt.UTC).isoformat()}
+        pointer = {
+            "model_version": manifest.model_version,
+            "published_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
         (self.root / "current.json").write_text(json.dumps(pointer, indent=2), encoding="utf-8")
         return manifest
 

@@ -43,11 +43,17 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout_s: floa
     raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
 
 
-def start_model_server(model_dir: Path, host: str, port: int, log_file: Path | None = None) -> subprocess.Popen[bytes]:
-    return _start(["serve-model", "--model-dir", str(model_dir), "--host", host, "--port", str(port)], log_file)
+def start_model_server(
+    model_dir: Path, host: str, port: int, log_file: Path | None = None
+) -> subprocess.Popen[bytes]:
+    return _start(
+        ["serve-model", "--model-dir", str(model_dir), "--host", host, "--port", str(port)], log_file
+    )
 
 
-def start_api_server(model_url: str, host: str, port: int, log_file: Path | None = None) -> subprocess.Popen[bytes]:
+def start_api_server(
+    model_url: str, host: str, port: int, log_file: Path | None = None
+) -> subprocess.Popen[bytes]:
     return _start(["serve-api", "--model-url", model_url, "--host", host, "--port", str(port)], log_file)
 
 

@@ -41,7 +41,7 @@ def training_environment(env: dict[str, str] | None = None) -> TrainingEnvironme
     names = json.loads(env["SM_CHANNELS"]) if "SM_CHANNELS" in env else []
     if data_root.is_dir():
         names += [p.name for p in data_root.iterdir() if p.is_dir()]
-    names += [k[len("SM_CHANNEL_"):].lower() for k in env if k.startswith("SM_CHANNEL_")]
+    names += [k[len("SM_CHANNEL_") :].lower() for k in env if k.startswith("SM_CHANNEL_")]
     for name in dict.fromkeys(names):
         channels[name] = Path(env.get(f"SM_CHANNEL_{name.upper()}", data_root / name))
     if "SM_HPS" in env:

@@ -18,7 +18,9 @@ class DecisionCosts(BaseModel):
     """Relative costs of the two mistakes (any unit, only the ratio matters)."""
 
     missed_high_risk: float = Field(default=5.0, gt=0, description="cost of auto-approving a high-risk claim")
-    needless_review: float = Field(default=1.0, gt=0, description="cost of a manual review of a low-risk claim")
+    needless_review: float = Field(
+        default=1.0, gt=0, description="cost of a manual review of a low-risk claim"
+    )
 
 
 DEFAULT_COSTS: Final = DecisionCosts()

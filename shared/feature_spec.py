@@ -258,7 +258,11 @@ def claims_spec() -> FeatureSpec:
     return FeatureSpec(
         name="claims",
         id_column="claim_id",
-        target=TargetSpec(column=TARGET_COLUMN, positive=["1", "1.0", "true", "True"], negative=["0", "0.0", "false", "False"]),
+        target=TargetSpec(
+            column=TARGET_COLUMN,
+            positive=["1", "1.0", "true", "True"],
+            negative=["0", "0.0", "false", "False"],
+        ),
         columns=columns,
         derived=list(_CLAIM_DERIVED),
         ordering_rules=[OrderingRule(lower=lo, upper=hi, message=msg) for lo, hi, msg in ORDERING_RULES],

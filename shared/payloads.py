@@ -42,7 +42,9 @@ def _text(body: bytes | str) -> str:
     return body
 
 
-def parse_records(body: bytes | str, content_type: str | None, csv_columns: Sequence[str]) -> list[dict[str, Any]]:
+def parse_records(
+    body: bytes | str, content_type: str | None, csv_columns: Sequence[str]
+) -> list[dict[str, Any]]:
     """Claims as dicts. CSV without a header row uses ``csv_columns`` (batch transform sends no header)."""
     kind = media_type(content_type)
     text = _text(body)
@@ -83,7 +85,14 @@ def parse_records(body: bytes | str, content_type: str | None, csv_columns: Sequ
     return records
 
 
-CSV_OUTPUT_COLUMNS: Final = ("claim_id", "risk_level", "risk_score", "confidence", "model_version", "risk_factors")
+CSV_OUTPUT_COLUMNS: Final = (
+    "claim_id",
+    "risk_level",
+    "risk_score",
+    "confidence",
+    "model_version",
+    "risk_factors",
+)
 
 
 def render_predictions(predictions: list[dict[str, Any]], accept: str | None) -> tuple[str, str]:
@@ -96,5 +105,7 @@ def render_predictions(predictions: list[dict[str, Any]], accept: str | None) ->
     writer = csv.writer(out, lineterminator="\n")
     for p in predictions:
         factors = ";".join(f"{f['factor']}:{f['importance']}" for f in p.get("risk_factors", []))
-        writer.writerow([p["claim_id"], p["risk_level"], p["risk_score"], p["confidence"], p["model_version"], factors])
+        writer.writerow(
+            [p["claim_id"], p["risk_level"], p["risk_score"], p["confidence"], p["model_version"], factors]
+        )
     return out.getvalue(), CSV

@@ -22,5 +22,6 @@ def score_claims(endpoint: ModelEndpoint, claims: Sequence[Claim]) -> list[Predi
     elapsed_ms = round((time.perf_counter() - started) * 1000.0, 3)
     now = dt.datetime.now(dt.UTC)
     return [
-        PredictionResponse(**p.model_dump(), processing_time_ms=elapsed_ms, timestamp=now) for p in predictions
+        PredictionResponse(**p.model_dump(), processing_time_ms=elapsed_ms, timestamp=now)
+        for p in predictions
     ]

@@ -50,8 +50,9 @@ class Hyperparameter:
 
 
 HYPERPARAMETERS: Final[tuple[Hyperparameter, ...]] = (
-    Hyperparameter("model_family", "categorical", "xgboost", choices=("xgboost",),
-                   help="model family to train"),
+    Hyperparameter(
+        "model_family", "categorical", "xgboost", choices=("xgboost",), help="model family to train"
+    ),
     Hyperparameter("xgb_max_depth", "int", 4, 2, 8, help="depth of each tree"),
     Hyperparameter("xgb_eta", "float", 0.08, 0.01, 0.3, log=True, help="learning rate"),
     Hyperparameter("xgb_num_round", "int", 600, 50, 1500, help="maximum boosting rounds"),
@@ -61,8 +62,14 @@ HYPERPARAMETERS: Final[tuple[Hyperparameter, ...]] = (
     Hyperparameter("xgb_lambda", "float", 1.0, 1e-3, 20.0, log=True, help="L2 regularisation"),
     Hyperparameter("early_stopping_rounds", "int", 40, 5, 200, tunable=False),
     Hyperparameter("seed", "int", 0, 0, 2**31 - 1, tunable=False),
-    Hyperparameter("feature_spec", "categorical", "claims", choices=("claims",), tunable=False,
-                   help="built-in spec to use when the train channel carries no feature_spec.json"),
+    Hyperparameter(
+        "feature_spec",
+        "categorical",
+        "claims",
+        choices=("claims",),
+        tunable=False,
+        help="built-in spec to use when the train channel carries no feature_spec.json",
+    ),
 )
 HYPERPARAMETERS_BY_NAME: Final = {hp.name: hp for hp in HYPERPARAMETERS}
 

@@ -33,7 +33,9 @@ CORRELATION_HEADER = "X-Correlation-Id"
 
 logger = Logger(service="claims-risk-api")
 tracer = Tracer(service="claims-risk-api")
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ClaimsRisk"), service="claims-risk-api")
+metrics = Metrics(
+    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ClaimsRisk"), service="claims-risk-api"
+)
 app = APIGatewayRestResolver(enable_validation=True)
 app.enable_swagger(
     path="/swagger",
@@ -71,7 +73,9 @@ def correlation_id() -> str:
     return given or event.request_context.request_id or str(uuid.uuid4())
 
 
-def error_response(status: HTTPStatus, code: str, message: str, details: list[Any] | None = None) -> Response[Any]:
+def error_response(
+    status: HTTPStatus, code: str, message: str, details: list[Any] | None = None
+) -> Response[Any]:
     """The one error shape of the API."""
     cid = correlation_id()
     body: dict[str, Any] = {"error": {"code": code, "message": message}, "correlation_id": cid}
@@ -111,7 +115,9 @@ def on_invalid_request(error: RequestValidationError) -> Response[Any]:
         for e in errors
     ]
     fields = ", ".join(sorted({d["field"] for d in details}))
-    return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", f"invalid request: {fields}", details)
+    return error_response(
+        HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", f"invalid request: {fields}", details
+    )
 
 
 @app.exception_handler(RequestUnsupportedContentType)
@@ -129,7 +135,9 @@ def on_endpoint_rejected(error: EndpointRejectedInput) -> Response[Any]:
 @app.exception_handler(EndpointError)
 def on_endpoint_error(error: EndpointError) -> Response[Any]:
     logger.error("model endpoint failed", extra={"reason": str(error)})
-    return error_response(HTTPStatus.BAD_GATEWAY, "model_unavailable", "the model endpoint could not score the claim")
+    return error_response(
+        HTTPStatus.BAD_GATEWAY, "model_unavailable", "the model endpoint could not score the claim"
+    )
 
 
 @app.not_found
@@ -175,7 +183,7 @@ def health() -> HealthResponse:
     except EndpointError as error:
         dependencies, status = {"model_endpoint": f"not configured: {error}"}, "degraded"
     return HealthResponse(
-        status=status,  # type: ignore[arg-type]
+        status=status,
         version=API_VERSION,
         timestamp=dt.datetime.now(dt.UTC),
         dependencies=dependencies,

@@ -90,8 +90,12 @@ def target_of(frame: pd.DataFrame, spec: FeatureSpec, channel: str) -> np.ndarra
 
 
 def train_xgboost(
-    x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-    feature_names: list[str], hp: dict[str, Any],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    feature_names: list[str],
+    hp: dict[str, Any],
 ) -> xgb.Booster:
     params = {
         "objective": "binary:logistic",
@@ -185,8 +189,10 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
             if channel == "train" and key != "roc_auc":
                 continue
             print(metric_line(f"{channel}:{key}", metrics[channel][key]), flush=True)
-    log(f"model {version} written to {environment.model_dir} in {time.perf_counter() - started:.1f}s; "
-        f"threshold {threshold:.3f}")
+    log(
+        f"model {version} written to {environment.model_dir} in {time.perf_counter() - started:.1f}s; "
+        f"threshold {threshold:.3f}"
+    )
     return {"model_version": version, "metrics": metrics}
 
 

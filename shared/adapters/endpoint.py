@@ -55,9 +55,9 @@ class SageMakerEndpoint:
         except self._client.exceptions.ValidationError as error:
             raise EndpointRejectedInput(str(error)) from None
         except self._client.exceptions.ModelError as error:
-            status = error.response.get("OriginalStatusCode", 500)
-            message = error.response.get("OriginalMessage", str(error))
-            if 400 <= int(status) < 500:
+            status = int(str(error.response.get("OriginalStatusCode", 500)))
+            message = str(error.response.get("OriginalMessage", error))
+            if 400 <= status < 500:
                 raise EndpointRejectedInput(message) from None
             raise EndpointError(f"model error: {message}") from None
         except Exception as error:  # botocore raises many types; the handler maps all to 502

@@ -19,7 +19,11 @@ BINS: Final = 10
 
 def numeric_statistics(values: np.ndarray) -> dict[str, Any]:
     present = values[~np.isnan(values)]
-    stats: dict[str, Any] = {"kind": "numeric", "count": len(values), "missing_rate": 1 - len(present) / max(len(values), 1)}
+    stats: dict[str, Any] = {
+        "kind": "numeric",
+        "count": len(values),
+        "missing_rate": 1 - len(present) / max(len(values), 1),
+    }
     if len(present) == 0:
         return stats
     edges = np.unique(np.quantile(present, np.linspace(0, 1, BINS + 1)))
@@ -37,8 +41,8 @@ def numeric_statistics(values: np.ndarray) -> dict[str, Any]:
 
 def categorical_statistics(values: np.ndarray, limit: int = 50) -> dict[str, Any]:
     present = np.array([v for v in values if v is not None], dtype=object)
-    levels, counts = np.unique(present.astype(str), return_counts=True) if len(present) else ([], [])
-    order = np.argsort(-np.asarray(counts), kind="stable")[:limit]
+    levels, counts = np.unique(present.astype(str), return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:limit]
     return {
         "kind": "categorical",
         "count": len(values),
@@ -47,18 +51,22 @@ def categorical_statistics(values: np.ndarray, limit: int = 50) -> dict[str, Any
     }
 
 
-def baseline_statistics(spec: FeatureSpec, data: Columns, n: int, validation_scores: np.ndarray) -> dict[str, Any]:
-    features: dict[str, Any] = {}
+def baseline_statistics(
+    spec: FeatureSpec, data: Columns, n: int, validation_scores: np.ndarray
+) -> dict[str, Any]:
+    features: dict[str, dict[str, Any]] = {}
     for col in spec.columns:
         if col.role not in (ColumnRole.FEATURE, ColumnRole.PROTECTED):
             continue
         if col.kind in (ColumnKind.NUMERIC, ColumnKind.INTEGER):
-            features[col.name] = numeric_statistics(to_float(data.get(col.name), n, col.name))
+            stats = numeric_statistics(to_float(data.get(col.name), n, col.name))
         elif col.kind == ColumnKind.BOOLEAN:
-            features[col.name] = numeric_statistics(to_bool_float(data.get(col.name), n, col.name))
+            stats = numeric_statistics(to_bool_float(data.get(col.name), n, col.name))
         elif col.kind == ColumnKind.CATEGORICAL:
-            features[col.name] = categorical_statistics(to_str(data.get(col.name), n))
-        features.get(col.name, {})["role"] = col.role.value
+            stats = categorical_statistics(to_str(data.get(col.name), n))
+        else:
+            continue
+        features[col.name] = stats | {"role": col.role.value}
     for derived in spec.derived:
         features[derived.name] = numeric_statistics(derive(derived, data, n)) | {"role": "derived"}
     return {

@@ -10,22 +10,63 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from shared.feature_spec import ColumnKind, DerivedFeature, FeatureSpec
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 _TOKEN: Final = re.compile(r"[a-z]{3,}")
 _STOPWORDS: Final = frozenset(
-    "the and for with was were from that this into after before during then than are has have had "
-    "not but its his her their our your all any off out per via who whom which while".split()
+    [
+        "the",
+        "and",
+        "for",
+        "with",
+        "was",
+        "were",
+        "from",
+        "that",
+        "this",
+        "into",
+        "after",
+        "before",
+        "during",
+        "then",
+        "than",
+        "are",
+        "has",
+        "have",
+        "had",
+        "not",
+        "but",
+        "its",
+        "his",
+        "her",
+        "their",
+        "our",
+        "your",
+        "all",
+        "any",
+        "off",
+        "out",
+        "per",
+        "via",
+        "who",
+        "whom",
+        "which",
+        "while",
+    ]
 )
 _TRUE: Final = frozenset({"true", "1", "yes", "y", "t", "1.0"})
 _FALSE: Final = frozenset({"false", "0", "no", "n", "f", "0.0"})
 
-Columns = Mapping[str, Any]
+# A DataFrame (training, batch) or a plain mapping of column name to values (serving).
+Columns: TypeAlias = "Mapping[str, Any] | pd.DataFrame"
 
 
 class InvalidFeatureValue(ValueError):
@@ -224,7 +265,8 @@ def derive(feature: DerivedFeature, data: Columns, n: int) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(den > 0, num / den, np.nan)
     if feature.op == "days_between":
-        return to_days(data.get(feature.inputs[1]), n, feature.inputs[1]) - to_days(data.get(a), n, a)
+        later = to_days(data.get(feature.inputs[1]), n, feature.inputs[1])
+        return np.asarray(later - to_days(data.get(a), n, a))
     if feature.op in ("month", "weekday"):
         days = to_days(data.get(a), n, a)
         valid = ~np.isnan(days)
@@ -237,7 +279,7 @@ def derive(feature: DerivedFeature, data: Columns, n: int) -> np.ndarray:
         return out
     values = to_float(data.get(a), n, a)
     with np.errstate(invalid="ignore"):
-        return np.log1p(np.where(values >= 0, values, np.nan))
+        return np.asarray(np.log1p(np.where(values >= 0, values, np.nan)))
 
 
 def _frequent_levels(values: np.ndarray, limit: int, min_count: int = 5) -> list[str]:
@@ -290,7 +332,9 @@ def columns_from_records(records: Iterable[Mapping[str, Any]], names: Iterable[s
 
 def input_columns(encoder: FittedEncoder) -> list[str]:
     """Raw columns the encoder reads."""
-    names = list(encoder.numeric) + list(encoder.boolean) + list(encoder.categories) + list(encoder.vocabulary)
+    names = (
+        list(encoder.numeric) + list(encoder.boolean) + list(encoder.categories) + list(encoder.vocabulary)
+    )
     for derived in encoder.derived:
         names.extend(derived.inputs)
     return list(dict.fromkeys(names))

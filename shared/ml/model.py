@@ -24,10 +24,9 @@ import numpy as np
 import xgboost as xgb
 from pydantic import BaseModel, Field
 
-from shared.decision import DecisionCosts
+from shared.decision import DecisionCosts, confidence, risk_level
 from shared.feature_spec import FeatureSpec
 from shared.ml.features import Columns, FittedEncoder, columns_from_records, input_columns
-from shared.schema import RiskLevel
 
 ARTIFACT_FORMAT: Final = 1
 MANIFEST: Final = "manifest.json"
@@ -134,7 +133,9 @@ class RiskModel:
         """Contributions summed per readable factor (one-hot levels fold into their column)."""
         return self.scorer.contributions(self.encoder.transform(data, n_rows)) @ self._factor_matrix
 
-    def predict_records(self, records: Sequence[Mapping[str, Any]], explain: bool = True) -> list[dict[str, Any]]:
+    def predict_records(
+        self, records: Sequence[Mapping[str, Any]], explain: bool = True
+    ) -> list[dict[str, Any]]:
         data = columns_from_records(records, self._inputs)
         matrix = self.encoder.transform(data, len(records))
         scores = self.scorer.probabilities(matrix)
@@ -144,13 +145,12 @@ class RiskModel:
         out = []
         for i, record in enumerate(records):
             score = float(scores[i])
-            high = score >= threshold
             out.append(
                 {
                     "claim_id": str(record.get(id_column, "")),
-                    "risk_level": RiskLevel.HIGH.value if high else RiskLevel.LOW.value,
+                    "risk_level": risk_level(score, threshold).value,
                     "risk_score": round(score, 6),
-                    "confidence": round(score if high else 1.0 - score, 6),
+                    "confidence": round(confidence(score, threshold), 6),
                     "risk_factors": self._top_factors(factors[i]) if factors is not None else [],
                     "model_version": self.version,
                     "threshold": threshold,

@@ -70,25 +70,54 @@ DEDUCTIBLES: Final = np.array([0, 250, 500, 1000, 2500], dtype=float)
 MONTH_VOLUME: Final = np.array([1.25, 1.15, 1.0, 0.95, 0.9, 0.85, 0.9, 0.9, 0.95, 1.0, 1.1, 1.3])
 
 BASE_SENTENCES: Final = {
-    "auto": ["collision at an intersection", "rear ended in traffic", "hit a barrier on the motorway",
-             "damage while parked on the street", "windscreen cracked by debris"],
-    "home": ["water leak from a burst pipe", "storm damage to the roof", "kitchen fire damage",
-             "break in through the back door", "subsidence cracks in the walls"],
-    "health": ["emergency hospital admission", "outpatient surgery", "physiotherapy after a fall",
-               "specialist consultation and scans"],
+    "auto": [
+        "collision at an intersection",
+        "rear ended in traffic",
+        "hit a barrier on the motorway",
+        "damage while parked on the street",
+        "windscreen cracked by debris",
+    ],
+    "home": [
+        "water leak from a burst pipe",
+        "storm damage to the roof",
+        "kitchen fire damage",
+        "break in through the back door",
+        "subsidence cracks in the walls",
+    ],
+    "health": [
+        "emergency hospital admission",
+        "outpatient surgery",
+        "physiotherapy after a fall",
+        "specialist consultation and scans",
+    ],
     "travel": ["flight cancelled and hotel costs", "luggage lost in transit", "medical care abroad"],
-    "commercial": ["equipment breakdown at the premises", "stock damaged by flooding",
-                   "business interruption after a fire"],
+    "commercial": [
+        "equipment breakdown at the premises",
+        "stock damaged by flooding",
+        "business interruption after a fire",
+    ],
     "life": ["death benefit claim", "terminal illness benefit claim"],
 }
-RED_FLAG_PHRASES: Final = np.array([
-    "claimant requests cash settlement", "original receipts unavailable", "vehicle declared total loss",
-    "all items stolen overnight", "claimant insists on urgent payout", "repair quote from unlisted garage",
-], dtype=object)
-MINOR_CONCERN_PHRASES: Final = np.array([
-    "incident happened late at night", "details changed during follow up call",
-    "previous similar incident mentioned", "photos provided days later",
-], dtype=object)
+RED_FLAG_PHRASES: Final = np.array(
+    [
+        "claimant requests cash settlement",
+        "original receipts unavailable",
+        "vehicle declared total loss",
+        "all items stolen overnight",
+        "claimant insists on urgent payout",
+        "repair quote from unlisted garage",
+    ],
+    dtype=object,
+)
+MINOR_CONCERN_PHRASES: Final = np.array(
+    [
+        "incident happened late at night",
+        "details changed during follow up call",
+        "previous similar incident mentioned",
+        "photos provided days later",
+    ],
+    dtype=object,
+)
 
 EPOCH: Final = np.datetime64("2022-01-01")
 YEARS: Final = 4
@@ -254,22 +283,18 @@ def _blank_masks(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {column: minimal | (rng.random(n) < rate) for column, rate in _OPTIONAL_MISSING_RATE.items()}
 
 
-def write_claims(claims: SyntheticClaims, path: str | Path, *, with_truth: bool = True) -> Path:
-    """Write claims as CSV or Parquet (by suffix); the true probabilities go to a sidecar file."""
+def write_claims(claims: SyntheticClaims, path: str | Path, *, truth: str | Path | None = None) -> Path:
+    """Write claims as CSV or Parquet (by suffix). True probabilities go to a separate ``truth`` file,
+    kept away from the claims folder so no job ever reads them as data."""
     path = Path(path)
+    if path.suffix not in (".csv", ".parquet"):
+        raise ValueError(f"unsupported claims file type {path.suffix!r}: use .csv or .parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
         claims.frame.to_parquet(path, index=False)
-    elif path.suffix == ".csv":
-        claims.frame.to_csv(path, index=False, date_format="%Y-%m-%d")
     else:
-        raise ValueError(f"unsupported claims file type {path.suffix!r}: use .csv or .parquet")
-    if with_truth:
-        claims.truth_frame().to_parquet(truth_path(path), index=False)
+        claims.frame.to_csv(path, index=False, date_format="%Y-%m-%d")
+    if truth is not None:
+        Path(truth).parent.mkdir(parents=True, exist_ok=True)
+        claims.truth_frame().to_parquet(truth, index=False)
     return path
-
-
-def truth_path(claims_path: str | Path) -> Path:
-    """Where the true probabilities of a generated file live: never beside the features, to avoid leaks."""
-    p = Path(claims_path)
-    return p.with_name(p.stem + ".truth.parquet")

@@ -1,0 +1,65 @@
+"""A tiny benchmark harness: each benchmark returns rows of figures; the runner prints and saves them."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Figure:
+    benchmark: str
+    subject: str  # what was measured (ours, or the peer it is compared with)
+    metric: str
+    value: float
+    unit: str
+    target: str = ""  # e.g. "< 30 s"; empty when there is none
+    met: bool | None = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+
+
+def save(name: str, figures: list[Figure]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    payload = {
+        "benchmark": name,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": machine(),
+        "figures": [asdict(f) for f in figures],
+    }
+    path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return path
+
+
+def table(figures: list[Figure]) -> str:
+    rows = [("benchmark", "subject", "metric", "value", "unit", "target", "met")]
+    for f in figures:
+        met = "" if f.met is None else ("yes" if f.met else "NO")
+        rows.append(
+            (
+                f.benchmark,
+                f.subject,
+                f.metric,
+                f"{f.value:,.4g}" if abs(f.value) < 1e5 else f"{f.value:,.0f}",
+                f.unit,
+                f.target,
+                met,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,263 @@
+"""`make run` end to end: train offline, serve on 127.0.0.1, and use the API the way a newcomer would."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.servers import free_port, port_is_free, wait_until_ready
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class RunningSystem:
+    api: str
+    process: subprocess.Popen[bytes]
+    output: Path
+    api_port: int
+    model_port: int
+
+    def printed(self) -> str:
+        return self.output.read_text(encoding="utf-8", errors="replace")
+
+
+def start_up(home: Path, api_port: int, model_port: int, output: Path, *extra: str) -> RunningSystem:
+    env = {**os.environ, "CLAIMS_RISK_HOME": str(home), "NO_COLOR": "1"}
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "local.cli",
+                "up",
+                "--rows",
+                "6000",
+                "--api-port",
+                str(api_port),
+                "--model-port",
+                str(model_port),
+                *extra,
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    api = f"http://127.0.0.1:{api_port}"
+    try:
+        wait_until_ready(f"{api}/health", process, timeout_s=300)
+        for _ in range(100):  # the banner is printed right after both servers answer
+            if "Ctrl-C stops both servers" in output.read_text(errors="replace"):
+                break
+            process.wait(timeout=0.1) if process.poll() is not None else None
+    except BaseException:
+        shutdown(process)
+        raise
+    return RunningSystem(api, process, output, api_port, model_port)
+
+
+def shutdown(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    home = tmp_path_factory.mktemp("home")
+    running = start_up(home, free_port(), free_port(), home / "first-run.txt")
+    try:
+        yield running
+    finally:
+        shutdown(running.process)
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def curl_json(url: str, payload: str) -> tuple[int, dict[str, Any]]:
+    """POST with curl, as the acceptance asks; falls back to urllib where curl is not installed."""
+    if shutil.which("curl"):
+        done = subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                "POST",
+                url,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                payload,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        text, _, code = done.stdout.rpartition("\n")
+        return int(code), json.loads(text)
+    status, _, raw = http("POST", url, payload.encode(), {"Content-Type": "application/json"})
+    return status, json.loads(raw)
+
+
+def test_make_run_prints_where_to_look(system: RunningSystem) -> None:
+    printed = system.printed()
+    for expected in (
+        "/api/v1/predict",
+        "/swagger",
+        "/health",
+        f":{system.model_port}/ping",
+        "curl -s -X POST",
+    ):
+        assert expected in printed
+    assert re.search(r"model \S+ published: test ROC-AUC 0\.\d+", printed), printed
+    assert "▶ [1/2] validate" in printed and "▶ [2/2] train" in printed
+
+
+def test_every_brief_request_gets_all_response_fields(
+    system: RunningSystem, predict_requests: list[dict[str, Any]], response_fields: set[str]
+) -> None:
+    for request in predict_requests:
+        status, body = curl_json(f"{system.api}/api/v1/predict", json.dumps(request))
+        assert status == 200, body
+        assert response_fields <= set(body), response_fields - set(body)
+        assert body["claim_id"] == request["claim_id"]
+        assert body["risk_factors"], "every answer names its risk factors"
+        for factor in body["risk_factors"]:
+            assert not re.fullmatch(r"f\d+", factor["factor"]) and factor["factor"].islower()
+
+
+def test_the_printed_curl_works_as_pasted(system: RunningSystem) -> None:
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed on this machine")
+    [line] = [x.strip() for x in system.printed().splitlines() if x.strip().startswith("curl ")]
+    done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, check=True, timeout=30)
+    assert json.loads(done.stdout)["risk_level"] in {"low", "high"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (
+            {
+                "claim_id": "B1",
+                "claim_type": "auto",
+                "customer_age": 35,
+                "policy_tenure": 2,
+                "claim_history": 1,
+                "location": "urban",
+            },
+            422,
+            "claim_amount",
+        ),
+        (
+            {
+                "claim_id": "B2",
+                "claim_amount": -100,
+                "claim_type": "auto",
+                "customer_age": 35,
+                "policy_tenure": 2,
+                "claim_history": 1,
+                "location": "urban",
+            },
+            422,
+            "claim_amount",
+        ),
+        (
+            {
+                "claim_id": "B3",
+                "claim_amount": 100,
+                "claim_type": "auto",
+                "customer_age": 500,
+                "policy_tenure": 2,
+                "claim_history": 1,
+                "location": "urban",
+            },
+            422,
+            "customer_age",
+        ),
+        (
+            {
+                "claim_id": "B4",
+                "claim_amount": "a lot",
+                "claim_type": "auto",
+                "customer_age": 35,
+                "policy_tenure": 2,
+                "claim_history": 1,
+                "location": "urban",
+            },
+            422,
+            "claim_amount",
+        ),
+        ("", 422, "body"),
+        ("{not json", 400, None),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx(system: RunningSystem, body: Any, status: int, field: str | None) -> None:
+    raw = body if isinstance(body, str) else json.dumps(body)
+    got, headers, answer = http(
+        "POST", f"{system.api}/api/v1/predict", raw.encode(), {"Content-Type": "application/json"}
+    )
+    assert got == status
+    error = json.loads(answer)["error"]
+    assert error["message"]
+    if field:
+        assert field in {d["field"] for d in error["details"]}
+    assert headers.get("X-Correlation-Id")
+
+
+def test_correlation_id_is_echoed_and_swagger_is_served(system: RunningSystem) -> None:
+    status, headers, _ = http("GET", f"{system.api}/health", headers={"X-Correlation-Id": "trace-123"})
+    assert status == 200 and headers["X-Correlation-Id"] == "trace-123"
+    status, _, page = http("GET", f"{system.api}/swagger")
+    assert status == 200 and b"swagger-ui" in page.lower()
+    status, _, document = http("GET", f"{system.api}/swagger?format=json")
+    assert "/api/v1/predict" in json.loads(document)["paths"]
+
+
+def test_a_second_run_reuses_the_model_and_stopping_frees_the_ports(
+    system: RunningSystem, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    home = Path(system.output).parent
+    shutdown(system.process)
+    assert port_is_free("127.0.0.1", system.api_port) and port_is_free("127.0.0.1", system.model_port)
+    again = start_up(home, system.api_port, system.model_port, home / "second-run.txt")
+    try:
+        printed = again.printed()
+        assert "reusing the published model" in printed and "▶ [1/2] validate" not in printed
+        status, _, _ = http("GET", f"{again.api}/health")
+        assert status == 200
+    finally:
+        shutdown(again.process)

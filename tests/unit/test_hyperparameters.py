@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from step_functions.pipeline import HYPERPARAMETERS, STEPS, parse_hyperparameters, step_names
+
+
+def test_defaults_when_nothing_is_given() -> None:
+    values = parse_hyperparameters({})
+    assert values == {hp.name: hp.default for hp in HYPERPARAMETERS}
+
+
+def test_strings_as_sagemaker_passes_them_are_parsed() -> None:
+    values = parse_hyperparameters({"xgb_max_depth": "6", "xgb_eta": "0.05", "model_family": "xgboost"})
+    assert values["xgb_max_depth"] == 6 and values["xgb_eta"] == 0.05
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"xgb_max_depth": "64"}, "outside"),
+        ({"xgb_max_depth": "4.5"}, "not a valid int"),
+        ({"xgb_eta": "fast"}, "not a valid float"),
+        ({"model_family": "svm"}, "not one of"),
+        ({"learning_rate": "0.1"}, "unknown hyperparameters"),
+    ],
+)
+def test_bad_hyperparameters_fail_with_a_reason(raw: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_hyperparameters(raw)
+
+
+def test_defaults_lie_inside_their_ranges() -> None:
+    for hp in HYPERPARAMETERS:
+        assert hp.parse(hp.default) == hp.default
+
+
+def test_each_step_input_is_produced_by_an_earlier_step() -> None:
+    available = {"raw"}
+    for step in STEPS:
+        assert set(step.inputs) <= available, step.name
+        available |= set(step.outputs)
+    assert step_names()[:2] == ["validate", "train"]
