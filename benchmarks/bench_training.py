@@ -38,7 +38,7 @@ def run() -> list[Figure]:
         seconds = time.perf_counter() - started
         peak_mb = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
         model = RiskModel.load(unpack_model(trained.outputs["model"], root / "model"))
-        test = pd.read_parquet(processed.outputs["test"]).merge(
+        test = pd.read_parquet(processed.outputs["test"] / "test.parquet").merge(
             pd.read_parquet(root / "truth.parquet"), on="claim_id"
         )
         auc = roc_auc_score(test["is_high_risk"], model.scores(test))

@@ -18,6 +18,7 @@ from types import FrameType
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from shared.schema import EXAMPLE_CLAIM
 
@@ -95,9 +96,8 @@ def _train(data: Path | None, spec: str, rows: int, hyperparameters: dict[str, s
             console.print(f"[red]✘ {name} failed[/]")
 
     def on_line(line: str) -> None:
-        console.print(
-            f"  [dim]{line}[/]", markup=True, soft_wrap=True
-        ) if "#metric" not in line else console.print(f"  [cyan]{line}[/]")
+        style = "cyan" if line.startswith("#metric") else "dim"
+        console.print(f"  [{style}]{escape(line)}[/]", soft_wrap=True)
 
     try:
         run = run_pipeline(
@@ -194,21 +194,27 @@ def _serve(host: str, api_port: int, model_port: int) -> None:
 
 
 def _print_where_to_look(api_url: str, model_url: str, model_dir: Path, logs: Path) -> None:
-    body = json.dumps(EXAMPLE_CLAIM)
-    console.print(f"""
-[bold green]Claims risk is running on this machine.[/]
-  API            {api_url}/api/v1/predict   (POST a claim)
-  Swagger UI     {api_url}/swagger
-  OpenAPI JSON   {api_url}/swagger?format=json
-  Health         {api_url}/health
-  Model server   {model_url}/ping, {model_url}/invocations (SageMaker serving contract)
-  Model          {model_dir}
-  Logs           {logs}
-
-Try it:
-  curl -s -X POST {api_url}/api/v1/predict -H 'Content-Type: application/json' -d '{body}'
-
-Ctrl-C stops both servers.""")
+    console.print("\n[bold green]Claims risk is running on this machine.[/]")
+    rows = [
+        ("API", f"{api_url}/api/v1/predict   (POST a claim)"),
+        ("Swagger UI", f"{api_url}/swagger"),
+        ("OpenAPI JSON", f"{api_url}/swagger?format=json"),
+        ("Health", f"{api_url}/health"),
+        ("Model server", f"{model_url}/ping, {model_url}/invocations (SageMaker serving contract)"),
+        ("Model", str(model_dir)),
+        ("Logs", str(logs)),
+    ]
+    for label, where in rows:
+        console.print(f"  {label:<14} {where}", markup=False, soft_wrap=True)
+    # Printed plainly and unwrapped, so it can be pasted as it is.
+    curl = (
+        f"curl -s -X POST {api_url}/api/v1/predict -H 'Content-Type: application/json' "
+        f"-d '{json.dumps(EXAMPLE_CLAIM)}'"
+    )
+    console.print("\nTry it:", markup=False)
+    console.print(f"  {curl}", markup=False, soft_wrap=True, highlight=False)
+    console.print("\nCtrl-C stops both servers.", markup=False)
+    console.file.flush()  # the banner must show at once even when stdout is a pipe or a file
 
 
 @main.command("serve-model", help="Run only the model server (SageMaker serving contract).")

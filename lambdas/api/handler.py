@@ -69,7 +69,7 @@ def model_endpoint() -> ModelEndpoint:
 
 def correlation_id() -> str:
     event = app.current_event
-    given = event.headers and event.get_header_value(CORRELATION_HEADER, "", case_sensitive=False)
+    given = event.headers.get(CORRELATION_HEADER)  # Powertools headers are case-insensitive
     return given or event.request_context.request_id or str(uuid.uuid4())
 
 

@@ -131,7 +131,7 @@ def test_the_model_comes_within_0_02_of_the_oracle_auc(tmp_path: Path) -> None:
     channels = {k: processed.outputs[k] for k in ("train", "validation", "test")}
     trained = run_training(step("train"), channels, {}, tmp_path / "train")
     model = inference.model_fn(str(unpack_model(trained.outputs["model"], tmp_path / "model")))
-    test = pd.read_parquet(processed.outputs["test"]).merge(
+    test = pd.read_parquet(processed.outputs["test"] / "test.parquet").merge(
         pd.read_parquet(tmp_path / "truth.parquet"), on="claim_id"
     )
     model_auc = roc_auc_score(test["is_high_risk"], model.scores(test))

@@ -1,0 +1,263 @@
+"""Vectorized validation of a claims file against a feature spec.
+
+The rules come from the spec alone (for the default spec, from the Claim model), so a file is held
+to exactly the rules the API applies to one claim. Every input row ends either accepted, with typed
+values, or rejected, with every reason it failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from shared.feature_spec import ColumnKind, ColumnRole, ColumnSpec, FeatureSpec
+
+ROW_NUMBER: Final = "row_number"
+REASON: Final = "reason"
+_TRUE: Final = ("true", "t", "yes", "y", "1", "1.0")
+_FALSE: Final = ("false", "f", "no", "n", "0", "0.0")
+FUTURE_SLACK: Final = dt.timedelta(days=1)
+
+
+@dataclass
+class ValidationResult:
+    accepted: pd.DataFrame  # typed values of the spec's kept columns (and the target)
+    rejected: pd.DataFrame  # raw values as text, plus row_number and reason
+    rule_counts: Counter[str] = field(default_factory=Counter)
+    unknown_columns: list[str] = field(default_factory=list)
+    rows_in: int = 0
+    present: dict[str, int] = field(default_factory=dict)  # non-missing values per spec column
+
+
+class _Reasons:
+    """Collects per-row failure messages without a Python loop over rows."""
+
+    def __init__(self, n: int) -> None:
+        self.text = np.full(n, "", dtype=object)
+        self.counts: Counter[str] = Counter()
+
+    def add(self, mask: np.ndarray | pd.Series, rule: str, message: str | pd.Series) -> None:
+        where = np.flatnonzero(np.asarray(mask, dtype=bool))
+        if len(where) == 0:
+            return
+        self.counts[rule] += len(where)
+        if isinstance(message, str):
+            self.text[where] = self.text[where] + message + "; "
+        else:
+            self.text[where] = self.text[where] + message.to_numpy(dtype=object)[where] + "; "
+
+    @property
+    def failed(self) -> np.ndarray:
+        return np.asarray(self.text != "", dtype=bool)
+
+    def final(self) -> np.ndarray:
+        return np.array([t[:-2] for t in self.text[self.failed]], dtype=object)
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return series.dt.strftime("%Y-%m-%d").astype("string")
+    return series.astype("string").str.strip()
+
+
+def _number_text(values: pd.Series) -> pd.Series:
+    return values.map(lambda v: f"{v:g}").astype("string")
+
+
+def _check_column(
+    col: ColumnSpec, raw: pd.Series, spec: FeatureSpec, reasons: _Reasons, today: dt.date
+) -> tuple[pd.Series, pd.Series]:
+    """Typed values (NA where missing or invalid) and the mask of present values."""
+    name = col.name
+    text = _as_text(raw)
+    missing = (raw.isna() | text.isna() | text.isin(spec.missing_tokens)).to_numpy()
+    present = pd.Series(~missing, index=raw.index)
+    if col.required:
+        reasons.add(missing, f"{name}:required", f"{name}: missing")
+    shown = "'" + text.fillna("") + "'"
+
+    if col.kind in (ColumnKind.NUMERIC, ColumnKind.INTEGER):
+        source = raw if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw) else text
+        values = pd.to_numeric(source.where(present), errors="coerce").astype("float64")
+        bad = present & values.isna()
+        reasons.add(bad, f"{name}:not_a_number", name + ": " + shown + " is not a number")
+        ok = present & ~bad
+        if col.kind == ColumnKind.INTEGER:
+            fractional = ok & (values % 1 != 0)
+            reasons.add(fractional, f"{name}:not_whole", name + ": " + shown + " is not a whole number")
+            ok &= ~fractional
+        if col.minimum is not None:
+            below = ok & ((values <= col.minimum) if col.exclusive_minimum else (values < col.minimum))
+            word = "above" if col.exclusive_minimum else "at least"
+            reasons.add(below, f"{name}:minimum",
+                        name + ": " + _number_text(values) + f" must be {word} {col.minimum:g}")
+            ok &= ~below
+        if col.maximum is not None:
+            above = ok & (values > col.maximum)
+            reasons.add(above, f"{name}:maximum", name + ": " + _number_text(values) + f" is above the maximum {col.maximum:g}")
+            ok &= ~above
+        values = values.where(ok)
+        return (values.round().astype("Int64") if col.kind == ColumnKind.INTEGER else values), present
+
+    if col.kind == ColumnKind.BOOLEAN:
+        lowered = text.str.lower()
+        truth = lowered.isin(_TRUE)
+        falsity = lowered.isin(_FALSE)
+        bad = present & ~truth & ~falsity
+        reasons.add(bad, f"{name}:not_a_boolean", name + ": " + shown + " is not true or false")
+        values = pd.Series(pd.NA, index=raw.index, dtype="boolean")
+        values[present & truth] = True
+        values[present & falsity] = False
+        return values, present
+
+    if col.kind == ColumnKind.DATE:
+        if pd.api.types.is_datetime64_any_dtype(raw):
+            parsed = pd.to_datetime(raw)
+        else:
+            parsed = pd.to_datetime(text.where(present), format=col.date_format or "ISO8601", errors="coerce")
+        bad = present & parsed.isna()
+        expected = col.date_format or "YYYY-MM-DD"
+        reasons.add(bad, f"{name}:not_a_date", name + ": " + shown + f" is not a date ({expected})")
+        return parsed.where(present & ~bad), present
+
+    # Categorical, text and identifier columns stay strings.
+    ok = present.copy()
+    if col.allowed is not None:
+        outside = ok & ~text.isin(col.allowed)
+        reasons.add(outside, f"{name}:not_allowed", name + ": " + shown + f" is not one of {', '.join(col.allowed)}")
+        ok &= ~outside
+    if col.max_length is not None:
+        too_long = ok & (text.str.len() > col.max_length)
+        reasons.add(too_long, f"{name}:too_long", f"{name}: longer than {col.max_length} characters")
+        ok &= ~too_long
+    if col.pattern is not None:
+        mismatched = ok & ~text.str.fullmatch(col.pattern).fillna(False).astype(bool)
+        reasons.add(mismatched, f"{name}:pattern", name + ": " + shown + " has characters that are not allowed")
+        ok &= ~mismatched
+    return text.where(ok).astype("string"), present
+
+
+def validate_frame(
+    raw: pd.DataFrame,
+    spec: FeatureSpec,
+    *,
+    require_target: bool,
+    row_offset: int = 0,
+    today: dt.date | None = None,
+) -> ValidationResult:
+    raw = raw.reset_index(drop=True)
+    n = len(raw)
+    today = today or dt.datetime.now(dt.UTC).date()
+    reasons = _Reasons(n)
+    typed: dict[str, pd.Series] = {}
+    present: dict[str, int] = {}
+    known = {c.name for c in spec.columns} | {spec.target.column}
+    unknown = [c for c in raw.columns if c not in known]
+
+    for col in spec.columns:
+        if col.name not in raw.columns:
+            if col.required:
+                reasons.add(np.ones(n, dtype=bool), f"{col.name}:column_missing",
+                            f"{col.name}: required column is missing from the file")
+            present[col.name] = 0
+            if col.role != ColumnRole.IGNORE:
+                typed[col.name] = pd.Series(pd.NA, index=raw.index, dtype=_empty_dtype(col))
+            continue
+        values, is_present = _check_column(col, raw[col.name], spec, reasons, today)
+        present[col.name] = int(is_present.sum())
+        if col.role != ColumnRole.IGNORE:
+            typed[col.name] = values
+
+    for rule in spec.ordering_rules:
+        lower, upper = typed.get(rule.lower), typed.get(rule.upper)
+        if lower is None or upper is None:
+            continue
+        broken = (lower.notna() & upper.notna() & (lower > upper)).fillna(False).to_numpy(dtype=bool)
+        reasons.add(broken, f"{rule.upper}:order",
+                    f"{rule.upper} must not be less than {rule.lower}: {rule.message}")
+
+    latest = pd.Timestamp(today + FUTURE_SLACK)
+    for name in spec.not_in_future:
+        if name in typed:
+            future = (typed[name] > latest).fillna(False).to_numpy(dtype=bool)
+            reasons.add(future, f"{name}:future", f"{name} lies in the future")
+
+    ids = typed.get(spec.id_column)
+    if ids is not None:
+        duplicate = (ids.notna() & ids.duplicated(keep="first")).to_numpy(dtype=bool)
+        if duplicate.any():
+            first = pd.Series(np.arange(n), index=raw.index).groupby(ids).transform("min")
+            first_row = (first + 1 + row_offset).astype("Int64").astype("string")
+            reasons.add(duplicate, f"{spec.id_column}:duplicate",
+                        spec.id_column + ": duplicate of row " + first_row)
+
+    target_column = spec.target.column
+    if require_target or target_column in raw.columns:
+        if target_column not in raw.columns:
+            reasons.add(np.ones(n, dtype=bool), f"{target_column}:column_missing",
+                        f"{target_column}: the label column is missing from the file")
+        else:
+            label_text = _as_text(raw[target_column])
+            positive = label_text.isin(spec.target.positive)
+            negative = label_text.isin(spec.target.negative)
+            label_missing = label_text.isna() | label_text.isin(spec.missing_tokens)
+            reasons.add(label_missing.to_numpy(dtype=bool), f"{target_column}:required", f"{target_column}: missing label")
+            unknown_label = ~label_missing & ~positive & ~negative
+            reasons.add(unknown_label.to_numpy(dtype=bool), f"{target_column}:not_a_label",
+                        target_column + ": '" + label_text.fillna("") + "' is not a known label")
+            typed[target_column] = positive.astype("int64")
+
+    failed = reasons.failed
+    accepted = pd.DataFrame(typed)[~failed].reset_index(drop=True)
+    rejected = raw[failed].astype("string").reset_index(drop=True)
+    rejected.insert(0, ROW_NUMBER, np.flatnonzero(failed) + 1 + row_offset)
+    rejected[REASON] = reasons.final()
+    return ValidationResult(accepted, rejected, reasons.counts, unknown, n, present)
+
+
+def _empty_dtype(col: ColumnSpec) -> str:
+    return {
+        ColumnKind.NUMERIC: "float64",
+        ColumnKind.INTEGER: "Int64",
+        ColumnKind.BOOLEAN: "boolean",
+        ColumnKind.DATE: "datetime64[ns]",
+    }.get(col.kind, "string")
+
+
+def quality_report(results: list[ValidationResult], spec: FeatureSpec, accepted_rows: int) -> dict[str, Any]:
+    """Completeness, validity and uniqueness of the input, and one score in [0, 1].
+
+    ``score = 0.5 * validity + 0.3 * mean completeness of the feature columns + 0.2 * uniqueness``,
+    where validity is the share of rows accepted, completeness the share of non-missing values and
+    uniqueness one minus the share of rows that repeat an earlier id.
+    """
+    rows_in = sum(r.rows_in for r in results)
+    counts: Counter[str] = Counter()
+    present: Counter[str] = Counter()
+    for result in results:
+        counts.update(result.rule_counts)
+        present.update(result.present)
+    duplicates = sum(v for k, v in counts.items() if k.endswith(":duplicate"))
+    completeness = {c.name: (present[c.name] / rows_in if rows_in else 0.0) for c in spec.columns}
+    feature_names = [c.name for c in spec.feature_columns]
+    mean_completeness = float(np.mean([completeness[n] for n in feature_names])) if feature_names else 1.0
+    validity = accepted_rows / rows_in if rows_in else 0.0
+    uniqueness = 1.0 - duplicates / rows_in if rows_in else 0.0
+    return {
+        "rows_in": rows_in,
+        "rows_accepted": accepted_rows,
+        "rows_rejected": rows_in - accepted_rows,
+        "validity": validity,
+        "completeness": completeness,
+        "mean_feature_completeness": mean_completeness,
+        "duplicates": duplicates,
+        "rejections_by_rule": dict(sorted(counts.items())),
+        "unknown_columns": sorted({c for r in results for c in r.unknown_columns}),
+        "score": 0.5 * validity + 0.3 * mean_completeness + 0.2 * uniqueness,
+        "score_formula": "0.5*validity + 0.3*mean feature completeness + 0.2*uniqueness",
+    }
