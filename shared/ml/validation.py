@@ -123,7 +123,7 @@ def _check_column(
         bad = present & parsed.isna()
         expected = col.date_format or "YYYY-MM-DD"
         reasons.add(bad, f"{name}:not_a_date", name + ": " + shown + f" is not a date ({expected})")
-        return parsed.where(present & ~bad), present
+        return parsed.where(present & ~bad).astype("datetime64[ns]"), present
 
     # Categorical, text and identifier columns stay strings.
     ok = present.copy()
@@ -166,7 +166,7 @@ def validate_frame(
                             f"{col.name}: required column is missing from the file")
             present[col.name] = 0
             if col.role != ColumnRole.IGNORE:
-                typed[col.name] = pd.Series(pd.NA, index=raw.index, dtype=_empty_dtype(col))
+                typed[col.name] = pd.Series(index=raw.index, dtype=_empty_dtype(col))
             continue
         values, is_present = _check_column(col, raw[col.name], spec, reasons, today)
         present[col.name] = int(is_present.sum())
