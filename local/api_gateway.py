@@ -88,10 +88,19 @@ def proxy_event(
             "requestId": str(uuid.uuid4()),
             "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
             "requestTimeEpoch": int(now * 1000),
-            "identity": {"sourceIp": source_ip, "userAgent": user_agent, "caller": None, "user": None,
-                         "userArn": None, "accessKey": None, "accountId": None, "cognitoIdentityId": None,
-                         "cognitoIdentityPoolId": None, "cognitoAuthenticationType": None,
-                         "cognitoAuthenticationProvider": None},
+            "identity": {
+                "sourceIp": source_ip,
+                "userAgent": user_agent,
+                "caller": None,
+                "user": None,
+                "userArn": None,
+                "accessKey": None,
+                "accountId": None,
+                "cognitoIdentityId": None,
+                "cognitoIdentityPoolId": None,
+                "cognitoAuthenticationType": None,
+                "cognitoAuthenticationProvider": None,
+            },
             "path": f"/{stage}{path}",
             "resourcePath": "/{proxy+}",
             "httpMethod": method,
@@ -139,8 +148,9 @@ def create_local_api(
             result = await run_in_threadpool(handler, event, LocalLambdaContext())
         except Exception:
             log.exception("the Lambda handler raised")  # API Gateway answers 502 when the function fails
-            return JSONResponse({"error": {"code": "handler_crashed", "message": "internal server error"}},
-                                status_code=502)
+            return JSONResponse(
+                {"error": {"code": "handler_crashed", "message": "internal server error"}}, status_code=502
+            )
         return http_response_from_proxy(result)
 
     routes = [*(extra_routes or []), Route("/{path:path}", proxy, methods=HTTP_METHODS)]

@@ -28,8 +28,12 @@ def _error(status: int, code: str, message: str, as_runtime: bool) -> Response:
     if not as_runtime:
         return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
     # SageMaker runtime answers 424 with the container's status and message inside a ModelError.
-    body = {"__type": "ModelError", "message": f"Received client error ({status}) from primary",
-            "OriginalStatusCode": status, "OriginalMessage": json.dumps({"error": {"code": code, "message": message}})}
+    body = {
+        "__type": "ModelError",
+        "message": f"Received client error ({status}) from primary",
+        "OriginalStatusCode": status,
+        "OriginalMessage": json.dumps({"error": {"code": code, "message": message}}),
+    }
     return JSONResponse(body, status_code=424, headers={"x-amzn-ErrorType": "ModelError"})
 
 

@@ -64,7 +64,9 @@ def sha256_of(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def validate_files(files: list[Path], spec: FeatureSpec) -> tuple[pd.DataFrame, pd.DataFrame, list[ValidationResult]]:
+def validate_files(
+    files: list[Path], spec: FeatureSpec
+) -> tuple[pd.DataFrame, pd.DataFrame, list[ValidationResult]]:
     accepted_parts, rejected_parts, results = [], [], []
     for path in files:
         offset = 0
@@ -97,7 +99,9 @@ def _accepted_row_numbers(result: ValidationResult, offset: int) -> pd.Series:
     return pd.Series(numbers, dtype="int64")
 
 
-def split(accepted: pd.DataFrame, target: str, validation: float, test: float, seed: int) -> dict[str, pd.DataFrame]:
+def split(
+    accepted: pd.DataFrame, target: str, validation: float, test: float, seed: int
+) -> dict[str, pd.DataFrame]:
     rest, test_part = train_test_split(accepted, test_size=test, stratify=accepted[target], random_state=seed)
     train_part, validation_part = train_test_split(
         rest, test_size=validation / (1.0 - test), stratify=rest[target], random_state=seed
@@ -127,22 +131,33 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     print(metric_line("data_quality:rows_rejected", float(report["rows_rejected"])), flush=True)
 
     if len(accepted) < args.min_rows:
-        raise ProcessingError(f"only {len(accepted)} valid rows (at least {args.min_rows} needed); see rejected.csv")
+        raise ProcessingError(
+            f"only {len(accepted)} valid rows (at least {args.min_rows} needed); see rejected.csv"
+        )
     classes = accepted[target].value_counts()
     if len(classes) < 2 or classes.min() < 3:
-        raise ProcessingError(f"both classes of {target!r} need at least 3 valid rows, got {classes.to_dict()}")
+        raise ProcessingError(
+            f"both classes of {target!r} need at least 3 valid rows, got {classes.to_dict()}"
+        )
     parts = split(accepted, target, args.validation_fraction, args.test_fraction, args.seed)
-    lineage = {"data_sha256": data_hash, "source_files": [f.name for f in files], "rows_in": report["rows_in"],
-               "rows_accepted": len(accepted), "spec": spec.name}
+    lineage = {
+        "data_sha256": data_hash,
+        "source_files": [f.name for f in files],
+        "rows_in": report["rows_in"],
+        "rows_accepted": len(accepted),
+        "spec": spec.name,
+    }
     for name, part in parts.items():
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         part.drop(columns=[ROW_NUMBER, SOURCE_FILE]).to_parquet(folder / f"{name}.parquet", index=False)
         (folder / "feature_spec.json").write_text(spec.to_json(), encoding="utf-8")
         (folder / "lineage.json").write_text(json.dumps(lineage, indent=2), encoding="utf-8")
-    log(f"{report['rows_in']:,} rows: {len(accepted):,} accepted "
+    log(
+        f"{report['rows_in']:,} rows: {len(accepted):,} accepted "
         f"({', '.join(f'{k} {len(v):,}' for k, v in parts.items())}), {len(rejected):,} rejected; "
-        f"quality score {report['score']:.3f}")
+        f"quality score {report['score']:.3f}"
+    )
     return report
 
 

@@ -61,7 +61,8 @@ class _Reasons:
 
 def _as_text(series: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(series):
-        return series.dt.strftime("%Y-%m-%d").astype("string")
+        formatted: pd.Series = series.dt.strftime("%Y-%m-%d").astype("string")
+        return formatted
     return series.astype("string").str.strip()
 
 
@@ -94,12 +95,19 @@ def _check_column(
         if col.minimum is not None:
             below = ok & ((values <= col.minimum) if col.exclusive_minimum else (values < col.minimum))
             word = "above" if col.exclusive_minimum else "at least"
-            reasons.add(below, f"{name}:minimum",
-                        name + ": " + _number_text(values) + f" must be {word} {col.minimum:g}")
+            reasons.add(
+                below,
+                f"{name}:minimum",
+                name + ": " + _number_text(values) + f" must be {word} {col.minimum:g}",
+            )
             ok &= ~below
         if col.maximum is not None:
             above = ok & (values > col.maximum)
-            reasons.add(above, f"{name}:maximum", name + ": " + _number_text(values) + f" is above the maximum {col.maximum:g}")
+            reasons.add(
+                above,
+                f"{name}:maximum",
+                name + ": " + _number_text(values) + f" is above the maximum {col.maximum:g}",
+            )
             ok &= ~above
         values = values.where(ok)
         return (values.round().astype("Int64") if col.kind == ColumnKind.INTEGER else values), present
@@ -129,7 +137,9 @@ def _check_column(
     ok = present.copy()
     if col.allowed is not None:
         outside = ok & ~text.isin(col.allowed)
-        reasons.add(outside, f"{name}:not_allowed", name + ": " + shown + f" is not one of {', '.join(col.allowed)}")
+        reasons.add(
+            outside, f"{name}:not_allowed", name + ": " + shown + f" is not one of {', '.join(col.allowed)}"
+        )
         ok &= ~outside
     if col.max_length is not None:
         too_long = ok & (text.str.len() > col.max_length)
@@ -137,7 +147,9 @@ def _check_column(
         ok &= ~too_long
     if col.pattern is not None:
         mismatched = ok & ~text.str.fullmatch(col.pattern).fillna(False).astype(bool)
-        reasons.add(mismatched, f"{name}:pattern", name + ": " + shown + " has characters that are not allowed")
+        reasons.add(
+            mismatched, f"{name}:pattern", name + ": " + shown + " has characters that are not allowed"
+        )
         ok &= ~mismatched
     return text.where(ok).astype("string"), present
 
@@ -162,8 +174,11 @@ def validate_frame(
     for col in spec.columns:
         if col.name not in raw.columns:
             if col.required:
-                reasons.add(np.ones(n, dtype=bool), f"{col.name}:column_missing",
-                            f"{col.name}: required column is missing from the file")
+                reasons.add(
+                    np.ones(n, dtype=bool),
+                    f"{col.name}:column_missing",
+                    f"{col.name}: required column is missing from the file",
+                )
             present[col.name] = 0
             if col.role != ColumnRole.IGNORE:
                 typed[col.name] = pd.Series(index=raw.index, dtype=_empty_dtype(col))
@@ -178,8 +193,9 @@ def validate_frame(
         if lower is None or upper is None:
             continue
         broken = (lower.notna() & upper.notna() & (lower > upper)).fillna(False).to_numpy(dtype=bool)
-        reasons.add(broken, f"{rule.upper}:order",
-                    f"{rule.upper} must not be less than {rule.lower}: {rule.message}")
+        reasons.add(
+            broken, f"{rule.upper}:order", f"{rule.upper} must not be less than {rule.lower}: {rule.message}"
+        )
 
     latest = pd.Timestamp(today + FUTURE_SLACK)
     for name in spec.not_in_future:
@@ -193,23 +209,34 @@ def validate_frame(
         if duplicate.any():
             first = pd.Series(np.arange(n), index=raw.index).groupby(ids).transform("min")
             first_row = (first + 1 + row_offset).astype("Int64").astype("string")
-            reasons.add(duplicate, f"{spec.id_column}:duplicate",
-                        spec.id_column + ": duplicate of row " + first_row)
+            reasons.add(
+                duplicate, f"{spec.id_column}:duplicate", spec.id_column + ": duplicate of row " + first_row
+            )
 
     target_column = spec.target.column
     if require_target or target_column in raw.columns:
         if target_column not in raw.columns:
-            reasons.add(np.ones(n, dtype=bool), f"{target_column}:column_missing",
-                        f"{target_column}: the label column is missing from the file")
+            reasons.add(
+                np.ones(n, dtype=bool),
+                f"{target_column}:column_missing",
+                f"{target_column}: the label column is missing from the file",
+            )
         else:
             label_text = _as_text(raw[target_column])
             positive = label_text.isin(spec.target.positive)
             negative = label_text.isin(spec.target.negative)
             label_missing = label_text.isna() | label_text.isin(spec.missing_tokens)
-            reasons.add(label_missing.to_numpy(dtype=bool), f"{target_column}:required", f"{target_column}: missing label")
+            reasons.add(
+                label_missing.to_numpy(dtype=bool),
+                f"{target_column}:required",
+                f"{target_column}: missing label",
+            )
             unknown_label = ~label_missing & ~positive & ~negative
-            reasons.add(unknown_label.to_numpy(dtype=bool), f"{target_column}:not_a_label",
-                        target_column + ": '" + label_text.fillna("") + "' is not a known label")
+            reasons.add(
+                unknown_label.to_numpy(dtype=bool),
+                f"{target_column}:not_a_label",
+                target_column + ": '" + label_text.fillna("") + "' is not a known label",
+            )
             typed[target_column] = positive.astype("int64")
 
     failed = reasons.failed

@@ -18,7 +18,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def run_job(base: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sagemaker_jobs.processing.validate", "--base-dir", str(base), *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -35,7 +38,9 @@ def test_rows_are_split_or_rejected_with_reasons(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
     out = tmp_path / "output"
-    splits = {name: pd.read_parquet(out / name / f"{name}.parquet") for name in ("train", "validation", "test")}
+    splits = {
+        name: pd.read_parquet(out / name / f"{name}.parquet") for name in ("train", "validation", "test")
+    }
     rejected = pd.read_csv(out / "rejected" / "rejected.csv")
     assert sum(len(s) for s in splits.values()) + len(rejected) == 3_504
     assert set(rejected["claim_id"].fillna("")) == {"BAD-1", "BAD-2", "BAD-3", ""}
@@ -50,7 +55,10 @@ def test_rows_are_split_or_rejected_with_reasons(tmp_path: Path) -> None:
     assert quality["rows_in"] == 3_504 and quality["rows_rejected"] == 4 and 0.9 < quality["score"] <= 1
     assert quality["data_sha256"] and "completeness" in quality and "duplicates" in quality
     lineage = json.loads((out / "train" / "lineage.json").read_text())
-    assert lineage["data_sha256"] == quality["data_sha256"] and lineage["source_files"] == ["claims.csv", "more.parquet"]
+    assert lineage["data_sha256"] == quality["data_sha256"] and lineage["source_files"] == [
+        "claims.csv",
+        "more.parquet",
+    ]
     assert (out / "train" / "feature_spec.json").is_file()
     metrics = parse_metrics(done.stdout, ["data_quality:score", "data_quality:rows_rejected"])
     assert metrics == {"data_quality:score": quality["score"], "data_quality:rows_rejected": 4.0}

@@ -15,8 +15,13 @@ from shared.ports import EndpointError, EndpointRejectedInput
 
 EVENT = json.loads((Path(__file__).parent / "events" / "apigateway_aws_proxy.json").read_text())
 GOOD_CLAIM = {
-    "claim_id": "CLM-9", "claim_amount": 15000, "claim_type": "auto", "customer_age": 35,
-    "policy_tenure": 2, "claim_history": 1, "location": "urban",
+    "claim_id": "CLM-9",
+    "claim_amount": 15000,
+    "claim_type": "auto",
+    "customer_age": 35,
+    "policy_tenure": 2,
+    "claim_history": 1,
+    "location": "urban",
 }
 
 
@@ -32,10 +37,22 @@ class FakeEndpoint:
             raise self.fail
         self.sent.extend(claims)
         return [
-            {"claim_id": c["claim_id"], "risk_level": "high", "risk_score": 0.7, "confidence": 0.7,
-             "risk_factors": [{"factor": "claim_history", "importance": 0.6, "direction": "increases_risk",
-                               "contribution": 0.4}],
-             "model_version": "test-1", "threshold": 0.2}
+            {
+                "claim_id": c["claim_id"],
+                "risk_level": "high",
+                "risk_score": 0.7,
+                "confidence": 0.7,
+                "risk_factors": [
+                    {
+                        "factor": "claim_history",
+                        "importance": 0.6,
+                        "direction": "increases_risk",
+                        "contribution": 0.4,
+                    }
+                ],
+                "model_version": "test-1",
+                "threshold": 0.2,
+            }
             for c in claims
         ]
 
@@ -64,7 +81,9 @@ def endpoint() -> Iterator[FakeEndpoint]:
     handler.use_endpoint(None)
 
 
-def call(method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+def call(
+    method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     event = copy.deepcopy(EVENT)
     event.update(httpMethod=method, path=path, body=body, pathParameters={"proxy": path.lstrip("/")})
     event["requestContext"].update(httpMethod=method, path=f"/prod{path}")
@@ -76,20 +95,32 @@ def call(method: str, path: str, body: str | None = None, headers: dict[str, str
 
 
 def header(response: dict[str, Any], name: str) -> str:
-    merged = {**{k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}, **(response.get("headers") or {})}
-    return {k.lower(): v for k, v in merged.items()}[name.lower()]
+    merged = {
+        **{k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()},
+        **(response.get("headers") or {}),
+    }
+    return str({k.lower(): v for k, v in merged.items()}[name.lower()])
 
 
-def test_a_valid_claim_is_scored_through_the_port(endpoint: FakeEndpoint, predict_requests: list[dict[str, Any]]) -> None:
+def test_a_valid_claim_is_scored_through_the_port(
+    endpoint: FakeEndpoint, predict_requests: list[dict[str, Any]]
+) -> None:
     for request in predict_requests:
         response = call("POST", "/api/v1/predict", json.dumps(request))
         assert response["statusCode"] == 200, response["body"]
         body = json.loads(response["body"])
         assert body["claim_id"] == request["claim_id"]
-        assert {"risk_level", "risk_score", "confidence", "risk_factors", "model_version",
-                "processing_time_ms", "timestamp"} <= set(body)
+        assert {
+            "risk_level",
+            "risk_score",
+            "confidence",
+            "risk_factors",
+            "model_version",
+            "processing_time_ms",
+            "timestamp",
+        } <= set(body)
     # Only validated, known fields reach the endpoint; absent optional fields are not sent as nulls.
-    assert endpoint.sent[0] == {k: v for k, v in predict_requests[0].items()}
+    assert endpoint.sent[0] == predict_requests[0]
 
 
 def test_the_correlation_id_is_echoed_or_taken_from_the_request_context(endpoint: FakeEndpoint) -> None:
@@ -127,7 +158,10 @@ def test_bad_input_gets_a_clear_4xx_and_never_reaches_the_model(
 
 @pytest.mark.parametrize(
     ("failure", "status", "code"),
-    [(EndpointError("boom"), 502, "model_unavailable"), (EndpointRejectedInput("claim_amount: bad"), 422, "rejected_by_model")],
+    [
+        (EndpointError("boom"), 502, "model_unavailable"),
+        (EndpointRejectedInput("claim_amount: bad"), 422, "rejected_by_model"),
+    ],
 )
 def test_endpoint_failures_map_to_clear_errors(failure: Exception, status: int, code: str) -> None:
     handler.use_endpoint(FakeEndpoint(fail=failure))
@@ -164,8 +198,13 @@ def test_the_openapi_document_is_generated_from_the_models(endpoint: FakeEndpoin
     response = call("GET", "/swagger", headers={})
     assert response["statusCode"] == 200
     event = copy.deepcopy(EVENT)
-    event.update(httpMethod="GET", path="/swagger", body=None, queryStringParameters={"format": "json"},
-                 multiValueQueryStringParameters={"format": ["json"]})
+    event.update(
+        httpMethod="GET",
+        path="/swagger",
+        body=None,
+        queryStringParameters={"format": "json"},
+        multiValueQueryStringParameters={"format": ["json"]},
+    )
     document = json.loads(handler.lambda_handler(event, Context())["body"])
     claim_schema = document["components"]["schemas"]["Claim"]
     assert {"claim_amount", "customer_age", "location"} <= set(claim_schema["required"])

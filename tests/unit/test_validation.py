@@ -16,8 +16,14 @@ from shared.schema import Claim
 
 SPEC = claims_spec()
 GOOD: dict[str, str] = {
-    "claim_id": "CLM-1", "claim_amount": "15000", "claim_type": "auto", "customer_age": "35",
-    "policy_tenure": "2", "claim_history": "1", "location": "urban", "is_high_risk": "0",
+    "claim_id": "CLM-1",
+    "claim_amount": "15000",
+    "claim_type": "auto",
+    "customer_age": "35",
+    "policy_tenure": "2",
+    "claim_history": "1",
+    "location": "urban",
+    "is_high_risk": "0",
 }
 
 
@@ -59,7 +65,10 @@ def test_typed_parquet_input_gives_the_same_result_as_csv_text() -> None:
         ({"customer_age": "35.5"}, "customer_age: '35.5' is not a whole number"),
         ({"claim_amount": "abc"}, "claim_amount: 'abc' is not a number"),
         ({"claim_type": "boat"}, "claim_type: 'boat' is not one of"),
-        ({"policy_start_date": "2024-06-01", "incident_date": "2024-05-01"}, "incident_date must not be less than policy_start_date"),
+        (
+            {"policy_start_date": "2024-06-01", "incident_date": "2024-05-01"},
+            "incident_date must not be less than policy_start_date",
+        ),
         ({"incident_date": "2099-01-01"}, "incident_date lies in the future"),
         ({"sum_insured": "1000", "deductible": "5000"}, "sum_insured must not be less than deductible"),
         ({"claim_id": "has space"}, "claim_id: 'has space' has characters that are not allowed"),
@@ -82,7 +91,11 @@ def test_every_failure_of_a_row_is_listed_and_row_numbers_follow_the_offset() ->
     result = validate_frame(frame, SPEC, require_target=True, row_offset=200_000)
     [row] = result.rejected.to_dict(orient="records")
     assert row["row_number"] == 200_001
-    assert [r.split(":")[0] for r in row["reason"].split("; ")] == ["claim_amount", "claim_type", "customer_age"]
+    assert [r.split(":")[0] for r in row["reason"].split("; ")] == [
+        "claim_amount",
+        "claim_type",
+        "customer_age",
+    ]
 
 
 def test_duplicates_name_the_first_row_and_a_missing_column_rejects_all() -> None:
@@ -116,9 +129,14 @@ def typed_claim(row: dict[str, Any]) -> dict[str, Any]:
         if value == "" or key == "is_high_risk":
             continue
         try:
-            out[key] = int(value) if key in {"customer_age", "claim_history", "witnesses", "vehicle_age"} else (
-                float(value) if key in {"claim_amount", "policy_tenure", "sum_insured", "deductible", "annual_premium"}
-                else value
+            out[key] = (
+                int(value)
+                if key in {"customer_age", "claim_history", "witnesses", "vehicle_age"}
+                else (
+                    float(value)
+                    if key in {"claim_amount", "policy_tenure", "sum_insured", "deductible", "annual_premium"}
+                    else value
+                )
             )
         except ValueError:
             out[key] = value
@@ -128,11 +146,23 @@ def typed_claim(row: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     "change",
     [
-        {}, {"claim_amount": "0"}, {"claim_amount": "10000000"}, {"claim_amount": "10000001"},
-        {"customer_age": "16"}, {"customer_age": "15"}, {"policy_tenure": "36"}, {"claim_type": "life"},
-        {"claim_type": "Auto"}, {"deductible": "0"}, {"sum_insured": "100", "deductible": "100"},
-        {"incident_date": "2024-01-02", "report_date": "2024-01-01"}, {"region": "North"}, {"region": "north"},
-        {"witnesses": "51"}, {"vehicle_age": "80"}, {"description": "x" * 4001},
+        {},
+        {"claim_amount": "0"},
+        {"claim_amount": "10000000"},
+        {"claim_amount": "10000001"},
+        {"customer_age": "16"},
+        {"customer_age": "15"},
+        {"policy_tenure": "36"},
+        {"claim_type": "life"},
+        {"claim_type": "Auto"},
+        {"deductible": "0"},
+        {"sum_insured": "100", "deductible": "100"},
+        {"incident_date": "2024-01-02", "report_date": "2024-01-01"},
+        {"region": "North"},
+        {"region": "north"},
+        {"witnesses": "51"},
+        {"vehicle_age": "80"},
+        {"description": "x" * 4001},
     ],
 )
 def test_the_file_validator_agrees_with_the_claim_model(change: dict[str, str]) -> None:
@@ -148,7 +178,8 @@ def test_the_file_validator_agrees_with_the_claim_model(change: dict[str, str]) 
 
 def test_a_foreign_spec_with_its_own_date_format_and_missing_token() -> None:
     spec = FeatureSpec(
-        name="foreign", id_column="policy_number",
+        name="foreign",
+        id_column="policy_number",
         target=TargetSpec(column="fraud_reported", positive=["Y"], negative=["N"]),
         columns=[
             ColumnSpec(name="policy_number", kind=ColumnKind.IDENTIFIER, role=ColumnRole.ID, required=True),
@@ -157,8 +188,14 @@ def test_a_foreign_spec_with_its_own_date_format_and_missing_token() -> None:
         ],
         missing_tokens=["", "?"],
     )
-    frame = pd.DataFrame({"policy_number": ["1", "2", "3"], "incident_date": ["1/25/2015", "2015-01-25", "?"],
-                          "police_report_available": ["YES", "?", "NO"], "fraud_reported": ["Y", "N", "N"]})
+    frame = pd.DataFrame(
+        {
+            "policy_number": ["1", "2", "3"],
+            "incident_date": ["1/25/2015", "2015-01-25", "?"],
+            "police_report_available": ["YES", "?", "NO"],
+            "fraud_reported": ["Y", "N", "N"],
+        }
+    )
     result = validate_frame(frame, spec, require_target=True, today=dt.date(2020, 1, 1))
     assert list(result.accepted["policy_number"]) == ["1", "3"]
     assert result.accepted["incident_date"].iloc[0] == pd.Timestamp("2015-01-25")

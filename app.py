@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""The CDK app: `npx cdk synth` / `cdk deploy`, or `python app.py` (which synthesizes into cdk.out)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+
+from cdk.config import stage_config
+from cdk.stack import ClaimsRiskStack
+
+CDK_JSON = Path(__file__).resolve().parent / "cdk.json"
+
+
+def cdk_json_context() -> dict[str, Any]:
+    """cdk.json's context: the CLI loads it, but `python app.py` and tests must pass it themselves."""
+    context: dict[str, Any] = json.loads(CDK_JSON.read_text(encoding="utf-8"))["context"]
+    return context
+
+
+def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) -> cdk.App:
+    app = cdk.App(context={**cdk_json_context(), **(context or {})}, outdir=outdir)
+    stage = str(app.node.try_get_context("stage") or "dev")
+    ClaimsRiskStack(app, f"ClaimsRisk-{stage}", config=stage_config(stage))
+    return app
+
+
+if __name__ == "__main__":
+    # The CDK CLI passes CDK_OUTDIR; run directly, the app writes to cdk.out like the CLI would.
+    build_app(outdir=os.environ.get("CDK_OUTDIR", "cdk.out")).synth()

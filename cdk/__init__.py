@@ -1,0 +1,1 @@
+"""Infrastructure only: stacks and constructs. Runtime code never imports this package."""
