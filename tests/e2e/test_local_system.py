@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from local.servers import free_port, port_is_free, wait_until_ready
+from tests.factories import minimal_claim
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -171,57 +172,10 @@ def test_the_printed_curl_works_as_pasted(system: RunningSystem) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
-        (
-            {
-                "claim_id": "B1",
-                "claim_type": "auto",
-                "customer_age": 35,
-                "policy_tenure": 2,
-                "claim_history": 1,
-                "location": "urban",
-            },
-            422,
-            "claim_amount",
-        ),
-        (
-            {
-                "claim_id": "B2",
-                "claim_amount": -100,
-                "claim_type": "auto",
-                "customer_age": 35,
-                "policy_tenure": 2,
-                "claim_history": 1,
-                "location": "urban",
-            },
-            422,
-            "claim_amount",
-        ),
-        (
-            {
-                "claim_id": "B3",
-                "claim_amount": 100,
-                "claim_type": "auto",
-                "customer_age": 500,
-                "policy_tenure": 2,
-                "claim_history": 1,
-                "location": "urban",
-            },
-            422,
-            "customer_age",
-        ),
-        (
-            {
-                "claim_id": "B4",
-                "claim_amount": "a lot",
-                "claim_type": "auto",
-                "customer_age": 35,
-                "policy_tenure": 2,
-                "claim_history": 1,
-                "location": "urban",
-            },
-            422,
-            "claim_amount",
-        ),
+        (minimal_claim(claim_amount=None), 422, "claim_amount"),
+        (minimal_claim(claim_amount=-100), 422, "claim_amount"),
+        (minimal_claim(customer_age=500), 422, "customer_age"),
+        (minimal_claim(claim_amount="a lot"), 422, "claim_amount"),
         ("", 422, "body"),
         ("{not json", 400, None),
     ],

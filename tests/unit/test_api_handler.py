@@ -12,17 +12,10 @@ import pytest
 
 from lambdas.api import handler
 from shared.ports import EndpointError, EndpointRejectedInput
+from tests.factories import minimal_claim
 
 EVENT = json.loads((Path(__file__).parent / "events" / "apigateway_aws_proxy.json").read_text())
-GOOD_CLAIM = {
-    "claim_id": "CLM-9",
-    "claim_amount": 15000,
-    "claim_type": "auto",
-    "customer_age": 35,
-    "policy_tenure": 2,
-    "claim_history": 1,
-    "location": "urban",
-}
+GOOD_CLAIM = minimal_claim(claim_id="CLM-9")
 
 
 class FakeEndpoint:

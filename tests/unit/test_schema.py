@@ -7,16 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from shared.schema import EXAMPLE_CLAIM, Claim
+from tests.factories import minimal_claim
 
-VALID: dict[str, Any] = {
-    "claim_id": "CLM-1",
-    "claim_amount": 15000,
-    "claim_type": "auto",
-    "customer_age": 35,
-    "policy_tenure": 2,
-    "claim_history": 1,
-    "location": "urban",
-}
+VALID: dict[str, Any] = minimal_claim()
 
 
 def failing_fields(data: dict[str, Any]) -> set[str]:
