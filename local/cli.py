@@ -68,6 +68,9 @@ def _generate(rows: int, seed: int, drift: float, out: Path) -> Path:
 )
 @click.option("--hp", "hyperparameters", multiple=True, help="hyperparameter override, NAME=VALUE")
 def train(data: Path | None, spec: str, rows: int, hyperparameters: tuple[str, ...]) -> None:
+    malformed = [h for h in hyperparameters if "=" not in h]
+    if malformed:
+        raise click.BadParameter(f"expected NAME=VALUE, got {malformed}", param_hint="--hp")
     _train(data, spec, rows, dict(h.split("=", 1) for h in hyperparameters))
 
 
