@@ -1,20 +1,14 @@
-"""Claims for tests: one place for the brief's minimal claim, changed per test."""
+"""Claims for tests, derived from the schema's documented example so there is one definition."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from shared.schema import EXAMPLE_CLAIM, Claim
+
 
 def minimal_claim(**changes: Any) -> dict[str, Any]:
-    """The product brief's fields only; pass ``field=None`` to drop a field."""
-    claim: dict[str, Any] = {
-        "claim_id": "CLM-1",
-        "claim_amount": 15000,
-        "claim_type": "auto",
-        "customer_age": 35,
-        "policy_tenure": 2,
-        "claim_history": 1,
-        "location": "urban",
-    }
+    """The example claim cut down to the required fields (the product brief's); ``field=None`` drops one."""
+    claim = {name: EXAMPLE_CLAIM[name] for name, field in Claim.model_fields.items() if field.is_required()}
     claim.update(changes)
     return {k: v for k, v in claim.items() if v is not None}
