@@ -25,6 +25,7 @@ class Hyperparameter:
     log: bool = False
     choices: tuple[str, ...] = ()
     tunable: bool = True
+    family: str | None = None  # the model family it applies to; None for all
     help: str = ""
 
     def parse(self, raw: Any) -> Any:
@@ -51,16 +52,61 @@ class Hyperparameter:
 
 HYPERPARAMETERS: Final[tuple[Hyperparameter, ...]] = (
     Hyperparameter(
-        "model_family", "categorical", "xgboost", choices=("xgboost",), help="model family to train"
+        "model_family",
+        "categorical",
+        "xgboost",
+        choices=("xgboost", "random_forest", "keras"),
+        help="model family to train",
     ),
-    Hyperparameter("xgb_max_depth", "int", 4, 2, 8, help="depth of each tree"),
-    Hyperparameter("xgb_eta", "float", 0.08, 0.01, 0.3, log=True, help="learning rate"),
-    Hyperparameter("xgb_num_round", "int", 600, 50, 1500, help="maximum boosting rounds"),
-    Hyperparameter("xgb_min_child_weight", "float", 2.0, 0.5, 50.0, log=True),
-    Hyperparameter("xgb_subsample", "float", 0.9, 0.5, 1.0),
-    Hyperparameter("xgb_colsample_bytree", "float", 0.8, 0.4, 1.0),
-    Hyperparameter("xgb_lambda", "float", 1.0, 1e-3, 20.0, log=True, help="L2 regularisation"),
-    Hyperparameter("early_stopping_rounds", "int", 40, 5, 200, tunable=False),
+    Hyperparameter(
+        "class_weighting",
+        "categorical",
+        "none",
+        choices=("none", "balanced"),
+        help="'balanced' weighs the rare high-risk class up to the common one's total weight",
+    ),
+    # XGBoost
+    Hyperparameter("xgb_max_depth", "int", 4, 2, 8, family="xgboost", help="depth of each tree"),
+    Hyperparameter("xgb_eta", "float", 0.08, 0.01, 0.3, log=True, family="xgboost", help="learning rate"),
+    Hyperparameter("xgb_num_round", "int", 600, 50, 1500, family="xgboost", help="maximum boosting rounds"),
+    Hyperparameter("xgb_min_child_weight", "float", 2.0, 0.5, 50.0, log=True, family="xgboost"),
+    Hyperparameter("xgb_subsample", "float", 0.9, 0.5, 1.0, family="xgboost"),
+    Hyperparameter("xgb_colsample_bytree", "float", 0.8, 0.4, 1.0, family="xgboost"),
+    Hyperparameter(
+        "xgb_lambda", "float", 1.0, 1e-3, 20.0, log=True, family="xgboost", help="L2 regularisation"
+    ),
+    # Random Forest
+    Hyperparameter("rf_n_estimators", "int", 200, 50, 500, family="random_forest", help="number of trees"),
+    Hyperparameter("rf_max_depth", "int", 14, 4, 30, family="random_forest"),
+    Hyperparameter("rf_min_samples_leaf", "int", 5, 1, 100, log=True, family="random_forest"),
+    Hyperparameter(
+        "rf_max_features",
+        "float",
+        0.5,
+        0.1,
+        1.0,
+        family="random_forest",
+        help="share of columns tried at each split",
+    ),
+    # Keras network
+    Hyperparameter("nn_units", "int", 64, 16, 256, log=True, family="keras", help="units per hidden layer"),
+    Hyperparameter("nn_layers", "int", 2, 1, 3, family="keras", help="hidden layers"),
+    Hyperparameter("nn_dropout", "float", 0.1, 0.0, 0.5, family="keras"),
+    Hyperparameter("nn_learning_rate", "float", 1e-3, 1e-4, 1e-2, log=True, family="keras"),
+    Hyperparameter("nn_batch_size", "int", 512, 64, 2048, log=True, family="keras"),
+    Hyperparameter(
+        "nn_epochs",
+        "int",
+        60,
+        2,
+        300,
+        tunable=False,
+        family="keras",
+        help="maximum epochs; early stopping on validation loss ends most runs sooner",
+    ),
+    Hyperparameter("nn_patience", "int", 6, 1, 50, tunable=False, family="keras"),
+    # Every family
+    Hyperparameter("early_stopping_rounds", "int", 40, 5, 200, tunable=False, family="xgboost"),
     Hyperparameter("seed", "int", 0, 0, 2**31 - 1, tunable=False),
     Hyperparameter(
         "feature_spec",

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 
 from sagemaker_jobs.environment import TrainingEnvironment, training_environment
 from shared.decision import DEFAULT_COSTS
@@ -29,8 +28,9 @@ from shared.feature_spec import FeatureSpec, load_spec
 from shared.metric_lines import metric_line
 from shared.ml.baseline import baseline_statistics
 from shared.ml.evaluation import choose_threshold, classification_metrics
+from shared.ml.families import EXPLANATION_METHODS, TrainingData, fit_family
 from shared.ml.features import fit_encoder
-from shared.ml.model import EXPLANATION_METHODS, XGBOOST_FILE, Lineage, Manifest, write_artifact
+from shared.ml.model import Calibration, Lineage, Manifest, write_artifact
 from step_functions.pipeline import parse_hyperparameters
 
 SPEC_IN_CHANNEL = "feature_spec.json"
@@ -89,40 +89,12 @@ def target_of(frame: pd.DataFrame, spec: FeatureSpec, channel: str) -> np.ndarra
     return y
 
 
-def train_xgboost(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    feature_names: list[str],
-    hp: dict[str, Any],
-) -> xgb.Booster:
-    params = {
-        "objective": "binary:logistic",
-        "eval_metric": ["logloss", "aucpr"],
-        "tree_method": "hist",
-        "max_depth": hp["xgb_max_depth"],
-        "eta": hp["xgb_eta"],
-        "min_child_weight": hp["xgb_min_child_weight"],
-        "subsample": hp["xgb_subsample"],
-        "colsample_bytree": hp["xgb_colsample_bytree"],
-        "lambda": hp["xgb_lambda"],
-        "seed": hp["seed"],
-        "nthread": os.cpu_count() or 1,
-    }
-    dtrain = xgb.DMatrix(x_train, label=y_train, missing=np.nan, feature_names=feature_names)
-    dval = xgb.DMatrix(x_val, label=y_val, missing=np.nan, feature_names=feature_names)
-    booster = xgb.train(
-        params,
-        dtrain,
-        num_boost_round=hp["xgb_num_round"],
-        evals=[(dval, "validation")],
-        early_stopping_rounds=hp["early_stopping_rounds"],
-        verbose_eval=False,
-    )
-    # Keep only the trees up to the best round, so serving and explanations use the chosen model.
-    best = booster.best_iteration + 1
-    return booster[:best]
+def fit_calibration(margin: np.ndarray, y: np.ndarray) -> Calibration:
+    """Platt scaling on the validation margins: two numbers, so it barely overfits."""
+    from sklearn.linear_model import LogisticRegression
+
+    platt = LogisticRegression(C=1e6, max_iter=1000).fit(margin.reshape(-1, 1), y)
+    return Calibration(slope=float(platt.coef_[0, 0]), intercept=float(platt.intercept_[0]))
 
 
 def run(environment: TrainingEnvironment) -> dict[str, Any]:
@@ -140,30 +112,35 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
     x_train, x_val = encoder.transform(train), encoder.transform(validation)
     log(f"{x_train.shape[1]} encoded columns")
 
-    booster = train_xgboost(x_train, y_train, x_val, y_val, encoder.feature_names, hp)
-    log(f"{booster.num_boosted_rounds()} trees kept after early stopping")
-    scorer_scores = np.asarray(booster.inplace_predict(x_val, validate_features=False), dtype=np.float64)
-    threshold = choose_threshold(y_val, scorer_scores, DEFAULT_COSTS)
+    family_name = hp["model_family"]
+    family = fit_family(family_name, TrainingData(x_train, y_train, x_val, y_val, encoder.feature_names), hp)
+    calibration = fit_calibration(family.margin(x_val), y_val)
+    log(
+        f"{family_name} fitted; Platt calibration slope {calibration.slope:.3f}, "
+        f"intercept {calibration.intercept:.3f}"
+    )
+    val_scores = calibration.apply(family.margin(x_val))
+    threshold = choose_threshold(y_val, val_scores, DEFAULT_COSTS)
     metrics: dict[str, Any] = {
-        "validation": classification_metrics(y_val, scorer_scores, threshold),
-        "train": classification_metrics(
-            y_train, np.asarray(booster.inplace_predict(x_train, validate_features=False)), threshold
-        ),
+        "validation": classification_metrics(y_val, val_scores, threshold),
+        "train": classification_metrics(y_train, calibration.apply(family.margin(x_train)), threshold),
     }
     test_channel = environment.channel("test")
     if test_channel is not None and test_channel.is_dir() and any(test_channel.iterdir()):
         test = read_channel(test_channel, "test")
         y_test = target_of(test, spec, "test")
-        test_scores = np.asarray(booster.inplace_predict(encoder.transform(test), validate_features=False))
+        test_scores = calibration.apply(family.margin(encoder.transform(test)))
         metrics["test"] = classification_metrics(y_test, test_scores, threshold)
 
     lineage = lineage_of(environment)
     created = dt.datetime.now(dt.UTC)
     data_hash = str(lineage.get("data_sha256", ""))
-    version = f"{created:%Y%m%d.%H%M%S}-xgboost-{data_hash[:8]}"
+    version = f"{created:%Y%m%d.%H%M%S}-{family_name}-{data_hash[:8]}"
+    environment.model_dir.mkdir(parents=True, exist_ok=True)
+    files = family.save(environment.model_dir)
     manifest = Manifest(
         model_version=version,
-        family="xgboost",
+        family=family_name,
         created_at=created.isoformat(timespec="seconds"),
         threshold=threshold,
         costs=DEFAULT_COSTS,
@@ -176,11 +153,12 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
             validation_rows=len(validation),
             source_files=list(lineage.get("source_files", [])),
         ),
-        explanation_method=EXPLANATION_METHODS["xgboost"],
-        files={"model": XGBOOST_FILE},
+        explanation_method=EXPLANATION_METHODS[family_name],
+        calibration=calibration,
+        files=files,
     )
-    baseline = baseline_statistics(spec, train, len(train), scorer_scores)
-    write_artifact(environment.model_dir, manifest, encoder, baseline, booster)
+    baseline = baseline_statistics(spec, train, len(train), val_scores)
+    write_artifact(environment.model_dir, manifest, encoder, baseline)
     environment.output_data_dir.mkdir(parents=True, exist_ok=True)
     (environment.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
 

@@ -250,12 +250,17 @@ def to_days(values: Any, n: int, name: str = "") -> np.ndarray:
     else:
         raw = _as_array(values)
         try:
-            arr = np.array([None if v in (None, "") else v for v in raw], dtype="datetime64[D]")
+            arr = np.array([None if _missing(v) else v for v in raw], dtype="datetime64[D]")
         except ValueError:
             raise InvalidFeatureValue(f"{name}: expected ISO dates (YYYY-MM-DD)") from None
     days = arr.astype("int64").astype(np.float64)
     days[np.isnat(arr)] = np.nan
     return days
+
+
+def _missing(value: Any) -> bool:
+    """None, an empty string, or NaN / NaT (the missing values records from pandas carry)."""
+    return value is None or value == "" or bool(value != value)  # noqa: PLR0124 - NaN is not equal to itself
 
 
 def derive(feature: DerivedFeature, data: Columns, n: int) -> np.ndarray:

@@ -6,7 +6,8 @@
     feature_spec.json         the spec the model was trained with
     encoder.json              the fitted encoder (levels, tokens, column order)
     baseline_statistics.json  per-feature statistics of the training data, for drift monitoring
-    model.ubj                 the fitted model (XGBoost's own format; other families add theirs)
+    model.*                   the fitted model in its family's own format (model.ubj for XGBoost,
+                              model.skops for scikit-learn, model.keras plus keras_inputs.json)
 
 Nothing is pickled, so loading an artifact never runs code from it.
 """
@@ -18,14 +19,14 @@ import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import numpy as np
-import xgboost as xgb
 from pydantic import BaseModel, Field
 
 from shared.decision import DecisionCosts, confidence, risk_level
 from shared.feature_spec import FeatureSpec
+from shared.ml.families import FittedFamily, load_family
 from shared.ml.features import Columns, FittedEncoder, columns_from_records, input_columns
 
 ARTIFACT_FORMAT: Final = 1
@@ -33,7 +34,6 @@ MANIFEST: Final = "manifest.json"
 SPEC_FILE: Final = "feature_spec.json"
 ENCODER_FILE: Final = "encoder.json"
 BASELINE_FILE: Final = "baseline_statistics.json"
-XGBOOST_FILE: Final = "model.ubj"
 TOP_FACTORS: Final = 5
 
 
@@ -46,6 +46,17 @@ class Lineage(BaseModel):
     source_files: list[str] = Field(default_factory=list)
 
 
+class Calibration(BaseModel):
+    """Platt scaling fitted on the validation set: P(high risk) = sigmoid(slope * margin + intercept)."""
+
+    method: str = "platt"
+    slope: float = 1.0
+    intercept: float = 0.0
+
+    def apply(self, margin: np.ndarray) -> np.ndarray:
+        return np.asarray(1.0 / (1.0 + np.exp(-(self.slope * margin + self.intercept))))
+
+
 class Manifest(BaseModel):
     format: int = ARTIFACT_FORMAT
     model_version: str
@@ -56,43 +67,8 @@ class Manifest(BaseModel):
     metrics: dict[str, Any]
     lineage: Lineage
     explanation_method: str
+    calibration: Calibration = Field(default_factory=Calibration)
     files: dict[str, str]
-
-
-class Scorer(Protocol):
-    """What every model family provides to the risk model."""
-
-    def probabilities(self, matrix: np.ndarray) -> np.ndarray: ...
-
-    def contributions(self, matrix: np.ndarray) -> np.ndarray:
-        """Per-row, per-column contributions to the log-odds (no bias column)."""
-        ...
-
-
-@dataclass
-class XGBoostScorer:
-    booster: xgb.Booster
-
-    def probabilities(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.inplace_predict(matrix, validate_features=False), dtype=np.float64)
-
-    def contributions(self, matrix: np.ndarray) -> np.ndarray:
-        # Exact TreeSHAP: contributions add up to the log-odds, so they are honest explanations.
-        dmatrix = xgb.DMatrix(matrix, missing=np.nan, feature_names=self.booster.feature_names)
-        contribs = self.booster.predict(dmatrix, pred_contribs=True, validate_features=False)
-        return np.asarray(contribs[:, :-1], dtype=np.float64)
-
-
-EXPLANATION_METHODS: Final = {"xgboost": "exact TreeSHAP (XGBoost pred_contribs)"}
-
-
-def load_scorer(family: str, model_dir: Path, files: Mapping[str, str]) -> Scorer:
-    if family == "xgboost":
-        booster = xgb.Booster()
-        booster.load_model(str(model_dir / files["model"]))
-        booster.set_param({"nthread": 1})  # serving is per request; one thread avoids oversubscription
-        return XGBoostScorer(booster)
-    raise ValueError(f"unknown model family {family!r}")
 
 
 @dataclass
@@ -101,7 +77,7 @@ class RiskModel:
 
     manifest: Manifest
     encoder: FittedEncoder
-    scorer: Scorer
+    family: FittedFamily
     baseline: dict[str, Any]
 
     def __post_init__(self) -> None:
@@ -124,22 +100,26 @@ class RiskModel:
         manifest = Manifest.model_validate_json((root / MANIFEST).read_text(encoding="utf-8"))
         encoder = FittedEncoder.model_validate_json((root / ENCODER_FILE).read_text(encoding="utf-8"))
         baseline = json.loads((root / BASELINE_FILE).read_text(encoding="utf-8"))
-        return cls(manifest, encoder, load_scorer(manifest.family, root, manifest.files), baseline)
+        return cls(manifest, encoder, load_family(manifest.family, root, manifest.files), baseline)
+
+    def probabilities(self, matrix: np.ndarray) -> np.ndarray:
+        return self.manifest.calibration.apply(self.family.margin(matrix))
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """Contributions to the calibrated log-odds, summed per readable factor."""
+        raw = self.family.contributions(matrix) * self.manifest.calibration.slope
+        return np.asarray(raw @ self._factor_matrix)
 
     def scores(self, data: Columns, n_rows: int | None = None) -> np.ndarray:
-        return self.scorer.probabilities(self.encoder.transform(data, n_rows))
-
-    def factor_contributions(self, data: Columns, n_rows: int | None = None) -> np.ndarray:
-        """Contributions summed per readable factor (one-hot levels fold into their column)."""
-        return self.scorer.contributions(self.encoder.transform(data, n_rows)) @ self._factor_matrix
+        return self.probabilities(self.encoder.transform(data, n_rows))
 
     def predict_records(
         self, records: Sequence[Mapping[str, Any]], explain: bool = True
     ) -> list[dict[str, Any]]:
         data = columns_from_records(records, self._inputs)
         matrix = self.encoder.transform(data, len(records))
-        scores = self.scorer.probabilities(matrix)
-        factors = self.scorer.contributions(matrix) @ self._factor_matrix if explain else None
+        scores = self.probabilities(matrix)
+        factors = self.contributions(matrix) if explain else None
         id_column = self.spec.id_column
         threshold = self.manifest.threshold
         out = []
@@ -181,11 +161,10 @@ def write_artifact(
     manifest: Manifest,
     encoder: FittedEncoder,
     baseline: dict[str, Any],
-    booster: xgb.Booster,
 ) -> None:
+    """Write all but the model's own files, which the family writes (the manifest names them)."""
     root = Path(model_dir)
     root.mkdir(parents=True, exist_ok=True)
-    booster.save_model(str(root / manifest.files["model"]))
     (root / ENCODER_FILE).write_text(encoder.model_dump_json(), encoding="utf-8")
     (root / SPEC_FILE).write_text(encoder.spec.to_json(), encoding="utf-8")
     (root / BASELINE_FILE).write_text(json.dumps(baseline, indent=1), encoding="utf-8")

@@ -1,0 +1,337 @@
+"""The model families: XGBoost, Random Forest (scikit-learn) and a TensorFlow/Keras network.
+
+Each family fits on the encoded matrix, gives raw log-odds (the *margin*, before calibration),
+per-column contributions to that margin, and saves itself into the model folder without pickles
+of our own (XGBoost's UBJ, skops for scikit-learn, Keras' ``.keras`` format).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Final, Protocol
+
+import numpy as np
+
+FAMILIES: Final = ("xgboost", "random_forest", "keras")
+EXPLANATION_METHODS: Final = {
+    "xgboost": "exact TreeSHAP (XGBoost pred_contribs)",
+    "random_forest": "Saabas tree-path contributions averaged over the forest, rescaled to log-odds",
+    "keras": "occlusion: each column set to its training mean, one batched forward pass per column",
+}
+_EPS: Final = 1e-6
+
+
+class FittedFamily(Protocol):
+    name: str
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        """Raw log-odds per row."""
+        ...
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """Per-row, per-column contributions to the margin."""
+        ...
+
+    def save(self, model_dir: Path) -> dict[str, str]:
+        """Write the model's files; returns their names by role."""
+        ...
+
+
+def class_weights(y: np.ndarray, weighting: str) -> np.ndarray:
+    """Per-row weights: 'balanced' gives both classes the same total weight."""
+    if weighting == "none":
+        return np.ones(len(y))
+    positives = max(float(np.sum(y)), 1.0)
+    return np.where(y == 1, (len(y) - positives) / positives, 1.0)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, _EPS, 1 - _EPS)
+    return np.asarray(np.log(q / (1 - q)))
+
+
+# ---------------------------------------------------------------------------------------------
+# XGBoost
+
+
+@dataclass
+class XGBoostFamily:
+    booster: Any
+    name: str = "xgboost"
+    MODEL_FILE: ClassVar[str] = "model.ubj"
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(
+            self.booster.inplace_predict(matrix, predict_type="margin", validate_features=False),
+            dtype=np.float64,
+        )
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        import xgboost as xgb
+
+        dmatrix = xgb.DMatrix(matrix, missing=np.nan, feature_names=self.booster.feature_names)
+        contribs = self.booster.predict(dmatrix, pred_contribs=True, validate_features=False)
+        return np.asarray(contribs[:, :-1], dtype=np.float64)
+
+    def save(self, model_dir: Path) -> dict[str, str]:
+        self.booster.save_model(str(model_dir / self.MODEL_FILE))
+        return {"model": self.MODEL_FILE}
+
+    @classmethod
+    def load(cls, model_dir: Path, files: dict[str, str]) -> XGBoostFamily:
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(str(model_dir / files["model"]))
+        booster.set_param({"nthread": 1})  # serving is per request; one thread avoids oversubscription
+        return cls(booster)
+
+    @classmethod
+    def fit(cls, data: TrainingData, hp: dict[str, Any]) -> XGBoostFamily:
+        import os
+
+        import xgboost as xgb
+
+        params = {
+            "objective": "binary:logistic",
+            "eval_metric": ["logloss", "aucpr"],
+            "tree_method": "hist",
+            "max_depth": hp["xgb_max_depth"],
+            "eta": hp["xgb_eta"],
+            "min_child_weight": hp["xgb_min_child_weight"],
+            "subsample": hp["xgb_subsample"],
+            "colsample_bytree": hp["xgb_colsample_bytree"],
+            "lambda": hp["xgb_lambda"],
+            "seed": hp["seed"],
+            "nthread": os.cpu_count() or 1,
+        }
+        weights = class_weights(data.y_train, hp["class_weighting"])
+        dtrain = xgb.DMatrix(
+            data.x_train, label=data.y_train, weight=weights, missing=np.nan, feature_names=data.feature_names
+        )
+        dval = xgb.DMatrix(data.x_val, label=data.y_val, missing=np.nan, feature_names=data.feature_names)
+        booster = xgb.train(
+            params,
+            dtrain,
+            num_boost_round=hp["xgb_num_round"],
+            evals=[(dval, "validation")],
+            early_stopping_rounds=hp["early_stopping_rounds"],
+            verbose_eval=False,
+        )
+        # Keep only the trees up to the best round, so serving and explanations use the chosen model.
+        return cls(booster[: booster.best_iteration + 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Random Forest
+
+
+@dataclass
+class RandomForestFamily:
+    forest: Any
+    name: str = "random_forest"
+    MODEL_FILE: ClassVar[str] = "model.skops"
+    _paths: list[tuple[Any, np.ndarray]] = field(default_factory=list, repr=False)
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        return _logit(self.forest.predict_proba(matrix)[:, 1])
+
+    def _deltas(self) -> list[tuple[Any, Any]]:
+        """Per tree: for every node, the change in P(high risk) from its parent, on the parent's feature."""
+        if not self._paths:
+            from scipy import sparse
+
+            n_features = self.forest.n_features_in_
+            for tree in self.forest.estimators_:
+                structure = tree.tree_
+                counts = structure.value[:, 0, :]
+                prob = counts[:, 1] / np.maximum(counts.sum(axis=1), _EPS)
+                parent = np.full(structure.node_count, -1)
+                for side in (structure.children_left, structure.children_right):
+                    inner = np.flatnonzero(side >= 0)
+                    parent[side[inner]] = inner
+                child = np.flatnonzero(parent >= 0)
+                delta = sparse.csr_matrix(
+                    (prob[child] - prob[parent[child]], (child, structure.feature[parent[child]])),
+                    shape=(structure.node_count, n_features),
+                )
+                self._paths.append((tree, delta))
+        return self._paths
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        trees = self._deltas()
+        prob_contrib = np.zeros((matrix.shape[0], matrix.shape[1]))
+        for tree, delta in trees:
+            prob_contrib += np.asarray((tree.decision_path(matrix) @ delta).todense())
+        prob_contrib /= len(trees)
+        # Rescale so that contributions add up to the margin's distance from the average claim's margin.
+        p = self.forest.predict_proba(matrix)[:, 1]
+        base = float(
+            np.mean([t.tree_.value[0, 0, 1] / max(t.tree_.value[0, 0].sum(), _EPS) for t, _ in trees])
+        )
+        gap = p - base
+        scale = np.where(
+            np.abs(gap) > 1e-9,
+            (_logit(p) - _logit(np.array([base]))) / np.where(gap == 0, 1, gap),
+            1.0 / np.maximum(p * (1 - p), _EPS),
+        )
+        return np.asarray(prob_contrib * scale[:, None])
+
+    def save(self, model_dir: Path) -> dict[str, str]:
+        import skops.io as sio
+
+        sio.dump(self.forest, model_dir / self.MODEL_FILE)
+        return {"model": self.MODEL_FILE}
+
+    @classmethod
+    def load(cls, model_dir: Path, files: dict[str, str]) -> RandomForestFamily:
+        import skops.io as sio
+
+        path = model_dir / files["model"]
+        # Only scikit-learn's own tree and forest types may be rebuilt from the file.
+        trusted = [t for t in sio.get_untrusted_types(file=path) if t.startswith(("sklearn.", "numpy."))]
+        forest = sio.load(path, trusted=trusted)
+        forest.set_params(n_jobs=1)
+        return cls(forest)
+
+    @classmethod
+    def fit(cls, data: TrainingData, hp: dict[str, Any]) -> RandomForestFamily:
+        from sklearn.ensemble import RandomForestClassifier
+
+        forest = RandomForestClassifier(
+            n_estimators=hp["rf_n_estimators"],
+            max_depth=hp["rf_max_depth"],
+            min_samples_leaf=hp["rf_min_samples_leaf"],
+            max_features=hp["rf_max_features"],
+            n_jobs=-1,
+            random_state=hp["seed"],
+        )
+        forest.fit(
+            data.x_train, data.y_train, sample_weight=class_weights(data.y_train, hp["class_weighting"])
+        )
+        return cls(forest)
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorFlow / Keras
+
+
+@dataclass
+class KerasFamily:
+    network: Any
+    fill: np.ndarray  # per-column training means: stand-ins for missing values and occlusion baselines
+    indicator_columns: list[int]  # columns that get a "was missing" input
+    name: str = "keras"
+    MODEL_FILE: ClassVar[str] = "model.keras"
+    PREP_FILE: ClassVar[str] = "keras_inputs.json"
+
+    def _inputs(self, matrix: np.ndarray) -> np.ndarray:
+        missing = np.isnan(matrix)
+        filled = np.where(missing, self.fill, matrix)
+        return np.hstack([filled, missing[:, self.indicator_columns]]).astype(np.float32)
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        out = self.network(self._inputs(matrix), training=False)
+        return np.asarray(out, dtype=np.float64).reshape(-1)
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        n, d = matrix.shape
+        # One batched pass: the claims as they are, then each column replaced by its training mean.
+        variants = np.repeat(matrix[None, :, :], d + 1, axis=0)
+        for j in range(d):
+            variants[j + 1, :, j] = self.fill[j]
+        margins = self.margin(variants.reshape(-1, d)).reshape(d + 1, n)
+        return np.asarray((margins[0][None, :] - margins[1:]).T)
+
+    def save(self, model_dir: Path) -> dict[str, str]:
+        self.network.save(model_dir / self.MODEL_FILE)
+        prep = {"fill": self.fill.tolist(), "indicator_columns": self.indicator_columns}
+        (model_dir / self.PREP_FILE).write_text(json.dumps(prep), encoding="utf-8")
+        return {"model": self.MODEL_FILE, "inputs": self.PREP_FILE}
+
+    @classmethod
+    def load(cls, model_dir: Path, files: dict[str, str]) -> KerasFamily:
+        import keras
+
+        network = keras.saving.load_model(model_dir / files["model"], compile=False)  # safe_mode stays on
+        prep = json.loads((model_dir / files["inputs"]).read_text(encoding="utf-8"))
+        return cls(network, np.asarray(prep["fill"]), list(prep["indicator_columns"]))
+
+    @classmethod
+    def fit(cls, data: TrainingData, hp: dict[str, Any]) -> KerasFamily:
+        import keras
+
+        keras.utils.set_random_seed(hp["seed"])
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-missing columns have no mean
+            fill = np.nan_to_num(np.nanmean(data.x_train, axis=0))
+        indicator_columns = [int(j) for j in np.flatnonzero(np.isnan(data.x_train).any(axis=0))]
+        shell = cls(None, fill, indicator_columns)
+        x_train, x_val = shell._inputs(data.x_train), shell._inputs(data.x_val)
+
+        normalizer = keras.layers.Normalization()
+        normalizer.adapt(x_train)
+        layers: list[Any] = [keras.Input(shape=(x_train.shape[1],)), normalizer]
+        for _ in range(hp["nn_layers"]):
+            layers += [
+                keras.layers.Dense(hp["nn_units"], activation="relu"),
+                keras.layers.Dropout(hp["nn_dropout"]),
+            ]
+        layers.append(keras.layers.Dense(1))  # logits: the margin itself
+        network = keras.Sequential(layers)
+        network.compile(
+            optimizer=keras.optimizers.Adam(hp["nn_learning_rate"]),
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        )
+        network.fit(
+            x_train,
+            data.y_train.astype(np.float32),
+            sample_weight=class_weights(data.y_train, hp["class_weighting"]).astype(np.float32),
+            validation_data=(x_val, data.y_val.astype(np.float32)),
+            epochs=hp["nn_epochs"],
+            batch_size=hp["nn_batch_size"],
+            verbose=0,
+            callbacks=[
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=hp["nn_patience"], restore_best_weights=True
+                )
+            ],
+        )
+        shell.network = network
+        return shell
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    feature_names: list[str]
+
+
+_CLASSES: Final[dict[str, Any]] = {
+    "xgboost": XGBoostFamily,
+    "random_forest": RandomForestFamily,
+    "keras": KerasFamily,
+}
+
+
+def fit_family(family: str, data: TrainingData, hp: dict[str, Any]) -> FittedFamily:
+    if family not in _CLASSES:
+        raise ValueError(f"unknown model family {family!r}: use one of {list(FAMILIES)}")
+    fitted: FittedFamily = _CLASSES[family].fit(data, hp)
+    return fitted
+
+
+def load_family(family: str, model_dir: Path, files: dict[str, str]) -> FittedFamily:
+    if family not in _CLASSES:
+        raise ValueError(f"unknown model family {family!r}")
+    loaded: FittedFamily = _CLASSES[family].load(model_dir, files)
+    return loaded

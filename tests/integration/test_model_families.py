@@ -1,0 +1,108 @@
+"""Every model family trains under the same contract and serves through the same inference script."""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import brier_score_loss
+
+from local.jobs import JobResult, run_training
+from local.pipeline_runner import PipelineRun
+from sagemaker_jobs.inference import inference
+from shared.metric_lines import parse_metrics
+from shared.ml.model import RiskModel, unpack_model
+from step_functions.pipeline import TRAINING_METRICS, step
+
+pytestmark = pytest.mark.slow
+SMALL = {"rf_n_estimators": 50, "nn_epochs": 8, "xgb_num_round": 200}
+FAMILY_FILES = {
+    "xgboost": {"model.ubj"},
+    "random_forest": {"model.skops"},
+    "keras": {"model.keras", "keras_inputs.json"},
+}
+
+
+def channels(run: PipelineRun) -> dict[str, Path]:
+    return {name: run.artifacts[name] for name in ("train", "validation", "test")}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILY_FILES))
+def trained(
+    request: pytest.FixtureRequest, trained_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, JobResult, RiskModel]:
+    family = request.param
+    out = tmp_path_factory.mktemp(family)
+    result = run_training(step("train"), channels(trained_run), {"model_family": family, **SMALL}, out)
+    model = inference.model_fn(str(unpack_model(result.outputs["model"], out / "model")))
+    return family, result, model
+
+
+def test_the_artifact_holds_the_familys_own_format(trained: tuple[str, JobResult, RiskModel]) -> None:
+    family, result, model = trained
+    with tarfile.open(result.outputs["model"]) as archive:
+        names = set(archive.getnames())
+    assert FAMILY_FILES[family] <= names and not any(
+        n.endswith((".pkl", ".pickle", ".joblib")) for n in names
+    )
+    assert model.manifest.family == family and family in model.version
+    assert model.manifest.explanation_method
+
+
+def test_the_tuning_regexes_read_every_familys_log(trained: tuple[str, JobResult, RiskModel]) -> None:
+    _, result, model = trained
+    parsed = parse_metrics(result.log, list(TRAINING_METRICS))
+    assert set(parsed) == set(TRAINING_METRICS)
+    assert parsed["validation:roc_auc"] == pytest.approx(model.manifest.metrics["validation"]["roc_auc"])
+
+
+def test_every_family_answers_the_brief_with_readable_factors(
+    trained: tuple[str, JobResult, RiskModel], predict_requests: list[dict[str, Any]]
+) -> None:
+    _, _, model = trained
+    for request, answer in zip(predict_requests, model.predict_records(predict_requests), strict=True):
+        assert answer["claim_id"] == request["claim_id"] and answer["risk_level"] in {"low", "high"}
+        assert 0 <= answer["risk_score"] <= 1 and answer["model_version"] == model.version
+        assert answer["risk_factors"]
+        for factor in answer["risk_factors"]:
+            assert not re.fullmatch(r"f\d+", factor["factor"]) and 0 < factor["importance"] <= 1
+
+
+def test_every_family_ranks_claims_usefully(trained: tuple[str, JobResult, RiskModel]) -> None:
+    family, _, model = trained
+    assert model.manifest.metrics["test"]["roc_auc"] > 0.8, family
+
+
+def test_explanations_follow_the_score(
+    trained: tuple[str, JobResult, RiskModel], trained_run: PipelineRun
+) -> None:
+    """Claims with larger contributions toward risk get higher scores."""
+    _, _, model = trained
+    test = pd.read_parquet(trained_run.artifacts["test"] / "test.parquet").head(300)
+    matrix = model.encoder.transform(test)
+    total = model.contributions(matrix).sum(axis=1)
+    scores = model.probabilities(matrix)
+    assert np.corrcoef(total, np.log(scores / (1 - scores)))[0, 1] > 0.8
+
+
+def test_platt_calibration_repairs_balanced_class_weights(trained_run: PipelineRun, tmp_path: Path) -> None:
+    result = run_training(
+        step("train"),
+        channels(trained_run),
+        {"model_family": "xgboost", "class_weighting": "balanced", **SMALL},
+        tmp_path,
+    )
+    model = inference.model_fn(str(unpack_model(result.outputs["model"], tmp_path / "model")))
+    test = pd.read_parquet(trained_run.artifacts["test"] / "test.parquet")
+    matrix = model.encoder.transform(test)
+    raw = 1.0 / (1.0 + np.exp(-model.family.margin(matrix)))  # weighted training inflates these
+    calibrated = model.probabilities(matrix)
+    y = test["is_high_risk"].to_numpy()
+    assert raw.mean() > y.mean() + 0.1
+    assert abs(calibrated.mean() - y.mean()) < 0.03
+    assert brier_score_loss(y, calibrated) < brier_score_loss(y, raw)
