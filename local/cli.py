@@ -13,8 +13,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -22,12 +24,20 @@ from rich.markup import escape
 
 from shared.schema import EXAMPLE_CLAIM
 
+if TYPE_CHECKING:
+    from step_functions.pipeline import PipelineInputs
+
 console = Console(highlight=False)
 DEFAULT_ROWS = 100_000
 
 
 def home() -> Path:
     return Path(os.environ.get("CLAIMS_RISK_HOME", "data")).resolve()
+
+
+def tracking_uri() -> str:
+    """MLflow tracking: a sqlite file in the data folder unless CLAIMS_RISK_MLFLOW_URI says otherwise."""
+    return os.environ.get("CLAIMS_RISK_MLFLOW_URI", f"sqlite:///{home() / 'mlflow.db'}")
 
 
 @click.group(help="Claims risk triage, offline on this machine.")
@@ -58,23 +68,85 @@ def _generate(rows: int, seed: int, drift: float, out: Path) -> Path:
     return out
 
 
-@main.command(help="Run the retraining pipeline locally and publish the model it trains.")
-@click.option(
-    "--data", type=click.Path(exists=True, path_type=Path), default=None, help="raw claims file or folder"
-)
-@click.option("--spec", default="claims", show_default=True, help="built-in spec name or spec JSON path")
-@click.option(
-    "--rows", type=click.IntRange(min=100), default=DEFAULT_ROWS, show_default=True, help="when generating"
-)
-@click.option("--hp", "hyperparameters", multiple=True, help="hyperparameter override, NAME=VALUE")
-def train(data: Path | None, spec: str, rows: int, hyperparameters: tuple[str, ...]) -> None:
+def _pipeline_options(default_trials: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        options = [
+            click.option(
+                "--data",
+                type=click.Path(exists=True, path_type=Path),
+                default=None,
+                help="raw claims file or folder (default: generated claims)",
+            ),
+            click.option(
+                "--spec", default="claims", show_default=True, help="built-in spec name or spec JSON path"
+            ),
+            click.option(
+                "--rows",
+                type=click.IntRange(min=100),
+                default=DEFAULT_ROWS,
+                show_default=True,
+                help="claims to generate when --data is not given",
+            ),
+            click.option(
+                "--trials",
+                type=click.IntRange(min=0),
+                default=default_trials,
+                show_default=True,
+                help="tuning trials across the model families (0 = XGBoost defaults)",
+            ),
+            click.option(
+                "--timeout",
+                "timeout_s",
+                type=click.FloatRange(min=1),
+                default=480.0,
+                show_default=True,
+                help="tuning budget in seconds",
+            ),
+            click.option(
+                "--hp", "hyperparameters", multiple=True, help="final-training override, NAME=VALUE"
+            ),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _inputs(spec: str, trials: int, timeout_s: float, hyperparameters: tuple[str, ...]) -> PipelineInputs:
+    from step_functions.pipeline import PipelineInputs
+
     malformed = [h for h in hyperparameters if "=" not in h]
     if malformed:
         raise click.BadParameter(f"expected NAME=VALUE, got {malformed}", param_hint="--hp")
-    _train(data, spec, rows, dict(h.split("=", 1) for h in hyperparameters))
+    overrides = dict(h.split("=", 1) for h in hyperparameters)
+    return PipelineInputs(
+        spec=spec, tuning_trials=trials, tuning_timeout_s=timeout_s, hyperparameters=overrides
+    )
 
 
-def _train(data: Path | None, spec: str, rows: int, hyperparameters: dict[str, str]) -> Path:
+@main.command(help="Run the retraining pipeline without tuning (quick) and publish the model.")
+@_pipeline_options(default_trials=0)
+def train(
+    data: Path | None, spec: str, rows: int, trials: int, timeout_s: float, hyperparameters: tuple[str, ...]
+) -> None:
+    _train(data, rows, _inputs(spec, trials, timeout_s, hyperparameters))
+
+
+@main.group(help="The retraining pipeline.")
+def pipeline() -> None:
+    pass
+
+
+@pipeline.command("run", help="Run every step (validate, tune, train) locally and publish the model.")
+@_pipeline_options(default_trials=20)
+def pipeline_run(
+    data: Path | None, spec: str, rows: int, trials: int, timeout_s: float, hyperparameters: tuple[str, ...]
+) -> None:
+    _train(data, rows, _inputs(spec, trials, timeout_s, hyperparameters))
+
+
+def _train(data: Path | None, rows: int, inputs: PipelineInputs) -> Path:
     from local.jobs import JobFailed
     from local.pipeline_runner import LocalModelStore, run_pipeline
     from step_functions.pipeline import STEPS
@@ -104,7 +176,7 @@ def _train(data: Path | None, spec: str, rows: int, hyperparameters: dict[str, s
 
     try:
         run = run_pipeline(
-            data, run_dir, spec=spec, hyperparameters=hyperparameters, on_step=on_step, on_line=on_line
+            data, run_dir, inputs, tracking_uri=tracking_uri(), on_step=on_step, on_line=on_line
         )
     except JobFailed as failure:
         console.print(f"[red]pipeline stopped at {failure.step}: {failure.reason}[/]")
@@ -130,7 +202,9 @@ def up(retrain: bool, rows: int, host: str, api_port: int, model_port: int) -> N
 
     store = LocalModelStore(home() / "models")
     if retrain or store.current_dir() is None:
-        _train(None, "claims", rows, {})
+        from step_functions.pipeline import PipelineInputs
+
+        _train(None, rows, PipelineInputs(tuning_trials=0))
     else:
         console.print(
             f"[green]✔[/] reusing the published model in {store.current_dir()} (retrain: make run RETRAIN=1)"

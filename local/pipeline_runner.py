@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from local.jobs import JobFailed, JobResult, LineSink, code_version, run_processing, run_training
 from shared.ml.model import Manifest, unpack_model
-from step_functions.pipeline import STEPS, Step
+from step_functions.pipeline import STEPS, PipelineInputs, Step
 
 StepEvent = Callable[[Step, str], None]  # (step, "started" | "finished" | "failed")
 
@@ -35,12 +36,13 @@ class PipelineRun:
 def run_pipeline(
     raw_data: Path,
     run_dir: Path,
+    inputs: PipelineInputs | None = None,
     *,
-    spec: str = "claims",
-    hyperparameters: Mapping[str, Any] | None = None,
+    tracking_uri: str | None = None,
     on_step: StepEvent | None = None,
     on_line: LineSink | None = None,
 ) -> PipelineRun:
+    inputs = inputs or PipelineInputs()
     run_dir.mkdir(parents=True, exist_ok=True)
     raw_dir = run_dir / "raw"
     raw_dir.mkdir(exist_ok=True)
@@ -56,16 +58,21 @@ def run_pipeline(
         missing = [name for name in step.inputs if name not in run.artifacts]
         if missing:
             raise JobFailed(step.name, f"inputs {missing} were not produced by an earlier step", "")
-        inputs = {name: run.artifacts[name] for name in step.inputs}
+        available = {name: run.artifacts[name] for name in step.inputs}
         if on_step:
             on_step(step, "started")
         try:
             if step.kind == "processing":
-                result = run_processing(step, inputs, run_dir / step.name, ["--spec", spec], on_line)
-            else:
-                result = run_training(
-                    step, inputs, dict(hyperparameters or {}), run_dir / step.name, on_line, version
+                result = run_processing(
+                    step, available, run_dir / step.name, ["--spec", inputs.spec], on_line
                 )
+            elif step.kind == "tuning":
+                result = run_tuning(step, available, run_dir / step.name, inputs, tracking_uri, on_line)
+            else:
+                channels = {k: v for k, v in available.items() if k != "hyperparameters"}
+                chosen = json.loads(available["hyperparameters"].read_text(encoding="utf-8"))
+                hyperparameters = {**chosen, "seed": inputs.seed, **inputs.hyperparameters}
+                result = run_training(step, channels, hyperparameters, run_dir / step.name, on_line, version)
         except JobFailed:
             if on_step:
                 on_step(step, "failed")
@@ -75,6 +82,67 @@ def run_pipeline(
         if on_step:
             on_step(step, "finished")
     return run
+
+
+def run_tuning(
+    step: Step,
+    available: Mapping[str, Path],
+    output_root: Path,
+    inputs: PipelineInputs,
+    tracking_uri: str | None,
+    on_line: LineSink | None,
+) -> JobResult:
+    """Optuna in this process stands in for SageMaker's tuning job over the same ranges."""
+    import pandas as pd
+
+    from local.tuner import tune
+    from shared.feature_spec import FeatureSpec
+
+    started = time.perf_counter()
+    train_dir = available["train"]
+    spec = FeatureSpec.from_file(train_dir / "feature_spec.json")
+    train = pd.concat([pd.read_parquet(p) for p in sorted(train_dir.glob("*.parquet"))], ignore_index=True)
+    lines: list[str] = []
+
+    def report(line: str) -> None:
+        lines.append(line)
+        if on_line:
+            on_line(line)
+
+    def on_trial(trial: dict[str, Any]) -> None:
+        report(
+            f"[tune] trial {trial['number']}: {trial['params']['model_family']} "
+            f"cv PR-AUC {trial['cv_pr_auc']:.4f} ± {trial['cv_pr_auc_std']:.4f} ({trial['seconds']:.1f}s)"
+        )
+
+    report(
+        f"[tune] {inputs.tuning_trials} trials, {inputs.tuning_folds}-fold CV on up to "
+        f"{inputs.tuning_max_rows:,} rows, budget {inputs.tuning_timeout_s:.0f}s"
+    )
+    result = tune(
+        train,
+        spec,
+        n_trials=inputs.tuning_trials,
+        timeout_s=inputs.tuning_timeout_s,
+        folds=inputs.tuning_folds,
+        max_rows=inputs.tuning_max_rows,
+        seed=inputs.seed,
+        tracking_uri=tracking_uri if inputs.tuning_trials > 0 else None,
+        on_trial=on_trial,
+    )
+    output_root.mkdir(parents=True, exist_ok=True)
+    chosen = output_root / "best_hyperparameters.json"
+    chosen.write_text(json.dumps(result.best_hyperparameters, indent=2), encoding="utf-8")
+    summary = {
+        "best_cv_pr_auc": result.best_cv_pr_auc,
+        "best_per_family": result.best_per_family(),
+        "trials": result.trials,
+    }
+    (output_root / "trials.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    report(
+        f"[tune] best: {result.best_hyperparameters['model_family']} cv PR-AUC {result.best_cv_pr_auc:.4f}"
+    )
+    return JobResult(step.name, {"hyperparameters": chosen}, "\n".join(lines), time.perf_counter() - started)
 
 
 class LocalModelStore:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from shared.metric_lines import metric_definitions
 
 
@@ -150,7 +152,7 @@ class Step:
     """One step of the pipeline and the job that runs it."""
 
     name: str
-    kind: Literal["processing", "training"]
+    kind: Literal["processing", "tuning", "training"]
     module: str  # the job script, run as ``python -m <module>`` locally and in the SageMaker container
     description: str
     inputs: tuple[str, ...]
@@ -171,16 +173,44 @@ STEPS: Final[tuple[Step, ...]] = (
         instance_type="ml.m5.xlarge",
     ),
     Step(
+        name="tune",
+        kind="tuning",
+        module="sagemaker_jobs.training.train",
+        description="search model families and hyperparameters (Bayesian) for the best PR-AUC",
+        inputs=("train", "validation"),
+        outputs=("hyperparameters",),
+        instance_type="ml.m5.xlarge",
+        metric_names=TRAINING_METRICS,
+    ),
+    Step(
         name="train",
         kind="training",
         module="sagemaker_jobs.training.train",
-        description="fit preprocessing and the model; choose the decision threshold; write model.tar.gz",
-        inputs=("train", "validation", "test"),
+        description="fit the best configuration on all training rows; calibrate; choose the threshold",
+        inputs=("train", "validation", "test", "hyperparameters"),
         outputs=("model",),
         instance_type="ml.m5.xlarge",
         metric_names=TRAINING_METRICS,
     ),
 )
+
+
+class PipelineInputs(BaseModel):
+    """What a run takes; every field has a default, so an empty input ``{}`` starts a full run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: str = Field(default="claims", description="built-in spec name or spec JSON path")
+    tuning_trials: int = Field(
+        default=20, ge=0, le=500, description="0 skips the search: XGBoost with its defaults"
+    )
+    tuning_timeout_s: float = Field(default=480.0, gt=0, description="wall-clock budget of the tuning step")
+    tuning_folds: int = Field(default=3, ge=2, le=10)
+    tuning_max_rows: int = Field(default=40_000, ge=500, description="rows sampled for trials")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="overrides for the final training"
+    )
+    seed: int = 0
 
 
 def step_names() -> list[str]:

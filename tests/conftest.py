@@ -49,10 +49,11 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     """A model trained once by the real pipeline (processing and training jobs) on 12k generated claims."""
     from local.pipeline_runner import run_pipeline
     from shared.ml.synthetic import generate_claims, write_claims
+    from step_functions.pipeline import PipelineInputs
 
     root = tmp_path_factory.mktemp("trained")
     data = write_claims(generate_claims(12_000, seed=7), root / "raw" / "claims.csv")
-    return run_pipeline(data, root / "run")
+    return run_pipeline(data, root / "run", PipelineInputs(tuning_trials=0))
 
 
 @pytest.fixture(scope="session")
