@@ -139,9 +139,11 @@ def run_tuning(
         "trials": result.trials,
     }
     (output_root / "trials.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    report(
-        f"[tune] best: {result.best_hyperparameters['model_family']} cv PR-AUC {result.best_cv_pr_auc:.4f}"
-    )
+    if result.trials:
+        family = result.best_hyperparameters["model_family"]
+        report(f"[tune] best: {family} cv PR-AUC {result.best_cv_pr_auc:.4f}")
+    else:
+        report("[tune] no search (0 trials): XGBoost with its default hyperparameters")
     return JobResult(step.name, {"hyperparameters": chosen}, "\n".join(lines), time.perf_counter() - started)
 
 

@@ -270,11 +270,21 @@ def claims_spec() -> FeatureSpec:
     )
 
 
-BUILTIN_SPECS = {"claims": claims_spec}
+SPECS_DIR = Path(__file__).resolve().parent / "specs"
+
+
+def builtin_spec_names() -> list[str]:
+    return ["claims", *sorted(p.stem for p in SPECS_DIR.glob("*.json"))]
 
 
 def load_spec(name_or_path: str | Path) -> FeatureSpec:
-    """A built-in spec by name, or a spec JSON file by path."""
-    if str(name_or_path) in BUILTIN_SPECS:
-        return BUILTIN_SPECS[str(name_or_path)]()
-    return FeatureSpec.from_file(name_or_path)
+    """A built-in spec by name (``claims``, or a file in ``shared/specs/``), or a spec JSON file by path."""
+    if str(name_or_path) == "claims":
+        return claims_spec()
+    shipped = SPECS_DIR / f"{name_or_path}.json"
+    if shipped.is_file():
+        return FeatureSpec.from_file(shipped)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ValueError(f"no spec {str(name_or_path)!r}: use a file path or one of {builtin_spec_names()}")
+    return FeatureSpec.from_file(path)

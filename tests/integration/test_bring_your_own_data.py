@@ -1,0 +1,54 @@
+"""Someone else's claims table trains through the same pipeline with only a spec file: no code change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from local.pipeline_runner import run_pipeline
+from shared.feature_spec import load_spec
+from shared.ml.model import RiskModel, unpack_model
+from step_functions.pipeline import PipelineInputs
+from tests.conftest import FOREIGN_DATA_FILE
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_shipped_spec_reads_the_foreign_schema() -> None:
+    spec = load_spec("insurance_claims")
+    assert spec.target.column == "fraud_reported" and spec.target.positive == ["Y"]
+    assert "?" in spec.missing_tokens
+    ignored = {c.name for c in spec.columns if c.role.value == "ignore"}
+    assert {"insured_zip", "incident_location", "_c39"} <= ignored  # identifiers never become features
+    assert {c.name for c in spec.protected_columns} == {"age", "insured_sex", "policy_state"}
+
+
+def test_the_public_claims_table_trains_and_serves(tmp_path: Path) -> None:
+    if not FOREIGN_DATA_FILE.is_file():
+        pytest.skip(f"the public claims table is not beside the repo ({FOREIGN_DATA_FILE})")
+    run = run_pipeline(
+        FOREIGN_DATA_FILE, tmp_path / "run", PipelineInputs(spec="insurance_claims", tuning_trials=0)
+    )
+    model = RiskModel.load(unpack_model(run.model_tarball, tmp_path / "model"))
+    assert model.spec.name == "insurance_claims"
+    # The file's hash (given in its README) is the model's data lineage.
+    assert model.manifest.lineage.data_sha256.startswith("83a434a60e62eb0b")
+    assert model.manifest.metrics["test"]["roc_auc"] >= 0.80
+    names = {c.name for c in model.encoder.columns}
+    assert not any(
+        n.startswith(("insured_zip", "incident_location", "age", "insured_sex", "policy_state"))
+        for n in names
+    )
+    [answer] = model.predict_records(
+        [
+            {
+                "policy_number": "999",
+                "total_claim_amount": 50000,
+                "age": 40,
+                "incident_severity": "Major Damage",
+                "insured_hobbies": "chess",
+            }
+        ]
+    )
+    assert answer["risk_factors"] and answer["claim_id"] == "999"
