@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from step_functions.pipeline import PipelineInputs
 
 console = Console(highlight=False)
+Command = TypeVar("Command", bound=Callable[..., None])
 DEFAULT_ROWS = 100_000
 
 
@@ -68,8 +69,8 @@ def _generate(rows: int, seed: int, drift: float, out: Path) -> Path:
     return out
 
 
-def _pipeline_options(default_trials: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+def _pipeline_options(default_trials: int, default_cv_folds: int) -> Callable[[Command], Command]:
+    def decorate(command: Command) -> Command:
         options = [
             click.option(
                 "--data",
@@ -103,6 +104,13 @@ def _pipeline_options(default_trials: int) -> Callable[[Callable[..., None]], Ca
                 help="tuning budget in seconds",
             ),
             click.option(
+                "--cv-folds",
+                type=click.IntRange(min=0, max=10),
+                default=default_cv_folds,
+                show_default=True,
+                help="stratified folds of the evaluation (0 skips it)",
+            ),
+            click.option(
                 "--hp", "hyperparameters", multiple=True, help="final-training override, NAME=VALUE"
             ),
         ]
@@ -113,24 +121,27 @@ def _pipeline_options(default_trials: int) -> Callable[[Callable[..., None]], Ca
     return decorate
 
 
-def _inputs(spec: str, trials: int, timeout_s: float, hyperparameters: tuple[str, ...]) -> PipelineInputs:
+def _inputs(options: dict[str, Any]) -> PipelineInputs:
     from step_functions.pipeline import PipelineInputs
 
-    malformed = [h for h in hyperparameters if "=" not in h]
+    malformed = [h for h in options["hyperparameters"] if "=" not in h]
     if malformed:
         raise click.BadParameter(f"expected NAME=VALUE, got {malformed}", param_hint="--hp")
-    overrides = dict(h.split("=", 1) for h in hyperparameters)
     return PipelineInputs(
-        spec=spec, tuning_trials=trials, tuning_timeout_s=timeout_s, hyperparameters=overrides
+        spec=options["spec"],
+        tuning_trials=options["trials"],
+        tuning_timeout_s=options["timeout_s"],
+        cv_folds=options["cv_folds"],
+        hyperparameters=dict(h.split("=", 1) for h in options["hyperparameters"]),
     )
 
 
-@main.command(help="Run the retraining pipeline without tuning (quick) and publish the model.")
-@_pipeline_options(default_trials=0)
-def train(
-    data: Path | None, spec: str, rows: int, trials: int, timeout_s: float, hyperparameters: tuple[str, ...]
-) -> None:
-    _train(data, rows, _inputs(spec, trials, timeout_s, hyperparameters))
+@main.command(
+    help="Run the retraining pipeline without tuning or cross-validation (quick); publish the model."
+)
+@_pipeline_options(default_trials=0, default_cv_folds=0)
+def train(**options: Any) -> None:
+    _train(options["data"], options["rows"], _inputs(options))
 
 
 @main.group(help="The retraining pipeline.")
@@ -138,12 +149,12 @@ def pipeline() -> None:
     pass
 
 
-@pipeline.command("run", help="Run every step (validate, tune, train) locally and publish the model.")
-@_pipeline_options(default_trials=20)
-def pipeline_run(
-    data: Path | None, spec: str, rows: int, trials: int, timeout_s: float, hyperparameters: tuple[str, ...]
-) -> None:
-    _train(data, rows, _inputs(spec, trials, timeout_s, hyperparameters))
+@pipeline.command(
+    "run", help="Run every step locally (validate, tune, train, evaluate) and publish the model."
+)
+@_pipeline_options(default_trials=20, default_cv_folds=5)
+def pipeline_run(**options: Any) -> None:
+    _train(options["data"], options["rows"], _inputs(options))
 
 
 def _train(data: Path | None, rows: int, inputs: PipelineInputs) -> Path:
@@ -151,10 +162,12 @@ def _train(data: Path | None, rows: int, inputs: PipelineInputs) -> Path:
     from local.pipeline_runner import LocalModelStore, run_pipeline
     from step_functions.pipeline import STEPS
 
+    truth = None
     if data is None:
         data = home() / "raw" / "claims.csv"
         if not data.exists():
             _generate(rows, 0, 0.0, data)
+        truth = home() / "truth" / f"{data.stem}.parquet"
     run_dir = home() / "runs" / time.strftime("%Y%m%d-%H%M%S")
     total = len(STEPS)
     timings: dict[str, float] = {}
@@ -176,7 +189,7 @@ def _train(data: Path | None, rows: int, inputs: PipelineInputs) -> Path:
 
     try:
         run = run_pipeline(
-            data, run_dir, inputs, tracking_uri=tracking_uri(), on_step=on_step, on_line=on_line
+            data, run_dir, inputs, truth=truth, tracking_uri=tracking_uri(), on_step=on_step, on_line=on_line
         )
     except JobFailed as failure:
         console.print(f"[red]pipeline stopped at {failure.step}: {failure.reason}[/]")
@@ -204,7 +217,7 @@ def up(retrain: bool, rows: int, host: str, api_port: int, model_port: int) -> N
     if retrain or store.current_dir() is None:
         from step_functions.pipeline import PipelineInputs
 
-        _train(None, rows, PipelineInputs(tuning_trials=0))
+        _train(None, rows, PipelineInputs(tuning_trials=0, cv_folds=0))
     else:
         console.print(
             f"[green]✔[/] reusing the published model in {store.current_dir()} (retrain: make run RETRAIN=1)"

@@ -40,8 +40,13 @@ class JobResult:
 
 
 def _link(source: Path, target: Path) -> None:
+    """A folder appears as the input folder; a single file appears inside it, as SageMaker copies it."""
+    if source.is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        (target / source.name).symlink_to(source.resolve())
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.symlink_to(source.resolve(), target_is_directory=source.is_dir())
+    target.symlink_to(source.resolve(), target_is_directory=True)
 
 
 def _run(
@@ -81,7 +86,7 @@ def run_processing(
             outputs[name] = output_root / name
             outputs[name].mkdir(parents=True, exist_ok=True)
             _link(outputs[name], base / "output" / name)
-        code, log = _run(step, ["--base-dir", str(base), *step.arguments, *arguments], {}, on_line)
+        code, log = _run(step, ["--base-dir", str(base), *arguments], {}, on_line)
     if code != 0:
         reason = log.strip().splitlines()[-1] if log.strip() else f"exit code {code}"
         raise JobFailed(step.name, reason, log)

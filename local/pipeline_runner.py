@@ -17,7 +17,7 @@ from typing import Any
 
 from local.jobs import JobFailed, JobResult, LineSink, code_version, run_processing, run_training
 from shared.ml.model import Manifest, unpack_model
-from step_functions.pipeline import STEPS, PipelineInputs, Step
+from step_functions.pipeline import STEPS, PipelineInputs, Step, job_arguments
 
 StepEvent = Callable[[Step, str], None]  # (step, "started" | "finished" | "failed")
 
@@ -38,6 +38,7 @@ def run_pipeline(
     run_dir: Path,
     inputs: PipelineInputs | None = None,
     *,
+    truth: Path | None = None,
     tracking_uri: str | None = None,
     on_step: StepEvent | None = None,
     on_line: LineSink | None = None,
@@ -53,19 +54,21 @@ def run_pipeline(
     else:
         shutil.copy2(raw_data, raw_dir / raw_data.name)
     run = PipelineRun(run_dir=run_dir, artifacts={"raw": raw_dir})
+    if truth is not None and truth.is_file():  # generated data: the evaluation reports the oracle AUC
+        run.artifacts["truth"] = truth
     version = code_version()
     for step in STEPS:
         missing = [name for name in step.inputs if name not in run.artifacts]
         if missing:
             raise JobFailed(step.name, f"inputs {missing} were not produced by an earlier step", "")
-        available = {name: run.artifacts[name] for name in step.inputs}
+        wanted = step.inputs + tuple(n for n in step.optional_inputs if n in run.artifacts)
+        available = {name: run.artifacts[name] for name in wanted}
         if on_step:
             on_step(step, "started")
         try:
             if step.kind == "processing":
-                result = run_processing(
-                    step, available, run_dir / step.name, ["--spec", inputs.spec], on_line
-                )
+                arguments = job_arguments(step, inputs)
+                result = run_processing(step, available, run_dir / step.name, arguments, on_line)
             elif step.kind == "tuning":
                 result = run_tuning(step, available, run_dir / step.name, inputs, tracking_uri, on_line)
             else:

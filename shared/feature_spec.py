@@ -89,6 +89,9 @@ class FeatureSpec(BaseModel):
     name: str
     version: str = "1"
     id_column: str
+    event_date: str | None = Field(
+        default=None, description="the date that places a claim in time (out-of-time checks)"
+    )
     target: TargetSpec
     columns: list[ColumnSpec]
     derived: list[DerivedFeature] = Field(default_factory=list)
@@ -105,6 +108,8 @@ class FeatureSpec(BaseModel):
         names = {c.name for c in self.columns}
         if self.id_column not in names:
             raise ValueError(f"id_column {self.id_column!r} is not among the columns")
+        if self.event_date is not None and self.event_date not in names:
+            raise ValueError(f"event_date {self.event_date!r} is not among the columns")
         if self.target.column in names:
             raise ValueError("the target column must not be listed among the columns")
         for derived in self.derived:
@@ -258,6 +263,7 @@ def claims_spec() -> FeatureSpec:
     return FeatureSpec(
         name="claims",
         id_column="claim_id",
+        event_date="incident_date",
         target=TargetSpec(
             column=TARGET_COLUMN,
             positive=["1", "1.0", "true", "True"],

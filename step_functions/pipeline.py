@@ -160,6 +160,9 @@ class Step:
     instance_type: str
     arguments: tuple[str, ...] = ()
     metric_names: tuple[str, ...] = field(default_factory=tuple)
+    optional_inputs: tuple[str, ...] = ()
+    # Command-line flags of the job filled from the run's inputs: (flag, PipelineInputs field).
+    input_arguments: tuple[tuple[str, str], ...] = ()
 
 
 STEPS: Final[tuple[Step, ...]] = (
@@ -171,6 +174,7 @@ STEPS: Final[tuple[Step, ...]] = (
         inputs=("raw",),
         outputs=("train", "validation", "test", "rejected", "quality"),
         instance_type="ml.m5.xlarge",
+        input_arguments=(("--spec", "spec"), ("--seed", "seed")),
     ),
     Step(
         name="tune",
@@ -192,6 +196,19 @@ STEPS: Final[tuple[Step, ...]] = (
         instance_type="ml.m5.xlarge",
         metric_names=TRAINING_METRICS,
     ),
+    Step(
+        name="evaluate",
+        kind="processing",
+        module="sagemaker_jobs.processing.evaluate",
+        description="test metrics, cost threshold against 0.5, calibration, importance, fairness, "
+        "cross-validation, out-of-time check",
+        inputs=("model", "train", "validation", "test"),
+        optional_inputs=("truth",),
+        outputs=("evaluation",),
+        instance_type="ml.m5.xlarge",
+        metric_names=tuple(f"test:{m}" for m in ("roc_auc", "pr_auc", "f1", "brier", "expected_cost")),
+        input_arguments=(("--cv-folds", "cv_folds"), ("--seed", "seed")),
+    ),
 )
 
 
@@ -210,7 +227,18 @@ class PipelineInputs(BaseModel):
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, description="overrides for the final training"
     )
+    cv_folds: int = Field(
+        default=5, ge=0, le=10, description="stratified folds of the evaluation; 0 skips it"
+    )
     seed: int = 0
+
+
+def job_arguments(step: Step, inputs: PipelineInputs) -> list[str]:
+    """The job's command line for this run: the step's fixed arguments plus those taken from the inputs."""
+    arguments = list(step.arguments)
+    for flag, name in step.input_arguments:
+        arguments += [flag, str(getattr(inputs, name))]
+    return arguments
 
 
 def step_names() -> list[str]:

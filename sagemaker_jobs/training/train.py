@@ -89,14 +89,6 @@ def target_of(frame: pd.DataFrame, spec: FeatureSpec, channel: str) -> np.ndarra
     return y
 
 
-def fit_calibration(margin: np.ndarray, y: np.ndarray) -> Calibration:
-    """Platt scaling on the validation margins: two numbers, so it barely overfits."""
-    from sklearn.linear_model import LogisticRegression
-
-    platt = LogisticRegression(C=1e6, max_iter=1000).fit(margin.reshape(-1, 1), y)
-    return Calibration(slope=float(platt.coef_[0, 0]), intercept=float(platt.intercept_[0]))
-
-
 def run(environment: TrainingEnvironment) -> dict[str, Any]:
     started = time.perf_counter()
     hp = parse_hyperparameters(environment.hyperparameters)
@@ -114,7 +106,7 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
 
     family_name = hp["model_family"]
     family = fit_family(family_name, TrainingData(x_train, y_train, x_val, y_val, encoder.feature_names), hp)
-    calibration = fit_calibration(family.margin(x_val), y_val)
+    calibration = Calibration.fit(family.margin(x_val), y_val)
     log(
         f"{family_name} fitted; Platt calibration slope {calibration.slope:.3f}, "
         f"intercept {calibration.intercept:.3f}"

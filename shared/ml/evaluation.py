@@ -50,3 +50,112 @@ def classification_metrics(
         "expected_cost": expected_cost(y, scores, threshold, costs),
         "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
     }
+
+
+def thin(x: np.ndarray, y: np.ndarray, points: int = 200) -> tuple[list[float], list[float]]:
+    """At most ``points`` points of a curve, for plots and JSON."""
+    keep = np.unique(np.linspace(0, len(x) - 1, min(points, len(x))).astype(int))
+    return [float(v) for v in x[keep]], [float(v) for v in y[keep]]
+
+
+def curves(y: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    fpr, tpr, _ = skm.roc_curve(y, scores)
+    precision, recall, _ = skm.precision_recall_curve(y, scores)
+    roc_x, roc_y = thin(fpr, tpr)
+    pr_x, pr_y = thin(recall[::-1], precision[::-1])
+    return {"roc": {"fpr": roc_x, "tpr": roc_y}, "pr": {"recall": pr_x, "precision": pr_y}}
+
+
+def reliability(y: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Observed high-risk share against mean score, per equal-width score bin."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            rows.append(
+                {
+                    "bin": b,
+                    "count": int(mask.sum()),
+                    "mean_score": float(scores[mask].mean()),
+                    "observed_rate": float(y[mask].mean()),
+                }
+            )
+    gaps = [abs(r["mean_score"] - r["observed_rate"]) * r["count"] for r in rows]
+    return {
+        "bins": rows,
+        "expected_calibration_error": float(sum(gaps) / max(len(y), 1)),
+        "brier": float(skm.brier_score_loss(y, scores)),
+    }
+
+
+def threshold_comparison(
+    y: np.ndarray, scores: np.ndarray, chosen: float, costs: DecisionCosts = DEFAULT_COSTS
+) -> dict[str, Any]:
+    """The cost-chosen threshold against the naive 0.5: expected cost and share auto-approved."""
+    out = {}
+    for name, threshold in (("chosen", chosen), ("half", 0.5)):
+        m = classification_metrics(y, scores, threshold, costs)
+        out[name] = {
+            k: m[k]
+            for k in (
+                "threshold",
+                "expected_cost",
+                "auto_approved_share",
+                "precision",
+                "recall",
+                "f1",
+                "false_negative_rate",
+                "false_positive_rate",
+            )
+        }
+    return out
+
+
+UNKNOWN_GROUP = "unknown"
+AGE_BANDS = ((0, 25, "under 25"), (25, 40, "25-39"), (40, 55, "40-54"), (55, 70, "55-69"), (70, 200, "70+"))
+
+
+def age_band(ages: np.ndarray) -> np.ndarray:
+    bands = np.full(len(ages), UNKNOWN_GROUP, dtype=object)
+    for low, high, label in AGE_BANDS:
+        bands[(ages >= low) & (ages < high)] = label
+    return bands
+
+
+def group_metrics(
+    y: np.ndarray, scores: np.ndarray, threshold: float, groups: np.ndarray, min_group: int = 30
+) -> dict[str, Any]:
+    """Per-group rates and the disparity between the groups large enough to judge."""
+    flagged = scores >= threshold
+    rows: list[dict[str, Any]] = []
+    for group in sorted({str(g) for g in groups}):
+        mask = groups.astype(str) == group
+        positives = int(np.sum(y[mask] == 1))
+        rows.append(
+            {
+                "group": group,
+                "count": int(mask.sum()),
+                "prevalence": float(y[mask].mean()) if mask.any() else float("nan"),
+                "selection_rate": float(flagged[mask].mean()) if mask.any() else float("nan"),
+                "false_negative_rate": float(np.sum(~flagged[mask] & (y[mask] == 1)) / positives)
+                if positives
+                else float("nan"),
+                "roc_auc": float(skm.roc_auc_score(y[mask], scores[mask]))
+                if len(np.unique(y[mask])) == 2
+                else float("nan"),
+                # A missing attribute is not a group: only known groups large enough to measure are judged.
+                "judged": bool(mask.sum() >= min_group and group != UNKNOWN_GROUP),
+            }
+        )
+    judged = [r for r in rows if r["judged"]]
+    rates = [float(r["selection_rate"]) for r in judged]
+    fnrs = [float(r["false_negative_rate"]) for r in judged if not np.isnan(float(r["false_negative_rate"]))]
+    return {
+        "groups": rows,
+        "selection_rate_ratio": float(min(rates) / max(rates)) if rates and max(rates) > 0 else 1.0,
+        "selection_rate_difference": float(max(rates) - min(rates)) if rates else 0.0,
+        "false_negative_rate_difference": float(max(fnrs) - min(fnrs)) if fnrs else 0.0,
+        "min_group_size": min_group,
+    }

@@ -56,6 +56,14 @@ class Calibration(BaseModel):
     def apply(self, margin: np.ndarray) -> np.ndarray:
         return np.asarray(1.0 / (1.0 + np.exp(-(self.slope * margin + self.intercept))))
 
+    @classmethod
+    def fit(cls, margin: np.ndarray, y: np.ndarray) -> Calibration:
+        """Platt scaling on held-out margins: two numbers, so it barely overfits."""
+        from sklearn.linear_model import LogisticRegression
+
+        platt = LogisticRegression(C=1e6, max_iter=1000).fit(margin.reshape(-1, 1), y)
+        return cls(slope=float(platt.coef_[0, 0]), intercept=float(platt.intercept_[0]))
+
 
 class Manifest(BaseModel):
     format: int = ARTIFACT_FORMAT

@@ -40,4 +40,4 @@ def test_each_step_input_is_produced_by_an_earlier_step() -> None:
     for step in STEPS:
         assert set(step.inputs) <= available, step.name
         available |= set(step.outputs)
-    assert step_names()[:2] == ["validate", "train"]
+    assert step_names()[:4] == ["validate", "tune", "train", "evaluate"]

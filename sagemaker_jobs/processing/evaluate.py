@@ -1,0 +1,170 @@
+"""Processing job: evaluate a trained model the way a claims manager needs to trust it.
+
+Inputs under ``<base>/input``: ``model/model.tar.gz``, the ``train``, ``validation`` and ``test``
+splits of the validate step, and optionally ``truth`` (true probabilities of generated claims).
+Outputs under ``<base>/output/evaluation``: ``evaluation.json`` and a self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from shared.feature_spec import ColumnKind, FeatureSpec
+from shared.metric_lines import metric_line
+from shared.ml.evaluation import (
+    UNKNOWN_GROUP,
+    age_band,
+    classification_metrics,
+    curves,
+    group_metrics,
+    reliability,
+    threshold_comparison,
+)
+from shared.ml.model import RiskModel, unpack_model
+from shared.ml.refit import cross_validate, out_of_time
+from shared.ml.report import render_report
+
+IMPORTANCE_ROWS = 2_000
+EVALUATION_METRICS = ("roc_auc", "pr_auc", "f1", "brier", "expected_cost")
+
+
+def log(message: str) -> None:
+    print(f"[evaluate] {message}", flush=True)
+
+
+def read_split(folder: Path) -> pd.DataFrame:
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no parquet file in {folder}")
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def protected_groups(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    groups = {}
+    for col in spec.protected_columns:
+        if col.name not in frame.columns:
+            continue
+        values = frame[col.name]
+        if col.kind in (ColumnKind.INTEGER, ColumnKind.NUMERIC):
+            name = f"{col.name}_band"
+            groups[name] = age_band(
+                pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            )
+        else:
+            groups[col.name] = values.astype("string").fillna(UNKNOWN_GROUP).to_numpy(dtype=object)
+    return groups
+
+
+def evaluate(
+    model: RiskModel, splits: dict[str, pd.DataFrame], truth: pd.DataFrame | None, cv_folds: int, seed: int
+) -> dict[str, Any]:
+    spec = model.spec
+    target = spec.target.column
+    test = splits["test"]
+    y = test[target].to_numpy(np.int64)
+    matrix = model.encoder.transform(test)
+    scores = model.probabilities(matrix)
+    threshold = model.manifest.threshold
+    costs = model.manifest.costs
+    log(f"test: {len(test):,} claims; threshold {threshold:.3f}")
+
+    sample = matrix[:IMPORTANCE_ROWS]
+    importance = np.abs(model.contributions(sample)).mean(axis=0)
+    names = model.encoder.factor_names
+    order = np.argsort(-importance)
+    result: dict[str, Any] = {
+        "model": {
+            "version": model.version,
+            "family": model.manifest.family,
+            "spec": spec.name,
+            "data_sha256": model.manifest.lineage.data_sha256,
+            "code_version": model.manifest.lineage.code_version,
+            "explanation_method": model.manifest.explanation_method,
+            "hyperparameters": model.manifest.lineage.hyperparameters,
+        },
+        "costs": costs.model_dump(),
+        "test": classification_metrics(y, scores, threshold, costs),
+        "threshold_comparison": threshold_comparison(y, scores, threshold, costs),
+        "curves": curves(y, scores),
+        "reliability": reliability(y, scores),
+        "global_importance": [
+            {"factor": names[j], "mean_abs_contribution": float(importance[j])} for j in order
+        ],
+        "fairness": {
+            attr: group_metrics(y, scores, threshold, groups)
+            for attr, groups in protected_groups(spec, test).items()
+        },
+        "oracle_roc_auc": None,
+    }
+    if truth is not None:
+        joined = test[[spec.id_column, target]].merge(
+            truth, left_on=spec.id_column, right_on="claim_id", how="inner"
+        )
+        if len(joined) == len(test):
+            result["oracle_roc_auc"] = float(roc_auc_score(joined[target], joined["true_probability"]))
+    every_row = pd.concat([splits["train"], splits["validation"], test], ignore_index=True)
+    hyperparameters = dict(model.manifest.lineage.hyperparameters)
+    if cv_folds >= 2:
+        log(f"stratified {cv_folds}-fold cross-validation on {len(every_row):,} claims")
+        result["cross_validation"] = cross_validate(spec, hyperparameters, every_row, cv_folds, seed, costs)
+    if spec.event_date and spec.event_date in every_row.columns:
+        log(f"out-of-time check on {spec.event_date}")
+        result["out_of_time"] = out_of_time(
+            spec, hyperparameters, every_row, spec.event_date, seed=seed, costs=costs
+        )
+    return result
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    base = Path(args.base_dir)
+    inputs = base / "input"
+    tarballs = sorted((inputs / "model").glob("*.tar.gz"))
+    if not tarballs:
+        raise FileNotFoundError(f"no model.tar.gz in {inputs / 'model'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = RiskModel.load(unpack_model(tarballs[0], tmp))
+        splits = {name: read_split(inputs / name) for name in ("train", "validation", "test")}
+        truth_files = sorted((inputs / "truth").glob("*.parquet")) if (inputs / "truth").is_dir() else []
+        truth = pd.concat([pd.read_parquet(f) for f in truth_files]) if truth_files else None
+        result = evaluate(model, splits, truth, args.cv_folds, args.seed)
+    out = base / "output" / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (out / "report.html").write_text(render_report(result), encoding="utf-8")
+    for key in EVALUATION_METRICS:
+        print(metric_line(f"test:{key}", float(result["test"][key])), flush=True)
+    if result.get("cross_validation"):
+        print(metric_line("cv:roc_auc", result["cross_validation"]["roc_auc"]["mean"]), flush=True)
+        print(metric_line("cv:f1", result["cross_validation"]["f1"]["mean"]), flush=True)
+    log(f"report written to {out / 'report.html'}")
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base-dir", default="/opt/ml/processing")
+    parser.add_argument("--cv-folds", type=int, default=5, help="0 skips cross-validation")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(parse_args(argv))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"[evaluate] FAILED: {error}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

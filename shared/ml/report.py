@@ -1,0 +1,221 @@
+"""The evaluation report as one self-contained HTML page: plots inlined as PNG, no external assets."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to memory
+import matplotlib.pyplot as plt
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+color:#1f2933}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d9e2ec;padding-bottom:.3rem}
+table{border-collapse:collapse;margin:.5rem 0}
+td,th{border:1px solid #d9e2ec;padding:.3rem .6rem;text-align:right}
+th{background:#f0f4f8}td:first-child,th:first-child{text-align:left}.pass{color:#0b7a3e;font-weight:600}
+.fail{color:#b42318;font-weight:600}.note{color:#52606d;font-size:.9rem}.plots{display:flex;flex-wrap:wrap;gap:1rem}
+figure{margin:0}figcaption{font-size:.85rem;color:#52606d;text-align:center}
+"""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def _table(headers: list[str], rows: list[list[Any]], table_id: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    ident = f' id="{table_id}"' if table_id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _png(figure: Any, caption: str, plot_id: str) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (
+        f'<figure id="{plot_id}"><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _curve_plots(ev: dict[str, Any]) -> str:
+    roc, pr, rel = ev["curves"]["roc"], ev["curves"]["pr"], ev["reliability"]
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.plot(roc["fpr"], roc["tpr"], label=f"ROC-AUC {ev['test']['roc_auc']:.3f}")
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
+    ax.legend(loc="lower right")
+    parts = [_png(fig, "ROC curve on the test set", "plot-roc")]
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.plot(pr["recall"], pr["precision"], label=f"PR-AUC {ev['test']['pr_auc']:.3f}")
+    ax.axhline(ev["test"]["prevalence"], linestyle=":", color="grey")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall curve")
+    ax.legend(loc="upper right")
+    parts.append(_png(fig, "Precision-recall curve on the test set", "plot-pr"))
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.plot([b["mean_score"] for b in rel["bins"]], [b["observed_rate"] for b in rel["bins"]], marker="o")
+    ax.set(
+        xlabel="mean risk score",
+        ylabel="observed high-risk share",
+        title=f"Reliability (Brier {rel['brier']:.4f})",
+    )
+    parts.append(_png(fig, "Reliability of the calibrated scores", "plot-reliability"))
+    importance = ev["global_importance"][:15]
+    fig, ax = plt.subplots(figsize=(5, 0.3 * len(importance) + 1))
+    ax.barh([i["factor"] for i in importance][::-1], [i["mean_abs_contribution"] for i in importance][::-1])
+    ax.set(xlabel="mean |contribution| to log-odds", title="Global importance")
+    parts.append(_png(fig, "Global feature importance (mean absolute contribution)", "plot-importance"))
+    return '<div class="plots">' + "".join(parts) + "</div>"
+
+
+def render_report(ev: dict[str, Any]) -> str:
+    model = ev["model"]
+    test = ev["test"]
+    cm = test["confusion_matrix"]
+    min_group = next(iter(ev["fairness"].values()))["min_group_size"] if ev["fairness"] else 30
+    sections = [
+        f"<h1>Evaluation of model {html.escape(model['version'])}</h1>",
+        '<p class="note">'
+        f"Family <b>{html.escape(model['family'])}</b> · spec {html.escape(model['spec'])} · "
+        f"data sha256 {html.escape(model['data_sha256'][:16])}… · "
+        f"code {html.escape(model['code_version'])} · "
+        f"explanations: {html.escape(model['explanation_method'])}</p>",
+        "<h2>Test metrics</h2>",
+        _table(
+            ["metric", "value"],
+            [
+                [k, test[k]]
+                for k in (
+                    "rows",
+                    "prevalence",
+                    "roc_auc",
+                    "pr_auc",
+                    "accuracy",
+                    "precision",
+                    "recall",
+                    "f1",
+                    "false_negative_rate",
+                    "false_positive_rate",
+                    "brier",
+                    "logloss",
+                )
+            ],
+            "metrics-table",
+        ),
+    ]
+    if ev.get("oracle_roc_auc") is not None:
+        gap = ev["oracle_roc_auc"] - test["roc_auc"]
+        sections.append(
+            f"<p>Oracle ROC-AUC (from the generator's true probabilities) "
+            f"<b>{ev['oracle_roc_auc']:.4f}</b>; model <b>{test['roc_auc']:.4f}</b>; gap {gap:.4f}.</p>"
+        )
+    tc = ev["threshold_comparison"]
+    sections += [
+        "<h2>Decision threshold chosen by cost</h2>",
+        f'<p class="note">A missed high-risk claim costs {ev["costs"]["missed_high_risk"]:g}, '
+        f"a needless review {ev['costs']['needless_review']:g}. "
+        "The threshold minimises the expected cost on the validation set.</p>",
+        _table(
+            ["threshold", "value", "expected cost / claim", "auto-approved", "precision", "recall", "F1"],
+            [
+                [
+                    "cost-chosen",
+                    tc["chosen"]["threshold"],
+                    tc["chosen"]["expected_cost"],
+                    tc["chosen"]["auto_approved_share"],
+                    tc["chosen"]["precision"],
+                    tc["chosen"]["recall"],
+                    tc["chosen"]["f1"],
+                ],
+                [
+                    "0.5",
+                    tc["half"]["threshold"],
+                    tc["half"]["expected_cost"],
+                    tc["half"]["auto_approved_share"],
+                    tc["half"]["precision"],
+                    tc["half"]["recall"],
+                    tc["half"]["f1"],
+                ],
+            ],
+            "threshold-table",
+        ),
+        "<h2>Confusion matrix (cost-chosen threshold)</h2>",
+        _table(
+            ["", "predicted low", "predicted high"],
+            [["actual low", cm["tn"], cm["fp"]], ["actual high", cm["fn"], cm["tp"]]],
+            "confusion-table",
+        ),
+        "<h2>Curves, calibration and importance</h2>",
+        _curve_plots(ev),
+        "<h2>Fairness across protected groups</h2>",
+        '<p class="note">Protected attributes are never model inputs. Selection rate is the share sent to '
+        f"manual review; disparity is judged over groups with at least {min_group} claims.</p>",
+        _table(
+            ["attribute", "selection-rate ratio (min/max)", "selection-rate difference", "FNR difference"],
+            [
+                [
+                    attr,
+                    f["selection_rate_ratio"],
+                    f["selection_rate_difference"],
+                    f["false_negative_rate_difference"],
+                ]
+                for attr, f in ev["fairness"].items()
+            ],
+            "fairness-table",
+        ),
+        "<h2>Per-group metrics</h2>",
+        _table(
+            ["attribute", "group", "claims", "prevalence", "selection rate", "FNR", "ROC-AUC"],
+            [
+                [
+                    attr,
+                    g["group"],
+                    g["count"],
+                    g["prevalence"],
+                    g["selection_rate"],
+                    g["false_negative_rate"],
+                    g["roc_auc"],
+                ]
+                for attr, f in ev["fairness"].items()
+                for g in f["groups"]
+            ],
+            "group-table",
+        ),
+    ]
+    if ev.get("cross_validation"):
+        cv = ev["cross_validation"]
+        sections += [
+            f"<h2>Stratified {cv['folds']}-fold cross-validation ({cv['rows']:,} rows)</h2>",
+            _table(
+                ["metric", "mean", "std"],
+                [
+                    [k, cv[k]["mean"], cv[k]["std"]]
+                    for k in ("roc_auc", "pr_auc", "f1", "precision", "recall", "brier")
+                ],
+                "cv-table",
+            ),
+        ]
+    oot = ev.get("out_of_time")
+    if oot:
+        sections += [
+            "<h2>Out-of-time check</h2>",
+            f"<p>Trained on {oot['train_rows']:,} claims up to {html.escape(oot['cutoff'])} "
+            f"({html.escape(oot['date_column'])}), "
+            f"tested on the {oot['test_rows']:,} later ones: ROC-AUC <b>{oot['metrics']['roc_auc']:.4f}</b>, "
+            f"PR-AUC {oot['metrics']['pr_auc']:.4f} (random-split test ROC-AUC {test['roc_auc']:.4f}).</p>",
+        ]
+    title = f"Evaluation {html.escape(model['version'])}"
+    head = f'<head><meta charset="utf-8"><title>{title}</title><style>{_STYLE}</style></head>'
+    return f'<!DOCTYPE html><html lang="en">{head}<body>{"".join(sections)}</body></html>'
