@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,6 +22,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from shared.decision import DecisionCosts
 from shared.schema import EXAMPLE_CLAIM
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 console = Console(highlight=False)
 Command = TypeVar("Command", bound=Callable[..., None])
 DEFAULT_ROWS = 100_000
+EXIT_REJECTED = 2  # the run finished, but the gates kept the champion
 
 
 def home() -> Path:
@@ -113,6 +115,20 @@ def _pipeline_options(default_trials: int, default_cv_folds: int) -> Callable[[C
             click.option(
                 "--hp", "hyperparameters", multiple=True, help="final-training override, NAME=VALUE"
             ),
+            click.option(
+                "--cost-missed",
+                type=click.FloatRange(min=0, min_open=True),
+                default=DecisionCosts().missed_high_risk,
+                show_default=True,
+                help="cost of auto-approving a high-risk claim",
+            ),
+            click.option(
+                "--cost-review",
+                type=click.FloatRange(min=0, min_open=True),
+                default=DecisionCosts().needless_review,
+                show_default=True,
+                help="cost of a needless manual review",
+            ),
         ]
         for option in reversed(options):
             command = option(command)
@@ -133,11 +149,13 @@ def _inputs(options: dict[str, Any]) -> PipelineInputs:
         tuning_timeout_s=options["timeout_s"],
         cv_folds=options["cv_folds"],
         hyperparameters=dict(h.split("=", 1) for h in options["hyperparameters"]),
+        costs=DecisionCosts(missed_high_risk=options["cost_missed"], needless_review=options["cost_review"]),
     )
 
 
 @main.command(
-    help="Run the retraining pipeline without tuning or cross-validation (quick); publish the model."
+    help="Run the retraining pipeline without tuning or cross-validation (quick). Exit 2 when the gates "
+    "keep the champion."
 )
 @_pipeline_options(default_trials=0, default_cv_folds=0)
 def train(**options: Any) -> None:
@@ -150,7 +168,9 @@ def pipeline() -> None:
 
 
 @pipeline.command(
-    "run", help="Run every step locally (validate, tune, train, evaluate) and publish the model."
+    "run",
+    help="Run every step locally: validate, features, tune, train, evaluate, gates, register, deploy, "
+    "notify. Exit 2 when the gates keep the champion.",
 )
 @_pipeline_options(default_trials=20, default_cv_folds=5)
 def pipeline_run(**options: Any) -> None:
@@ -159,7 +179,7 @@ def pipeline_run(**options: Any) -> None:
 
 def _train(data: Path | None, rows: int, inputs: PipelineInputs) -> Path:
     from local.jobs import JobFailed
-    from local.pipeline_runner import LocalModelStore, run_pipeline
+    from local.pipeline_runner import local_services, run_pipeline
     from step_functions.pipeline import STEPS
 
     truth = None
@@ -180,6 +200,8 @@ def _train(data: Path | None, rows: int, inputs: PipelineInputs) -> Path:
             console.print(f"[bold]▶ [{index}/{total}] {name}[/]: {getattr(step, 'description', '')}")
         elif state == "finished":
             console.print(f"[green]✔ {name}[/] in {time.perf_counter() - timings[name]:.1f}s")
+        elif state == "skipped":
+            console.print(f"[yellow]↷ [{index}/{total}] {name} skipped[/]: a gate stopped the promotion")
         else:
             console.print(f"[red]✘ {name} failed[/]")
 
@@ -187,20 +209,36 @@ def _train(data: Path | None, rows: int, inputs: PipelineInputs) -> Path:
         style = "cyan" if line.startswith("#metric") else "dim"
         console.print(f"  [{style}]{escape(line)}[/]", soft_wrap=True)
 
+    def on_notify(subject: str, _message: Mapping[str, Any]) -> None:
+        console.print(f"[magenta]✉ {escape(subject)}[/] (logged to {home() / 'notifications.jsonl'})")
+
+    services = local_services(home(), tracking_uri(), on_notify)
     try:
         run = run_pipeline(
-            data, run_dir, inputs, truth=truth, tracking_uri=tracking_uri(), on_step=on_step, on_line=on_line
+            data,
+            run_dir,
+            inputs,
+            services=services,
+            truth=truth,
+            tracking_uri=tracking_uri(),
+            on_step=on_step,
+            on_line=on_line,
         )
     except JobFailed as failure:
         console.print(f"[red]pipeline stopped at {failure.step}: {failure.reason}[/]")
         raise SystemExit(1) from None
-    manifest = LocalModelStore(home() / "models").publish(run.model_tarball)
-    metrics = manifest.metrics.get("test", manifest.metrics["validation"])
+    outcome = run.outcome
+    if outcome is None or outcome.status != "promoted":
+        reason = outcome.reason if outcome else "no outcome"
+        console.print(f"[yellow]challenger not promoted, the champion stays: {escape(reason)}[/]")
+        console.print(f"Report: {run_dir / 'report.html'}")
+        raise SystemExit(EXIT_REJECTED)
+    metrics = outcome.test_metrics
     console.print(
-        f"[green]✔ model {manifest.model_version}[/] published: test ROC-AUC {metrics['roc_auc']:.3f}, "
-        f"PR-AUC {metrics['pr_auc']:.3f}, threshold {manifest.threshold:.3f}, "
-        f"{metrics['auto_approved_share']:.0%} auto-approved. Run folder: {run_dir}"
+        f"[green]✔ model {outcome.model_version}[/] ({outcome.family}) is the champion "
+        f"({outcome.registered_as}): test ROC-AUC {metrics['roc_auc']:.3f}, PR-AUC {metrics['pr_auc']:.3f}."
     )
+    console.print(f"Report: {run_dir / 'report.html'}")
     return run_dir
 
 
@@ -217,7 +255,11 @@ def up(retrain: bool, rows: int, host: str, api_port: int, model_port: int) -> N
     if retrain or store.current_dir() is None:
         from step_functions.pipeline import PipelineInputs
 
-        _train(None, rows, PipelineInputs(tuning_trials=0, cv_folds=0))
+        try:
+            _train(None, rows, PipelineInputs(tuning_trials=0, cv_folds=0))
+        except SystemExit as stopped:
+            if stopped.code != EXIT_REJECTED or store.current_dir() is None:
+                raise
     else:
         console.print(
             f"[green]✔[/] reusing the published model in {store.current_dir()} (retrain: make run RETRAIN=1)"

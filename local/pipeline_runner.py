@@ -13,13 +13,33 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from local.jobs import JobFailed, JobResult, LineSink, code_version, run_processing, run_training
+from shared.gates import GateResult
 from shared.ml.model import Manifest, unpack_model
+from shared.ml.report import render_report
+from shared.ports import ModelDeployer, ModelRegistry, Notifier, RegisteredModelVersion
+from shared.promotion import (
+    GateDecision,
+    RunOutcome,
+    decide,
+    outcome_metrics,
+    registered_model_name,
+    registration_record,
+)
 from step_functions.pipeline import STEPS, PipelineInputs, Step, job_arguments
 
-StepEvent = Callable[[Step, str], None]  # (step, "started" | "finished" | "failed")
+StepEvent = Callable[[Step, str], None]  # (step, "started" | "finished" | "failed" | "skipped")
+
+
+@dataclass
+class PipelineServices:
+    """The outside services a run reaches through ports: local adapters here, AWS ones in the cloud."""
+
+    registry: ModelRegistry
+    deployer: ModelDeployer
+    notifier: Notifier
 
 
 @dataclass
@@ -27,10 +47,15 @@ class PipelineRun:
     run_dir: Path
     results: dict[str, JobResult] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
+    outcome: RunOutcome | None = None
 
     @property
     def model_tarball(self) -> Path:
         return self.artifacts["model"]
+
+    @property
+    def promoted(self) -> bool:
+        return self.outcome is not None and self.outcome.status == "promoted"
 
 
 def run_pipeline(
@@ -38,11 +63,17 @@ def run_pipeline(
     run_dir: Path,
     inputs: PipelineInputs | None = None,
     *,
+    services: PipelineServices,
     truth: Path | None = None,
     tracking_uri: str | None = None,
     on_step: StepEvent | None = None,
     on_line: LineSink | None = None,
 ) -> PipelineRun:
+    """Run every step of :data:`STEPS`; a gate that says stop skips to the step it names (notify).
+
+    A failing job notifies and then raises :class:`JobFailed`, as the state machine's Catch → notify →
+    Fail does.
+    """
     inputs = inputs or PipelineInputs()
     run_dir.mkdir(parents=True, exist_ok=True)
     raw_dir = run_dir / "raw"
@@ -56,35 +87,226 @@ def run_pipeline(
     run = PipelineRun(run_dir=run_dir, artifacts={"raw": raw_dir})
     if truth is not None and truth.is_file():  # generated data: the evaluation reports the oracle AUC
         run.artifacts["truth"] = truth
+    tasks = _Tasks(run, inputs, services)
     version = code_version()
+    skip_to: str | None = None
     for step in STEPS:
-        missing = [name for name in step.inputs if name not in run.artifacts]
-        if missing:
-            raise JobFailed(step.name, f"inputs {missing} were not produced by an earlier step", "")
-        wanted = step.inputs + tuple(n for n in step.optional_inputs if n in run.artifacts)
-        available = {name: run.artifacts[name] for name in wanted}
+        if skip_to is not None and step.name != skip_to:
+            if on_step:
+                on_step(step, "skipped")
+            continue
+        skip_to = None
         if on_step:
             on_step(step, "started")
         try:
+            missing = [name for name in step.inputs if name not in run.artifacts]
+            if missing:
+                raise JobFailed(step.name, f"inputs {missing} were not produced by an earlier step", "")
+            if "champion" in step.optional_inputs:
+                tasks.fetch_champion()
+            wanted = step.inputs + tuple(n for n in step.optional_inputs if n in run.artifacts)
+            available = {name: run.artifacts[name] for name in wanted}
+            output_root = run_dir / step.name
             if step.kind == "processing":
                 arguments = job_arguments(step, inputs)
-                result = run_processing(step, available, run_dir / step.name, arguments, on_line)
+                result = run_processing(step, available, output_root, arguments, on_line)
             elif step.kind == "tuning":
-                result = run_tuning(step, available, run_dir / step.name, inputs, tracking_uri, on_line)
-            else:
+                result = run_tuning(step, available, output_root, inputs, tracking_uri, on_line)
+            elif step.kind == "training":
                 channels = {k: v for k, v in available.items() if k != "hyperparameters"}
                 chosen = json.loads(available["hyperparameters"].read_text(encoding="utf-8"))
-                hyperparameters = {**chosen, "seed": inputs.seed, **inputs.hyperparameters}
-                result = run_training(step, channels, hyperparameters, run_dir / step.name, on_line, version)
-        except JobFailed:
+                hyperparameters = inputs.training_hyperparameters(chosen)
+                result = run_training(step, channels, hyperparameters, output_root, on_line, version)
+            else:
+                result = tasks.run(step, available, output_root, on_line)
+        except JobFailed as failure:
             if on_step:
                 on_step(step, "failed")
+            tasks.notify_failure(failure)
             raise
         run.results[step.name] = result
         run.artifacts.update(result.outputs)
         if on_step:
             on_step(step, "finished")
+        if step.kind == "gates" and not tasks.decision_passed:
+            skip_to = step.on_stop_next
     return run
+
+
+class _Tasks:
+    """The orchestrator's own steps (gates, register, deploy, notify), run in this process."""
+
+    def __init__(self, run: PipelineRun, inputs: PipelineInputs, services: PipelineServices) -> None:
+        self.run_state = run
+        self.inputs = inputs
+        self.services = services
+        self.decision_passed = False
+        self.champion_before: RegisteredModelVersion | None = None
+        self.registered: RegisteredModelVersion | None = None
+        self.spec_name: str | None = None
+
+    def _spec_name(self) -> str:
+        if self.spec_name is None:
+            spec_file = self.run_state.artifacts["train"] / "feature_spec.json"
+            self.spec_name = str(json.loads(spec_file.read_text(encoding="utf-8"))["name"])
+        return self.spec_name
+
+    def fetch_champion(self) -> None:
+        """The model serving now, scored by the evaluation on the same holdout as the challenger."""
+        name = registered_model_name(self._spec_name())
+        self.champion_before = self.services.registry.champion(name)
+        if self.champion_before is not None and "champion" not in self.run_state.artifacts:
+            folder = self.run_state.run_dir / "champion"
+            self.run_state.artifacts["champion"] = self.services.registry.fetch(self.champion_before, folder)
+
+    def run(
+        self, step: Step, available: dict[str, Path], output_root: Path, on_line: LineSink | None
+    ) -> JobResult:
+        started = time.perf_counter()
+        lines: list[str] = []
+
+        def say(line: str) -> None:
+            lines.append(f"[{step.name}] {line}")
+            if on_line:
+                on_line(lines[-1])
+
+        output_root.mkdir(parents=True, exist_ok=True)
+        outputs: dict[str, Path] = {}
+        try:
+            if step.kind == "gates":
+                outputs = self.gates(available, output_root, say)
+            elif step.kind == "register":
+                outputs = self.register(available, output_root, say)
+            elif step.kind == "deploy":
+                outputs = self.deploy(available, output_root, say)
+            else:
+                self.notify(say)
+        except JobFailed:
+            raise
+        except Exception as error:  # a task's failure is the run's failure, with the reason kept
+            raise JobFailed(step.name, f"{type(error).__name__}: {error}", "\n".join(lines)) from error
+        return JobResult(step.name, outputs, "\n".join(lines), time.perf_counter() - started)
+
+    def gates(self, available: dict[str, Path], out: Path, say: Callable[[str], None]) -> dict[str, Path]:
+        quality = _read_json(available["quality"] / "data_quality.json")
+        evaluation_file = available["evaluation"] / "evaluation.json"
+        evaluation = _read_json(evaluation_file)
+        decision = decide(quality, evaluation, self.inputs.gates)
+        self.decision_passed = decision.passed
+        for gate in decision.gates:
+            say(f"{'pass' if gate.passed else 'FAIL'} {gate.gate}: {gate.reason}")
+        evaluation["gates"] = decision.model_dump(mode="json")
+        (out / "gates.json").write_text(decision.model_dump_json(indent=2), encoding="utf-8")
+        (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
+        (out / "report.html").write_text(render_report(evaluation), encoding="utf-8")
+        # The run folder's top level holds the final report, gates included.
+        shutil.copy2(out / "report.html", self.run_state.run_dir / "report.html")
+        shutil.copy2(out / "evaluation.json", self.run_state.run_dir / "evaluation.json")
+        if not decision.passed:
+            self.outcome(
+                "rejected",
+                decision.summary(),
+                evaluation,
+                gates=decision.gates,
+                champion=self.champion_before,
+            )
+        return {"decision": out}
+
+    def register(self, available: dict[str, Path], out: Path, say: Callable[[str], None]) -> dict[str, Path]:
+        decision_dir = available["decision"]
+        evaluation = _read_json(decision_dir / "evaluation.json")
+        quality = _read_json(available["quality"] / "data_quality.json")
+        decision = GateDecision.model_validate(_read_json(decision_dir / "gates.json"))
+        params, metrics, tags = registration_record(evaluation, quality, decision)
+        tarball = _tarball(available["model"])
+        name = registered_model_name(evaluation["model"]["spec"])
+        attachments = [
+            decision_dir / "report.html",
+            decision_dir / "evaluation.json",
+            decision_dir / "gates.json",
+        ]
+        self.registered = self.services.registry.register(
+            name, tarball, params=params, metrics=metrics, tags=tags, attachments=attachments
+        )
+        say(f"registered {name} version {self.registered.version} ({tags['model_version']})")
+        record = {"name": name, "version": self.registered.version, "source": self.registered.source, **tags}
+        (out / "registration.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        return {"registration": out}
+
+    def deploy(self, available: dict[str, Path], out: Path, say: Callable[[str], None]) -> dict[str, Path]:
+        if self.registered is None:
+            raise JobFailed("deploy", "nothing registered to deploy", "")
+        tarball = _tarball(available["model"])
+        where = self.services.deployer.deploy(tarball)
+        # The alias moves only once the new version serves: the champion is always what answers.
+        self.services.registry.promote(self.registered.name, self.registered.version)
+        say(
+            f"serving {self.registered.model_version} at {where}; "
+            f"champion → version {self.registered.version}"
+        )
+        record = {"served_at": where, "name": self.registered.name, "version": self.registered.version}
+        (out / "deployment.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        final = _read_json(self.run_state.run_dir / "evaluation.json")
+        self.outcome("promoted", "every gate passed", final, gates=None, champion=self.champion_before)
+        return {"deployment": out}
+
+    def outcome(
+        self,
+        status: Literal["promoted", "rejected", "failed"],
+        reason: str,
+        evaluation: dict[str, Any],
+        *,
+        gates: list[GateResult] | None,
+        champion: RegisteredModelVersion | None,
+    ) -> None:
+        model = evaluation["model"]
+        decision = evaluation.get("gates") or {}
+        self.run_state.outcome = RunOutcome(
+            status=status,
+            run=self.run_state.run_dir.name,
+            reason=reason,
+            spec=model["spec"],
+            model_version=model["version"],
+            family=model["family"],
+            registered_as=f"{self.registered.name} v{self.registered.version}" if self.registered else None,
+            champion_before=champion.model_version if champion else None,
+            gates=gates if gates is not None else [GateResult(**g) for g in decision.get("gates", [])],
+            test_metrics=outcome_metrics(evaluation),
+            report=str(self.run_state.run_dir / "report.html"),
+        )
+
+    def notify(self, say: Callable[[str], None]) -> None:
+        outcome = self.run_state.outcome
+        if outcome is None:
+            raise JobFailed("notify", "the run reached notify without an outcome", "")
+        self.services.notifier.notify(outcome.subject(), outcome.model_dump(mode="json"))
+        say(outcome.subject())
+
+    def notify_failure(self, failure: JobFailed) -> None:
+        self.run_state.outcome = RunOutcome(
+            status="failed",
+            run=self.run_state.run_dir.name,
+            reason=failure.reason,
+            failed_step=failure.step,
+            champion_before=self.champion_before.model_version if self.champion_before else None,
+        )
+        self.services.notifier.notify(
+            self.run_state.outcome.subject(), self.run_state.outcome.model_dump(mode="json")
+        )
+
+
+def _tarball(path: Path) -> Path:
+    if path.is_file():
+        return path
+    found = sorted(path.glob("*.tar.gz"))
+    if not found:
+        raise FileNotFoundError(f"no model.tar.gz in {path}")
+    return found[0]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return loaded
 
 
 def run_tuning(
@@ -172,6 +394,11 @@ class LocalModelStore:
         (self.root / "current.json").write_text(json.dumps(pointer, indent=2), encoding="utf-8")
         return manifest
 
+    def deploy(self, tarball: Path) -> str:
+        """:class:`shared.ports.ModelDeployer`: the local model server loads the current version."""
+        manifest = self.publish(tarball)
+        return str(self.root / manifest.model_version)
+
     def current_dir(self) -> Path | None:
         pointer = self.root / "current.json"
         if not pointer.is_file():
@@ -179,3 +406,18 @@ class LocalModelStore:
         version = json.loads(pointer.read_text(encoding="utf-8"))["model_version"]
         path = self.root / version
         return path if (path / "manifest.json").is_file() else None
+
+
+def local_services(
+    home: Path, tracking_uri: str, on_notify: Callable[[str, Mapping[str, Any]], None] | None = None
+) -> PipelineServices:
+    """MLflow registry at the tracking URI, models published under ``<home>/models``, notifications
+    appended to ``<home>/notifications.jsonl``."""
+    from shared.adapters.mlflow_registry import MlflowModelRegistry
+    from shared.adapters.notify import LocalNotifier
+
+    return PipelineServices(
+        registry=MlflowModelRegistry(tracking_uri),
+        deployer=LocalModelStore(home / "models"),
+        notifier=LocalNotifier(home / "notifications.jsonl", on_notify),
+    )

@@ -114,8 +114,10 @@ def _mlflow_parent(tracking_uri: str | None, experiment: str, tags: dict[str, st
         return
     import mlflow
 
+    from shared.adapters.mlflow_registry import ensure_experiment
+
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
+    mlflow.set_experiment(experiment_id=ensure_experiment(tracking_uri, experiment))
     with mlflow.start_run(run_name="tuning", tags=tags) as parent:
         yield parent
 

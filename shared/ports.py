@@ -6,6 +6,8 @@ Each port has an AWS adapter and a local adapter (:mod:`shared.adapters`); unit 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -27,3 +29,58 @@ class ModelEndpoint(Protocol):
     def describe(self) -> str:
         """A short name of the target, for health output and logs."""
         ...
+
+
+@dataclass(frozen=True)
+class RegisteredModelVersion:
+    """One version of a registered model, as the registry knows it."""
+
+    name: str
+    version: str  # the registry's version number
+    model_version: str  # the artifact's own version (its manifest)
+    source: str  # URI of the model.tar.gz
+    aliases: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class ModelRegistry(Protocol):
+    """Where trained models are recorded with their lineage, and which one is the champion."""
+
+    def champion(self, name: str) -> RegisteredModelVersion | None:
+        """The version the ``champion`` alias points at, or None before the first promotion."""
+        ...
+
+    def fetch(self, version: RegisteredModelVersion, into: Path) -> Path:
+        """Download the version's model.tar.gz into a folder; the path of the tarball."""
+        ...
+
+    def register(
+        self,
+        name: str,
+        tarball: Path,
+        *,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        tags: Mapping[str, str],
+        attachments: Sequence[Path] = (),
+    ) -> RegisteredModelVersion:
+        """Record a new version (not yet champion) with its params, metrics, tags and files."""
+        ...
+
+    def promote(self, name: str, version: str) -> None:
+        """Move the ``champion`` alias to this version."""
+        ...
+
+
+class ModelDeployer(Protocol):
+    """Puts a model artifact behind the serving endpoint."""
+
+    def deploy(self, tarball: Path) -> str:
+        """Serve this artifact; returns where it now serves."""
+        ...
+
+
+class Notifier(Protocol):
+    """Tells people what happened (SNS in AWS; a log file and the console locally)."""
+
+    def notify(self, subject: str, message: Mapping[str, Any]) -> None: ...

@@ -12,6 +12,8 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.decision import DEFAULT_COSTS, DecisionCosts
+from shared.gates import GateConfig
 from shared.metric_lines import metric_definitions
 
 
@@ -111,6 +113,24 @@ HYPERPARAMETERS: Final[tuple[Hyperparameter, ...]] = (
     Hyperparameter("early_stopping_rounds", "int", 40, 5, 200, tunable=False, family="xgboost"),
     Hyperparameter("seed", "int", 0, 0, 2**31 - 1, tunable=False),
     Hyperparameter(
+        "cost_missed_high_risk",
+        "float",
+        DEFAULT_COSTS.missed_high_risk,
+        1e-3,
+        1e6,
+        tunable=False,
+        help="cost of auto-approving a high-risk claim; with the next, sets the decision threshold",
+    ),
+    Hyperparameter(
+        "cost_needless_review",
+        "float",
+        DEFAULT_COSTS.needless_review,
+        1e-3,
+        1e6,
+        tunable=False,
+        help="cost of a manual review of a low-risk claim",
+    ),
+    Hyperparameter(
         "feature_spec",
         "categorical",
         "claims",
@@ -147,13 +167,19 @@ def parse_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+StepKind = Literal["processing", "tuning", "training", "gates", "register", "deploy", "notify"]
+JOB_KINDS: Final = frozenset({"processing", "tuning", "training"})
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of the pipeline and the job that runs it."""
 
     name: str
-    kind: Literal["processing", "tuning", "training"]
-    module: str  # the job script, run as ``python -m <module>`` locally and in the SageMaker container
+    kind: StepKind
+    # Jobs: the script, run as ``python -m <module>`` locally and in the SageMaker container.
+    # Tasks: the domain module whose functions the local runner (and the AWS task) call.
+    module: str
     description: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
@@ -163,6 +189,13 @@ class Step:
     optional_inputs: tuple[str, ...] = ()
     # Command-line flags of the job filled from the run's inputs: (flag, PipelineInputs field).
     input_arguments: tuple[tuple[str, str], ...] = ()
+    # A step that can say "stop": where the run goes when it does (a Choice state in AWS).
+    on_stop_next: str | None = None
+
+    @property
+    def is_job(self) -> bool:
+        """A SageMaker job (processing, tuning, training) rather than a task of the orchestrator."""
+        return self.kind in JOB_KINDS
 
 
 STEPS: Final[tuple[Step, ...]] = (
@@ -175,6 +208,16 @@ STEPS: Final[tuple[Step, ...]] = (
         outputs=("train", "validation", "test", "rejected", "quality"),
         instance_type="ml.m5.xlarge",
         input_arguments=(("--spec", "spec"), ("--seed", "seed")),
+    ),
+    Step(
+        name="features",
+        kind="processing",
+        module="sagemaker_jobs.processing.features",
+        description="build the model inputs from the spec; screen them for target leakage and for "
+        "proxies of protected attributes",
+        inputs=("train", "validation"),
+        outputs=("features",),
+        instance_type="ml.m5.xlarge",
     ),
     Step(
         name="tune",
@@ -202,12 +245,49 @@ STEPS: Final[tuple[Step, ...]] = (
         module="sagemaker_jobs.processing.evaluate",
         description="test metrics, cost threshold against 0.5, calibration, importance, fairness, "
         "cross-validation, out-of-time check",
-        inputs=("model", "train", "validation", "test"),
-        optional_inputs=("truth",),
+        inputs=("model", "train", "validation", "test", "features"),
+        optional_inputs=("champion", "truth"),
         outputs=("evaluation",),
         instance_type="ml.m5.xlarge",
         metric_names=tuple(f"test:{m}" for m in ("roc_auc", "pr_auc", "f1", "brier", "expected_cost")),
         input_arguments=(("--cv-folds", "cv_folds"), ("--seed", "seed")),
+    ),
+    Step(
+        name="gates",
+        kind="gates",
+        module="shared.gates",
+        description="data quality floor, metric floors, challenger against champion, fairness bound",
+        inputs=("quality", "evaluation"),
+        outputs=("decision",),
+        instance_type="lambda",
+        on_stop_next="notify",
+    ),
+    Step(
+        name="register",
+        kind="register",
+        module="shared.promotion",
+        description="record the version with params, metrics, report, data hash and code version",
+        inputs=("model", "evaluation", "decision", "quality"),
+        outputs=("registration",),
+        instance_type="lambda",
+    ),
+    Step(
+        name="deploy",
+        kind="deploy",
+        module="shared.promotion",
+        description="serve the new version (guarded blue/green in AWS), then move the champion alias",
+        inputs=("model", "registration"),
+        outputs=("deployment",),
+        instance_type="ml.m5.large",
+    ),
+    Step(
+        name="notify",
+        kind="notify",
+        module="shared.promotion",
+        description="tell on-call and the model owners what the run did, and why",
+        inputs=(),
+        outputs=(),
+        instance_type="lambda",
     ),
 )
 
@@ -230,7 +310,21 @@ class PipelineInputs(BaseModel):
     cv_folds: int = Field(
         default=5, ge=0, le=10, description="stratified folds of the evaluation; 0 skips it"
     )
+    costs: DecisionCosts = Field(
+        default_factory=DecisionCosts, description="costs that set the decision threshold"
+    )
+    gates: GateConfig = Field(default_factory=GateConfig, description="what a challenger must pass")
     seed: int = 0
+
+    def training_hyperparameters(self, chosen: dict[str, Any]) -> dict[str, Any]:
+        """The final training's hyperparameters: the tuner's choice, the run's seed and costs, overrides."""
+        return {
+            **chosen,
+            "seed": self.seed,
+            "cost_missed_high_risk": self.costs.missed_high_risk,
+            "cost_needless_review": self.costs.needless_review,
+            **self.hyperparameters,
+        }
 
 
 def job_arguments(step: Step, inputs: PipelineInputs) -> list[str]:

@@ -46,14 +46,16 @@ def response_fields(contract: dict[str, Any]) -> set[str]:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
-    """A model trained once by the real pipeline (processing and training jobs) on 12k generated claims."""
+    """A model trained once by the real pipeline (every step, no search) on 12k generated claims."""
     from local.pipeline_runner import run_pipeline
     from shared.ml.synthetic import generate_claims, write_claims
     from step_functions.pipeline import PipelineInputs
+    from tests.factories import local_test_services
 
     root = tmp_path_factory.mktemp("trained")
     data = write_claims(generate_claims(12_000, seed=7), root / "raw" / "claims.csv")
-    return run_pipeline(data, root / "run", PipelineInputs(tuning_trials=0))
+    inputs = PipelineInputs(tuning_trials=0, cv_folds=0)
+    return run_pipeline(data, root / "run", inputs, services=local_test_services(root / "home"))
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from shared.schema import EXAMPLE_CLAIM, Claim
+
+if TYPE_CHECKING:
+    from local.pipeline_runner import PipelineServices
 
 
 def minimal_claim(**changes: Any) -> dict[str, Any]:
@@ -12,3 +16,15 @@ def minimal_claim(**changes: Any) -> dict[str, Any]:
     claim = {name: EXAMPLE_CLAIM[name] for name, field in Claim.model_fields.items() if field.is_required()}
     claim.update(changes)
     return {k: v for k, v in claim.items() if v is not None}
+
+
+def local_test_services(root: Path) -> PipelineServices:
+    """The local adapters (MLflow registry on sqlite, model store, notification log) inside ``root``."""
+    from local.pipeline_runner import local_services
+
+    root.mkdir(parents=True, exist_ok=True)
+    return local_services(root, tracking_uri_in(root))
+
+
+def tracking_uri_in(root: Path) -> str:
+    return f"sqlite:///{root / 'mlflow.db'}"

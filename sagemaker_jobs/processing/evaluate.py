@@ -1,7 +1,9 @@
 """Processing job: evaluate a trained model the way a claims manager needs to trust it.
 
 Inputs under ``<base>/input``: ``model/model.tar.gz``, the ``train``, ``validation`` and ``test``
-splits of the validate step, and optionally ``truth`` (true probabilities of generated claims).
+splits of the validate step, the ``features`` screen, and optionally ``champion/*.tar.gz`` (the
+model now serving, scored on the same test set for the champion gate) and ``truth`` (true
+probabilities of generated claims).
 Outputs under ``<base>/output/evaluation``: ``evaluation.json`` and a self-contained ``report.html``.
 """
 
@@ -18,14 +20,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from shared.feature_spec import ColumnKind, FeatureSpec
 from shared.metric_lines import metric_line
 from shared.ml.evaluation import (
-    UNKNOWN_GROUP,
-    age_band,
     classification_metrics,
     curves,
     group_metrics,
+    protected_groups,
     reliability,
     threshold_comparison,
 )
@@ -48,24 +48,13 @@ def read_split(folder: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
-def protected_groups(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    groups = {}
-    for col in spec.protected_columns:
-        if col.name not in frame.columns:
-            continue
-        values = frame[col.name]
-        if col.kind in (ColumnKind.INTEGER, ColumnKind.NUMERIC):
-            name = f"{col.name}_band"
-            groups[name] = age_band(
-                pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            )
-        else:
-            groups[col.name] = values.astype("string").fillna(UNKNOWN_GROUP).to_numpy(dtype=object)
-    return groups
-
-
 def evaluate(
-    model: RiskModel, splits: dict[str, pd.DataFrame], truth: pd.DataFrame | None, cv_folds: int, seed: int
+    model: RiskModel,
+    splits: dict[str, pd.DataFrame],
+    truth: pd.DataFrame | None,
+    cv_folds: int,
+    seed: int,
+    champion: RiskModel | None = None,
 ) -> dict[str, Any]:
     spec = model.spec
     target = spec.target.column
@@ -111,6 +100,20 @@ def evaluate(
         )
         if len(joined) == len(test):
             result["oracle_roc_auc"] = float(roc_auc_score(joined[target], joined["true_probability"]))
+    if champion is not None:
+        if champion.spec.name == spec.name:
+            champion_scores = champion.scores(test)
+            result["champion"] = {
+                "version": champion.version,
+                "family": champion.manifest.family,
+                "test": classification_metrics(y, champion_scores, champion.manifest.threshold, costs),
+            }
+            log(
+                f"champion {champion.version}: test PR-AUC {result['champion']['test']['pr_auc']:.4f} "
+                f"against {result['test']['pr_auc']:.4f}"
+            )
+        else:
+            log(f"champion {champion.version} uses spec {champion.spec.name!r}: not comparable, skipped")
     every_row = pd.concat([splits["train"], splits["validation"], test], ignore_index=True)
     hyperparameters = dict(model.manifest.lineage.hyperparameters)
     if cv_folds >= 2:
@@ -131,11 +134,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not tarballs:
         raise FileNotFoundError(f"no model.tar.gz in {inputs / 'model'}")
     with tempfile.TemporaryDirectory() as tmp:
-        model = RiskModel.load(unpack_model(tarballs[0], tmp))
+        model = RiskModel.load(unpack_model(tarballs[0], Path(tmp) / "challenger"))
         splits = {name: read_split(inputs / name) for name in ("train", "validation", "test")}
         truth_files = sorted((inputs / "truth").glob("*.parquet")) if (inputs / "truth").is_dir() else []
         truth = pd.concat([pd.read_parquet(f) for f in truth_files]) if truth_files else None
-        result = evaluate(model, splits, truth, args.cv_folds, args.seed)
+        champion_files = (
+            sorted((inputs / "champion").glob("*.tar.gz")) if (inputs / "champion").is_dir() else []
+        )
+        champion = (
+            RiskModel.load(unpack_model(champion_files[0], Path(tmp) / "champion"))
+            if champion_files
+            else None
+        )
+        result = evaluate(model, splits, truth, args.cv_folds, args.seed, champion)
+    screen_file = inputs / "features" / "feature_report.json"
+    if screen_file.is_file():
+        screen = json.loads(screen_file.read_text(encoding="utf-8"))
+        screen.pop("encoder", None)  # the fitted levels are in the model artifact already
+        result["feature_screen"] = screen
     out = base / "output" / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(result, indent=2), encoding="utf-8")

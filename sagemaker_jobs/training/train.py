@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from sagemaker_jobs.environment import TrainingEnvironment, training_environment
-from shared.decision import DEFAULT_COSTS
+from shared.decision import DecisionCosts
 from shared.feature_spec import FeatureSpec, load_spec
 from shared.metric_lines import metric_line
 from shared.ml.baseline import baseline_statistics
@@ -112,17 +112,20 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
         f"intercept {calibration.intercept:.3f}"
     )
     val_scores = calibration.apply(family.margin(x_val))
-    threshold = choose_threshold(y_val, val_scores, DEFAULT_COSTS)
+    costs = DecisionCosts(
+        missed_high_risk=hp["cost_missed_high_risk"], needless_review=hp["cost_needless_review"]
+    )
+    threshold = choose_threshold(y_val, val_scores, costs)
     metrics: dict[str, Any] = {
-        "validation": classification_metrics(y_val, val_scores, threshold),
-        "train": classification_metrics(y_train, calibration.apply(family.margin(x_train)), threshold),
+        "validation": classification_metrics(y_val, val_scores, threshold, costs),
+        "train": classification_metrics(y_train, calibration.apply(family.margin(x_train)), threshold, costs),
     }
     test_channel = environment.channel("test")
     if test_channel is not None and test_channel.is_dir() and any(test_channel.iterdir()):
         test = read_channel(test_channel, "test")
         y_test = target_of(test, spec, "test")
         test_scores = calibration.apply(family.margin(encoder.transform(test)))
-        metrics["test"] = classification_metrics(y_test, test_scores, threshold)
+        metrics["test"] = classification_metrics(y_test, test_scores, threshold, costs)
 
     lineage = lineage_of(environment)
     created = dt.datetime.now(dt.UTC)
@@ -135,7 +138,7 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
         family=family_name,
         created_at=created.isoformat(timespec="seconds"),
         threshold=threshold,
-        costs=DEFAULT_COSTS,
+        costs=costs,
         metrics=metrics,
         lineage=Lineage(
             data_sha256=data_hash,

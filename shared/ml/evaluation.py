@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn import metrics as skm
 
 from shared.decision import DEFAULT_COSTS, THRESHOLD_GRID_STEPS, DecisionCosts
+from shared.feature_spec import ColumnKind, FeatureSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def expected_cost(y: np.ndarray, scores: np.ndarray, threshold: float, costs: DecisionCosts) -> float:
@@ -125,7 +129,12 @@ def age_band(ages: np.ndarray) -> np.ndarray:
 
 
 def group_metrics(
-    y: np.ndarray, scores: np.ndarray, threshold: float, groups: np.ndarray, min_group: int = 30
+    y: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    groups: np.ndarray,
+    min_group: int = 30,
+    min_positives: int = 20,
 ) -> dict[str, Any]:
     """Per-group rates and the disparity between the groups large enough to judge."""
     flagged = scores >= threshold
@@ -137,6 +146,7 @@ def group_metrics(
             {
                 "group": group,
                 "count": int(mask.sum()),
+                "positives": positives,
                 "prevalence": float(y[mask].mean()) if mask.any() else float("nan"),
                 "selection_rate": float(flagged[mask].mean()) if mask.any() else float("nan"),
                 "false_negative_rate": float(np.sum(~flagged[mask] & (y[mask] == 1)) / positives)
@@ -151,11 +161,48 @@ def group_metrics(
         )
     judged = [r for r in rows if r["judged"]]
     rates = [float(r["selection_rate"]) for r in judged]
-    fnrs = [float(r["false_negative_rate"]) for r in judged if not np.isnan(float(r["false_negative_rate"]))]
+    # A false-negative rate over a handful of high-risk claims is noise, not disparity.
+    with_fnr = [r for r in judged if r["positives"] >= min_positives]
+    fnrs = [float(r["false_negative_rate"]) for r in with_fnr]
+    fnr_gap_lower = 0.0
+    if len(with_fnr) >= 2:
+        worst = max(with_fnr, key=lambda r: r["false_negative_rate"])
+        best = min(with_fnr, key=lambda r: r["false_negative_rate"])
+        fnr_gap_lower = max(0.0, _difference_lower_bound(worst, best))
     return {
         "groups": rows,
         "selection_rate_ratio": float(min(rates) / max(rates)) if rates and max(rates) > 0 else 1.0,
         "selection_rate_difference": float(max(rates) - min(rates)) if rates else 0.0,
         "false_negative_rate_difference": float(max(fnrs) - min(fnrs)) if fnrs else 0.0,
+        "false_negative_rate_difference_lower_95": fnr_gap_lower,
         "min_group_size": min_group,
+        "min_positives_for_fnr": min_positives,
     }
+
+
+def _difference_lower_bound(high: dict[str, Any], low: dict[str, Any], z: float = 1.96) -> float:
+    """Lower 95% bound of the gap between two groups' false-negative rates (normal approximation):
+    the gap the data shows beyond chance, which is what a fairness gate should judge."""
+    p1, n1 = float(high["false_negative_rate"]), int(high["positives"])
+    p2, n2 = float(low["false_negative_rate"]), int(low["positives"])
+    spread = np.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+    return float(p1 - p2 - z * spread)
+
+
+def protected_groups(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Group labels per protected attribute (numbers such as age in bands); never model inputs."""
+    import pandas as pd
+
+    groups = {}
+    for col in spec.protected_columns:
+        if col.name not in frame.columns:
+            continue
+        values = frame[col.name]
+        if col.kind in (ColumnKind.INTEGER, ColumnKind.NUMERIC):
+            name = f"{col.name}_band"
+            groups[name] = age_band(
+                pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            )
+        else:
+            groups[col.name] = values.astype("string").fillna(UNKNOWN_GROUP).to_numpy(dtype=object)
+    return groups

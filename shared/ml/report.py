@@ -115,6 +115,21 @@ def render_report(ev: dict[str, Any]) -> str:
             "metrics-table",
         ),
     ]
+    decision = ev.get("gates")
+    if decision:
+        verdict = (
+            "passed: the challenger may replace the champion"
+            if decision["passed"]
+            else ("FAILED: the run stops here and the champion stays")
+        )
+        sections += [
+            f'<h2 id="gates">Promotion gates: {verdict}</h2>',
+            _table(
+                ["gate", "result", "reason"],
+                [[g["gate"], "pass" if g["passed"] else "FAIL", g["reason"]] for g in decision["gates"]],
+                "gates-table",
+            ),
+        ]
     if ev.get("oracle_roc_auc") is not None:
         gap = ev["oracle_roc_auc"] - test["roc_auc"]
         sections.append(
@@ -163,13 +178,20 @@ def render_report(ev: dict[str, Any]) -> str:
         '<p class="note">Protected attributes are never model inputs. Selection rate is the share sent to '
         f"manual review; disparity is judged over groups with at least {min_group} claims.</p>",
         _table(
-            ["attribute", "selection-rate ratio (min/max)", "selection-rate difference", "FNR difference"],
+            [
+                "attribute",
+                "selection-rate ratio (min/max)",
+                "selection-rate difference",
+                "FNR difference",
+                "FNR difference beyond chance (95% lower bound)",
+            ],
             [
                 [
                     attr,
                     f["selection_rate_ratio"],
                     f["selection_rate_difference"],
                     f["false_negative_rate_difference"],
+                    f.get("false_negative_rate_difference_lower_95", float("nan")),
                 ]
                 for attr, f in ev["fairness"].items()
             ],
@@ -205,6 +227,25 @@ def render_report(ev: dict[str, Any]) -> str:
                     for k in ("roc_auc", "pr_auc", "f1", "precision", "recall", "brier")
                 ],
                 "cv-table",
+            ),
+        ]
+    screen = ev.get("feature_screen")
+    if screen:
+        attributes = list(screen["factors"][0]["proxy_strength"]) if screen["factors"] else []
+        proxies = ", ".join(f"{p['factor']} → {p['attribute']}" for p in screen["proxies"]) or "none"
+        sections += [
+            "<h2>Feature screen</h2>",
+            f"<p>Protected attributes ({html.escape(', '.join(screen['protected_attributes']))}) are not "
+            f"model inputs. Proxy bound {screen['proxy_strength_bound']}: {html.escape(proxies)}. "
+            f"Leakage bound: univariate ROC-AUC {screen['leakage_auc_bound']}.</p>",
+            _table(
+                ["factor", "univariate ROC-AUC", "missing share"] + [f"proxy of {a}" for a in attributes],
+                [
+                    [f["factor"], f["univariate_auc"], f["missing_share"]]
+                    + [f["proxy_strength"][a] for a in attributes]
+                    for f in screen["factors"]
+                ],
+                "feature-screen-table",
             ),
         ]
     oot = ev.get("out_of_time")

@@ -144,8 +144,17 @@ def test_make_run_prints_where_to_look(system: RunningSystem) -> None:
         "curl -s -X POST",
     ):
         assert expected in printed
-    assert re.search(r"model \S+ published: test ROC-AUC 0\.\d+", printed), printed
-    assert "▶ [1/4] validate" in printed and "▶ [3/4] train" in printed and "▶ [4/4] evaluate" in printed
+    assert re.search(r"model \S+ \(\w+\) is the champion", printed), printed
+    assert re.search(r"test ROC-AUC 0\.\d+", printed), printed
+    for step_line in (
+        "▶ [1/9] validate",
+        "▶ [4/9] train",
+        "▶ [6/9] gates",
+        "▶ [8/9] deploy",
+        "▶ [9/9] notify",
+    ):
+        assert step_line in printed, printed
+    assert "promoted to champion" in printed  # the notification
 
 
 def test_every_brief_request_gets_all_response_fields(
@@ -211,7 +220,7 @@ def test_a_second_run_reuses_the_model_and_stopping_frees_the_ports(
     again = start_up(home, system.api_port, system.model_port, home / "second-run.txt")
     try:
         printed = again.printed()
-        assert "reusing the published model" in printed and "▶ [1/4] validate" not in printed
+        assert "reusing the published model" in printed and "▶ [1/9] validate" not in printed
         status, _, _ = http("GET", f"{again.api}/health")
         assert status == 200
     finally:

@@ -11,6 +11,7 @@ from shared.feature_spec import load_spec
 from shared.ml.model import RiskModel, unpack_model
 from step_functions.pipeline import PipelineInputs
 from tests.conftest import FOREIGN_DATA_FILE
+from tests.factories import local_test_services
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,10 @@ def test_the_public_claims_table_trains_and_serves(tmp_path: Path) -> None:
     if not FOREIGN_DATA_FILE.is_file():
         pytest.skip(f"the public claims table is not beside the repo ({FOREIGN_DATA_FILE})")
     run = run_pipeline(
-        FOREIGN_DATA_FILE, tmp_path / "run", PipelineInputs(spec="insurance_claims", tuning_trials=0)
+        FOREIGN_DATA_FILE,
+        tmp_path / "run",
+        PipelineInputs(spec="insurance_claims", tuning_trials=0, cv_folds=0),
+        services=local_test_services(tmp_path / "home"),
     )
     model = RiskModel.load(unpack_model(run.model_tarball, tmp_path / "model"))
     assert model.spec.name == "insurance_claims"

@@ -11,13 +11,14 @@ from local.pipeline_runner import run_pipeline
 from shared.ml.model import RiskModel, unpack_model
 from shared.ml.synthetic import generate_claims, write_claims
 from step_functions.pipeline import PipelineInputs, step_names
+from tests.factories import local_test_services, tracking_uri_in
 
 pytestmark = pytest.mark.slow
 
 
 def test_tuning_across_families_logs_every_trial_and_trains_the_winner(tmp_path: Path) -> None:
     data = write_claims(generate_claims(5_000, seed=31), tmp_path / "raw" / "claims.csv")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = tracking_uri_in(tmp_path)
     inputs = PipelineInputs(
         tuning_trials=4,
         tuning_folds=2,
@@ -29,9 +30,11 @@ def test_tuning_across_families_logs_every_trial_and_trains_the_winner(tmp_path:
         data,
         tmp_path / "run",
         inputs,
+        services=local_test_services(tmp_path),
         tracking_uri=uri,
         on_step=lambda s, state: steps_seen.append(s.name) if state == "finished" else None,
     )
+    assert run.outcome is not None and run.promoted, run.outcome
     assert steps_seen == step_names()
 
     summary = json.loads((tmp_path / "run" / "tune" / "trials.json").read_text())

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from step_functions.pipeline import HYPERPARAMETERS, STEPS, parse_hyperparameters, step_names
+from step_functions.pipeline import HYPERPARAMETERS, STEPS, parse_hyperparameters, step, step_names
 
 
 def test_defaults_when_nothing_is_given() -> None:
@@ -37,7 +37,25 @@ def test_defaults_lie_inside_their_ranges() -> None:
 
 def test_each_step_input_is_produced_by_an_earlier_step() -> None:
     available = {"raw"}
-    for step in STEPS:
-        assert set(step.inputs) <= available, step.name
-        available |= set(step.outputs)
-    assert step_names()[:4] == ["validate", "tune", "train", "evaluate"]
+    for each in STEPS:
+        assert set(each.inputs) <= available, each.name
+        available |= set(each.outputs)
+    # The order DESIGN.md §4 gives: validate → features → tune → train → evaluate → gates → register →
+    # deploy → notify.
+    assert step_names() == [
+        "validate",
+        "features",
+        "tune",
+        "train",
+        "evaluate",
+        "gates",
+        "register",
+        "deploy",
+        "notify",
+    ]
+
+
+def test_a_stopping_gate_goes_to_notify_and_jobs_are_told_from_tasks() -> None:
+    gates = step("gates")
+    assert gates.on_stop_next == "notify"
+    assert [s.name for s in STEPS if s.is_job] == ["validate", "features", "tune", "train", "evaluate"]
