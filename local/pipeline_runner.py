@@ -143,6 +143,7 @@ class _Tasks:
         self.decision_passed = False
         self.champion_before: RegisteredModelVersion | None = None
         self.registered: RegisteredModelVersion | None = None
+        self.tracking_run: str | None = None
         self.spec_name: str | None = None
 
     def _spec_name(self) -> str:
@@ -202,6 +203,20 @@ class _Tasks:
         # The run folder's top level holds the final report, gates included.
         shutil.copy2(out / "report.html", self.run_state.run_dir / "report.html")
         shutil.copy2(out / "evaluation.json", self.run_state.run_dir / "evaluation.json")
+        # Every evaluated challenger is tracked, promoted or not, so a rejection can be studied later.
+        params, metrics, tags = registration_record(evaluation, quality, decision)
+        self.tracking_run = self.services.registry.record_run(
+            _tarball(self.run_state.artifacts["model"]),
+            params=params,
+            metrics=metrics,
+            tags={
+                **tags,
+                "decision": "passed" if decision.passed else "rejected",
+                "pipeline_run": self.run_state.run_dir.name,
+            },
+            attachments=[out / "report.html", out / "evaluation.json", out / "gates.json"],
+        )
+        say(f"tracked as MLflow run {self.tracking_run}")
         if not decision.passed:
             self.outcome(
                 "rejected",
@@ -213,23 +228,23 @@ class _Tasks:
         return {"decision": out}
 
     def register(self, available: dict[str, Path], out: Path, say: Callable[[str], None]) -> dict[str, Path]:
+        if self.tracking_run is None:
+            raise JobFailed("register", "the gates step tracked no run to register", "")
         decision_dir = available["decision"]
         evaluation = _read_json(decision_dir / "evaluation.json")
         quality = _read_json(available["quality"] / "data_quality.json")
         decision = GateDecision.model_validate(_read_json(decision_dir / "gates.json"))
-        params, metrics, tags = registration_record(evaluation, quality, decision)
-        tarball = _tarball(available["model"])
+        _params, _metrics, tags = registration_record(evaluation, quality, decision)
         name = registered_model_name(evaluation["model"]["spec"])
-        attachments = [
-            decision_dir / "report.html",
-            decision_dir / "evaluation.json",
-            decision_dir / "gates.json",
-        ]
-        self.registered = self.services.registry.register(
-            name, tarball, params=params, metrics=metrics, tags=tags, attachments=attachments
-        )
+        self.registered = self.services.registry.register(name, self.tracking_run, tags)
         say(f"registered {name} version {self.registered.version} ({tags['model_version']})")
-        record = {"name": name, "version": self.registered.version, "source": self.registered.source, **tags}
+        record = {
+            "name": name,
+            "version": self.registered.version,
+            "source": self.registered.source,
+            "run_id": self.tracking_run,
+            **tags,
+        }
         (out / "registration.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         return {"registration": out}
 

@@ -99,7 +99,8 @@ def evaluate_gates(
         )
     problems = []
     for attribute, fairness in evaluation.get("fairness", {}).items():
-        # Judged on the gap's lower 95% bound: small groups' noise must not block a good model.
+        # Judged on 95% bounds: small groups' noise must not block a good model, nor hide a bad one
+        # on large groups.
         fnr_gap = _number(fairness.get("false_negative_rate_difference"))
         fnr_gap_lower = _number(fairness.get("false_negative_rate_difference_lower_95", fnr_gap))
         ratio = _number(fairness.get("selection_rate_ratio"))
@@ -108,9 +109,11 @@ def evaluate_gates(
                 f"{attribute}: false-negative-rate difference {fnr_gap:.3f} (at least {fnr_gap_lower:.3f} "
                 f"beyond chance) > {config.max_false_negative_rate_difference:.3f}"
             )
-        if not math.isnan(ratio) and ratio < config.min_selection_rate_ratio:
+        ratio_upper = _number(fairness.get("selection_rate_ratio_upper_95", ratio))
+        if not math.isnan(ratio_upper) and ratio_upper < config.min_selection_rate_ratio:
             problems.append(
-                f"{attribute}: selection-rate ratio {ratio:.3f} < {config.min_selection_rate_ratio:.3f}"
+                f"{attribute}: selection-rate ratio {ratio:.3f} (at most {ratio_upper:.3f} allowing for "
+                f"chance) < {config.min_selection_rate_ratio:.3f}"
             )
     results.append(
         GateResult(

@@ -54,17 +54,20 @@ class ModelRegistry(Protocol):
         """Download the version's model.tar.gz into a folder; the path of the tarball."""
         ...
 
-    def register(
+    def record_run(
         self,
-        name: str,
         tarball: Path,
         *,
         params: Mapping[str, Any],
         metrics: Mapping[str, float],
         tags: Mapping[str, str],
         attachments: Sequence[Path] = (),
-    ) -> RegisteredModelVersion:
-        """Record a new version (not yet champion) with its params, metrics, tags and files."""
+    ) -> str:
+        """Track an evaluated challenger (promoted or not) with its artifact and report; the run id."""
+        ...
+
+    def register(self, name: str, run_id: str, tags: Mapping[str, str]) -> RegisteredModelVersion:
+        """A new version (not yet champion) from a recorded run's model artifact."""
         ...
 
     def promote(self, name: str, version: str) -> None:

@@ -78,26 +78,22 @@ class MlflowModelRegistry:
             raise FileNotFoundError(f"{name_of(version)} has no model.tar.gz at {version.source}")
         return tarballs[0]
 
-    def register(
+    def record_run(
         self,
-        name: str,
         tarball: Path,
         *,
         params: Mapping[str, Any],
         metrics: Mapping[str, float],
         tags: Mapping[str, str],
         attachments: Sequence[Path] = (),
-    ) -> RegisteredModelVersion:
+    ) -> str:
         from mlflow.entities import Metric, Param, RunTag
-        from mlflow.exceptions import MlflowException
 
         experiment_id = ensure_experiment(self.tracking_uri, self.experiment)
         run = self.client.create_run(
-            experiment_id,
-            run_name=f"register {tags.get('model_version', tarball.name)}",
-            tags={"step": "register", **tags},
+            experiment_id, run_name=f"evaluate {tags.get('model_version', tarball.name)}", tags=dict(tags)
         )
-        run_id = run.info.run_id
+        run_id = str(run.info.run_id)
         now = int(time.time() * 1000)
         self.client.log_batch(
             run_id,
@@ -109,12 +105,17 @@ class MlflowModelRegistry:
         for path in attachments:
             self.client.log_artifact(run_id, str(path), "evaluation")
         self.client.set_terminated(run_id)
+        return run_id
+
+    def register(self, name: str, run_id: str, tags: Mapping[str, str]) -> RegisteredModelVersion:
+        from mlflow.exceptions import MlflowException
+
         try:
             self.client.create_registered_model(name, description="claims risk triage model")
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
         raw = self.client.create_model_version(name, source, run_id=run_id, tags=dict(tags))
         return self._version(name, raw)
 

@@ -169,9 +169,15 @@ def group_metrics(
         worst = max(with_fnr, key=lambda r: r["false_negative_rate"])
         best = min(with_fnr, key=lambda r: r["false_negative_rate"])
         fnr_gap_lower = max(0.0, _difference_lower_bound(worst, best))
+    ratio_upper = 1.0
+    if len(judged) >= 2:
+        lowest = min(judged, key=lambda r: r["selection_rate"])
+        highest = max(judged, key=lambda r: r["selection_rate"])
+        ratio_upper = _ratio_upper_bound(lowest, highest)
     return {
         "groups": rows,
         "selection_rate_ratio": float(min(rates) / max(rates)) if rates and max(rates) > 0 else 1.0,
+        "selection_rate_ratio_upper_95": ratio_upper,
         "selection_rate_difference": float(max(rates) - min(rates)) if rates else 0.0,
         "false_negative_rate_difference": float(max(fnrs) - min(fnrs)) if fnrs else 0.0,
         "false_negative_rate_difference_lower_95": fnr_gap_lower,
@@ -187,6 +193,16 @@ def _difference_lower_bound(high: dict[str, Any], low: dict[str, Any], z: float 
     p2, n2 = float(low["false_negative_rate"]), int(low["positives"])
     spread = np.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
     return float(p1 - p2 - z * spread)
+
+
+def _ratio_upper_bound(low: dict[str, Any], high: dict[str, Any], z: float = 1.96) -> float:
+    """Upper 95% bound of the ratio of two groups' selection rates: below a bound, the disparity is
+    more than small groups' chance can explain."""
+    p1, n1 = float(low["selection_rate"]), int(low["count"])
+    p2, n2 = float(high["selection_rate"]), int(high["count"])
+    top = p1 + z * np.sqrt(p1 * (1 - p1) / n1)
+    bottom = p2 - z * np.sqrt(p2 * (1 - p2) / n2)
+    return 1.0 if bottom <= 0 else float(min(1.0, top / bottom))
 
 
 def protected_groups(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:

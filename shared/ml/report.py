@@ -184,6 +184,7 @@ def render_report(ev: dict[str, Any]) -> str:
                 "selection-rate difference",
                 "FNR difference",
                 "FNR difference beyond chance (95% lower bound)",
+                "selection-rate ratio allowing for chance (95% upper bound)",
             ],
             [
                 [
@@ -192,6 +193,7 @@ def render_report(ev: dict[str, Any]) -> str:
                     f["selection_rate_difference"],
                     f["false_negative_rate_difference"],
                     f.get("false_negative_rate_difference_lower_95", float("nan")),
+                    f.get("selection_rate_ratio_upper_95", float("nan")),
                 ]
                 for attr, f in ev["fairness"].items()
             ],

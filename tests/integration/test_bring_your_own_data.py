@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,17 @@ def test_the_public_claims_table_trains_and_serves(tmp_path: Path) -> None:
     run = run_pipeline(
         FOREIGN_DATA_FILE,
         tmp_path / "run",
-        PipelineInputs(spec="insurance_claims", tuning_trials=0, cv_folds=0),
+        PipelineInputs(spec="insurance_claims", tuning_trials=0, cv_folds=5),
         services=local_test_services(tmp_path / "home"),
     )
+    # The brief's bar, measured by the pipeline's own stratified 5-fold cross-validation.
+    evaluation = json.loads((run.run_dir / "evaluation.json").read_text(encoding="utf-8"))
+    cv = evaluation["cross_validation"]
+    assert cv["folds"] == 5 and cv["rows"] >= 990
+    assert cv["roc_auc"]["mean"] >= 0.85, cv["roc_auc"]
+    assert cv["f1"]["mean"] >= 0.70, cv["f1"]
+    assert 'id="cv-table"' in (run.run_dir / "report.html").read_text(encoding="utf-8")
+    assert run.promoted, run.outcome
     model = RiskModel.load(unpack_model(run.model_tarball, tmp_path / "model"))
     assert model.spec.name == "insurance_claims"
     # The file's hash (given in its README) is the model's data lineage.

@@ -160,3 +160,36 @@ def test_a_failing_step_notifies_and_keeps_the_champion(world: World, tmp_path: 
     world.assert_champion_unchanged()
     last = world.notifications()[-1]
     assert last["status"] == "failed" and last["failed_step"] == "features"
+
+
+def test_the_champion_carries_params_metrics_report_data_hash_and_code_version(world: World) -> None:
+    from mlflow import MlflowClient
+
+    from tests.factories import tracking_uri_in
+
+    client = MlflowClient(tracking_uri=tracking_uri_in(world.home))
+    version = client.get_model_version_by_alias(NAME, "champion")
+    assert str(version.version) == world.champion_version
+    assert len(version.tags["data_sha256"]) == 64 and version.tags["code_version"]
+    assert version.tags["model_version"] == world.champion_model
+    assert version.run_id is not None
+    run = client.get_run(version.run_id)
+    assert run.data.params["model_family"] == "xgboost" and "threshold" in run.data.params
+    assert 0.5 < run.data.metrics["test_roc_auc"] <= 1 and "data_quality_score" in run.data.metrics
+    files = {
+        f.path for folder in ("model", "evaluation") for f in client.list_artifacts(run.info.run_id, folder)
+    }
+    assert {"model/model.tar.gz", "evaluation/report.html", "evaluation/gates.json"} <= files
+
+
+def test_rejected_challengers_are_tracked_but_never_registered(world: World) -> None:
+    from mlflow import MlflowClient
+
+    from tests.factories import tracking_uri_in
+
+    client = MlflowClient(tracking_uri=tracking_uri_in(world.home))
+    experiment = client.get_experiment_by_name("claims-risk")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.decision = 'rejected'")
+    registered_runs = {v.run_id for v in client.search_model_versions(f"name = '{NAME}'")}
+    assert runs and not registered_runs & {r.info.run_id for r in runs}

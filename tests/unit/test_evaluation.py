@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from shared.decision import DecisionCosts, confidence, risk_level
-from shared.ml.evaluation import choose_threshold, classification_metrics, expected_cost
+from shared.ml.evaluation import choose_threshold, classification_metrics, expected_cost, group_metrics
 from shared.schema import RiskLevel
 
 
@@ -29,3 +31,19 @@ def test_metrics_match_a_hand_count() -> None:
 def test_level_and_confidence() -> None:
     assert risk_level(0.3, 0.2) == RiskLevel.HIGH and confidence(0.3, 0.2) == 0.3
     assert risk_level(0.1, 0.2) == RiskLevel.LOW and confidence(0.1, 0.2) == 0.9
+
+
+def test_disparity_bounds_allow_for_chance_on_small_groups_but_not_on_large_ones() -> None:
+    def groups_with(rates: tuple[float, float], size: int) -> dict[str, Any]:
+        rng = np.random.default_rng(3)
+        labels = np.array(["a"] * size + ["b"] * size, dtype=object)
+        flagged = np.concatenate([rng.random(size) < rates[0], rng.random(size) < rates[1]])
+        y = np.concatenate([rng.random(size) < 0.5, rng.random(size) < 0.5]).astype(int)
+        return group_metrics(y, flagged.astype(float), 0.5, labels)
+
+    small = groups_with((0.15, 0.45), 40)
+    large = groups_with((0.15, 0.45), 4000)
+    assert small["selection_rate_ratio"] < 0.5 and small["selection_rate_ratio_upper_95"] > 0.8
+    assert large["selection_rate_ratio_upper_95"] < 0.5
+    assert large["false_negative_rate_difference_lower_95"] > 0.2
+    assert small["false_negative_rate_difference_lower_95"] < large["false_negative_rate_difference_lower_95"]

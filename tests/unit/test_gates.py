@@ -81,9 +81,16 @@ def test_fairness_judges_the_gap_beyond_chance_and_the_selection_ratio() -> None
     ev["fairness"]["gender"]["false_negative_rate_difference_lower_95"] = 0.2
     gate = by_gate(GOOD_QUALITY, ev)["fairness"]
     assert not gate.passed and "gender: false-negative-rate difference" in gate.reason
-    ev["fairness"]["gender"].update(false_negative_rate_difference_lower_95=0.0, selection_rate_ratio=0.3)
+    # A low selection-rate ratio that chance could explain passes; one beyond chance fails.
+    ev["fairness"]["gender"].update(
+        false_negative_rate_difference_lower_95=0.0,
+        selection_rate_ratio=0.3,
+        selection_rate_ratio_upper_95=0.6,
+    )
+    assert by_gate(GOOD_QUALITY, ev)["fairness"].passed
+    ev["fairness"]["gender"]["selection_rate_ratio_upper_95"] = 0.4
     gate = by_gate(GOOD_QUALITY, ev)["fairness"]
-    assert not gate.passed and "selection-rate ratio 0.300 < 0.500" in gate.reason
+    assert not gate.passed and "selection-rate ratio 0.300 (at most 0.400" in gate.reason
 
 
 def test_the_decision_summarises_failures_and_the_registry_record_carries_lineage() -> None:
