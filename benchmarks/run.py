@@ -7,7 +7,7 @@ import sys
 
 from benchmarks.harness import Figure, save, table
 
-BENCHMARKS = ("bench_generation", "bench_training")
+BENCHMARKS = ("bench_generation", "bench_training", "bench_pipeline")
 
 
 def main(names: list[str]) -> int:

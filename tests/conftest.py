@@ -53,9 +53,10 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     from tests.factories import local_test_services
 
     root = tmp_path_factory.mktemp("trained")
-    data = write_claims(generate_claims(12_000, seed=7), root / "raw" / "claims.csv")
+    truth = root / "truth" / "claims.parquet"
+    data = write_claims(generate_claims(12_000, seed=7), root / "raw" / "claims.csv", truth=truth)
     inputs = PipelineInputs(tuning_trials=0, cv_folds=0)
-    return run_pipeline(data, root / "run", inputs, services=local_test_services(root / "home"))
+    return run_pipeline(data, root / "run", inputs, services=local_test_services(root / "home"), truth=truth)
 
 
 @pytest.fixture(scope="session")
