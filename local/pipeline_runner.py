@@ -333,15 +333,14 @@ def run_tuning(
     on_line: LineSink | None,
 ) -> JobResult:
     """Optuna in this process stands in for SageMaker's tuning job over the same ranges."""
-    import pandas as pd
-
     from local.tuner import tune
     from shared.feature_spec import FeatureSpec
+    from shared.ml.frames import read_parquet_folder
 
     started = time.perf_counter()
     train_dir = available["train"]
     spec = FeatureSpec.from_file(train_dir / "feature_spec.json")
-    train = pd.concat([pd.read_parquet(p) for p in sorted(train_dir.glob("*.parquet"))], ignore_index=True)
+    train = read_parquet_folder(train_dir)
     lines: list[str] = []
 
     def report(line: str) -> None:

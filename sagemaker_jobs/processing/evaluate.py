@@ -29,6 +29,7 @@ from shared.ml.evaluation import (
     reliability,
     threshold_comparison,
 )
+from shared.ml.frames import read_parquet_folder
 from shared.ml.model import RiskModel, unpack_model
 from shared.ml.refit import cross_validate, out_of_time
 from shared.ml.report import render_report
@@ -39,13 +40,6 @@ EVALUATION_METRICS = ("roc_auc", "pr_auc", "f1", "brier", "expected_cost")
 
 def log(message: str) -> None:
     print(f"[evaluate] {message}", flush=True)
-
-
-def read_split(folder: Path) -> pd.DataFrame:
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no parquet file in {folder}")
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
 def evaluate(
@@ -135,7 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise FileNotFoundError(f"no model.tar.gz in {inputs / 'model'}")
     with tempfile.TemporaryDirectory() as tmp:
         model = RiskModel.load(unpack_model(tarballs[0], Path(tmp) / "challenger"))
-        splits = {name: read_split(inputs / name) for name in ("train", "validation", "test")}
+        splits = {name: read_parquet_folder(inputs / name) for name in ("train", "validation", "test")}
         truth_files = sorted((inputs / "truth").glob("*.parquet")) if (inputs / "truth").is_dir() else []
         truth = pd.concat([pd.read_parquet(f) for f in truth_files]) if truth_files else None
         champion_files = (

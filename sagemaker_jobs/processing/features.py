@@ -29,6 +29,7 @@ from shared.feature_spec import FeatureSpec
 from shared.metric_lines import metric_line
 from shared.ml.evaluation import UNKNOWN_GROUP, protected_groups
 from shared.ml.features import fit_encoder, input_columns
+from shared.ml.frames import read_parquet_folder
 
 LEAKAGE_AUC: Final = 0.99  # a single input this predictive is almost surely derived from the outcome
 PROXY_STRENGTH: Final = 0.5  # correlation ratio above which an input is reported as a proxy
@@ -41,13 +42,6 @@ class FeatureScreenFailed(RuntimeError):
 
 def log(message: str) -> None:
     print(f"[features] {message}", flush=True)
-
-
-def read_split(folder: Path) -> pd.DataFrame:
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no parquet file in {folder}")
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
 def univariate_auc(column: np.ndarray, y: np.ndarray) -> float:
@@ -122,7 +116,7 @@ def screen(spec: FeatureSpec, train: pd.DataFrame, seed: int) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     base = Path(args.base_dir)
     spec = FeatureSpec.from_file(base / "input" / "train" / "feature_spec.json")
-    train = read_split(base / "input" / "train")
+    train = read_parquet_folder(base / "input" / "train")
     log(f"spec {spec.name!r}: screening {len(spec.feature_columns)} feature columns on {len(train):,} claims")
     report = screen(spec, train, args.seed)
     out = base / "output" / "features"
