@@ -116,6 +116,11 @@ def _pipeline_options(default_trials: int, default_cv_folds: int) -> Callable[[C
                 "--hp", "hyperparameters", multiple=True, help="final-training override, NAME=VALUE"
             ),
             click.option(
+                "--run-id",
+                default=None,
+                help="name of the run folder (default: the start time); the API's retrain sets it",
+            ),
+            click.option(
                 "--cost-missed",
                 type=click.FloatRange(min=0, min_open=True),
                 default=DecisionCosts().missed_high_risk,
@@ -159,7 +164,7 @@ def _inputs(options: dict[str, Any]) -> PipelineInputs:
 )
 @_pipeline_options(default_trials=0, default_cv_folds=0)
 def train(**options: Any) -> None:
-    _train(options["data"], options["rows"], _inputs(options))
+    _train(options["data"], options["rows"], _inputs(options), options["run_id"])
 
 
 @main.group(help="The retraining pipeline.")
@@ -174,10 +179,10 @@ def pipeline() -> None:
 )
 @_pipeline_options(default_trials=20, default_cv_folds=5)
 def pipeline_run(**options: Any) -> None:
-    _train(options["data"], options["rows"], _inputs(options))
+    _train(options["data"], options["rows"], _inputs(options), options["run_id"])
 
 
-def _train(data: Path | None, rows: int, inputs: PipelineInputs) -> Path:
+def _train(data: Path | None, rows: int, inputs: PipelineInputs, run_id: str | None = None) -> Path:
     from local.jobs import JobFailed
     from local.pipeline_runner import local_services, run_pipeline
     from step_functions.pipeline import STEPS
@@ -188,7 +193,7 @@ def _train(data: Path | None, rows: int, inputs: PipelineInputs) -> Path:
         if not data.exists():
             _generate(rows, 0, 0.0, data)
         truth = home() / "truth" / f"{data.stem}.parquet"
-    run_dir = home() / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    run_dir = home() / "runs" / (run_id or time.strftime("%Y%m%d-%H%M%S"))
     total = len(STEPS)
     timings: dict[str, float] = {}
 

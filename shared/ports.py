@@ -87,3 +87,27 @@ class Notifier(Protocol):
     """Tells people what happened (SNS in AWS; a log file and the console locally)."""
 
     def notify(self, subject: str, message: Mapping[str, Any]) -> None: ...
+
+
+class ModelCatalogError(RuntimeError):
+    """No model card could be read (nothing deployed yet, or the store is unreachable)."""
+
+
+class ModelCatalog(Protocol):
+    """Where the API learns which model serves: its manifest, as the deploy step left it."""
+
+    def current_manifest(self) -> Mapping[str, Any]:
+        """The serving model's ``manifest.json`` content; raises :class:`ModelCatalogError`."""
+        ...
+
+
+class PipelineStartError(RuntimeError):
+    """The retraining pipeline could not be started."""
+
+
+class PipelineStarter(Protocol):
+    """Starts the retraining pipeline (Step Functions in AWS, a local run here)."""
+
+    def start(self, execution_id: str, inputs: Mapping[str, Any]) -> str:
+        """Start a run named ``execution_id`` with these pipeline inputs; returns the execution id."""
+        ...

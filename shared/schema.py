@@ -173,6 +173,69 @@ class HealthResponse(BaseModel):
     dependencies: dict[str, str] = Field(default_factory=dict)
 
 
+MAX_BATCH_CLAIMS: Final = 1000
+
+
+class BatchRequest(BaseModel):
+    """Up to 1000 claims scored together. One invalid claim rejects the whole batch (422, with each
+    bad claim's position and field), so a batch is either scored whole or not at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    claims: list[Claim] = Field(min_length=1, max_length=MAX_BATCH_CLAIMS)
+
+
+class BatchResponse(BaseModel):
+    predictions: list[PredictionResponse]
+    count: int = Field(ge=1)
+    high_risk_count: int = Field(ge=0)
+    model_version: str
+    processing_time_ms: float = Field(ge=0)
+
+
+class ModelCard(BaseModel):
+    """The model now serving: what it is, how good it is and where it came from."""
+
+    model_version: str
+    family: str
+    created_at: str
+    threshold: float = Field(ge=0, le=1)
+    costs: dict[str, float] = Field(description="Relative costs that set the threshold.")
+    metrics: dict[str, dict[str, Any]] = Field(description="Metrics per split (validation, test).")
+    explanation_method: str
+    lineage: dict[str, Any] = Field(description="Data hash, code version, hyperparameters, row counts.")
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> ModelCard:
+        """The card from a model artifact's ``manifest.json`` (no numpy needed to read it)."""
+        return cls(
+            model_version=manifest["model_version"],
+            family=manifest["family"],
+            created_at=manifest["created_at"],
+            threshold=manifest["threshold"],
+            costs=manifest["costs"],
+            metrics={k: v for k, v in manifest["metrics"].items() if isinstance(v, dict)},
+            explanation_method=manifest.get("explanation_method", ""),
+            lineage=manifest["lineage"],
+        )
+
+
+class RetrainRequest(BaseModel):
+    """Optional settings of the retraining run; an empty body runs the pipeline's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=500, description="Why: kept with the execution.")
+    tuning_trials: int | None = Field(default=None, ge=0, le=500)
+    cv_folds: int | None = Field(default=None, ge=0, le=10)
+
+
+class RetrainResponse(BaseModel):
+    execution_id: str
+    status: Literal["started"]
+    started_at: dt.datetime
+
+
 def claim_field_names() -> list[str]:
     return list(Claim.model_fields)
 

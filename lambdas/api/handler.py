@@ -8,6 +8,7 @@ endpoint differs, and it is chosen from the environment at the first request.
 # No "from __future__ import annotations": Powertools reads the route signatures at runtime.
 
 import os
+import time
 import uuid
 from http import HTTPStatus
 from typing import Any
@@ -23,9 +24,29 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared import auth
 from shared.adapters.endpoint import endpoint_from_env
-from shared.ports import EndpointError, EndpointRejectedInput, ModelEndpoint
-from shared.schema import Claim, HealthResponse, PredictionResponse
+from shared.adapters.model_catalog import catalog_from_env
+from shared.adapters.pipeline_starter import starter_from_env
+from shared.ports import (
+    EndpointError,
+    EndpointRejectedInput,
+    ModelCatalog,
+    ModelCatalogError,
+    ModelEndpoint,
+    PipelineStarter,
+    PipelineStartError,
+)
+from shared.schema import (
+    BatchRequest,
+    BatchResponse,
+    Claim,
+    HealthResponse,
+    ModelCard,
+    PredictionResponse,
+    RetrainRequest,
+    RetrainResponse,
+)
 from shared.scoring import score_claims
 
 API_VERSION = "1.0.0"
@@ -52,19 +73,42 @@ app.enable_swagger(
 
 
 class _Wiring:
-    """The endpoint port, built from the environment on first use; tests and the local runtime replace it."""
+    """The ports, built from the environment on first use; tests and the local runtime replace them."""
 
     endpoint: ModelEndpoint | None = None
+    catalog: ModelCatalog | None = None
+    starter: PipelineStarter | None = None
 
 
 def use_endpoint(endpoint: ModelEndpoint | None) -> None:
     _Wiring.endpoint = endpoint
 
 
+def use_ports(
+    *,
+    endpoint: ModelEndpoint | None = None,
+    catalog: ModelCatalog | None = None,
+    starter: PipelineStarter | None = None,
+) -> None:
+    _Wiring.endpoint, _Wiring.catalog, _Wiring.starter = endpoint, catalog, starter
+
+
 def model_endpoint() -> ModelEndpoint:
     if _Wiring.endpoint is None:
         _Wiring.endpoint = endpoint_from_env()
     return _Wiring.endpoint
+
+
+def model_catalog() -> ModelCatalog:
+    if _Wiring.catalog is None:
+        _Wiring.catalog = catalog_from_env()
+    return _Wiring.catalog
+
+
+def pipeline_starter() -> PipelineStarter:
+    if _Wiring.starter is None:
+        _Wiring.starter = starter_from_env()
+    return _Wiring.starter
 
 
 def correlation_id() -> str:
@@ -89,6 +133,19 @@ def error_response(
     )
 
 
+def caller() -> str:
+    """Who asked: the token's subject or client id, else the API key's id, else the source address."""
+    context = app.current_event.request_context
+    claims = context.authorizer.claims or {}
+    return str(
+        claims.get("sub")
+        or claims.get("client_id")
+        or context.identity.api_key_id
+        or context.identity.source_ip
+        or "unknown"
+    )
+
+
 def with_correlation_id(router: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
     cid = correlation_id()
     logger.set_correlation_id(cid)
@@ -97,7 +154,26 @@ def with_correlation_id(router: APIGatewayRestResolver, next_middleware: NextMid
     return response
 
 
-app.use(middlewares=[with_correlation_id])
+def with_scope_check(router: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """A second check behind the gateway's authorizer: the route's scope must be in the token."""
+    event = router.current_event
+    path = event.resource if event.resource not in ("/{proxy+}", "/") else event.path
+    needed = auth.required_scope(event.http_method, path)
+    if needed is None:
+        return next_middleware(router)
+    claims = event.request_context.authorizer.claims  # {} without a Cognito token
+    if not claims:
+        if (event.http_method.upper(), path.rstrip("/")) in auth.USER_TOKEN_ONLY:
+            return error_response(
+                HTTPStatus.FORBIDDEN, "forbidden", f"this route needs a user token with the {needed} scope"
+            )
+        return next_middleware(router)  # an API key client, admitted by the gateway's usage plan
+    if needed not in auth.granted_scopes(claims.get("scope")):
+        return error_response(HTTPStatus.FORBIDDEN, "forbidden", f"the token lacks the {needed} scope")
+    return next_middleware(router)
+
+
+app.use(middlewares=[with_correlation_id, with_scope_check])
 
 
 @app.exception_handler(RequestValidationError)
@@ -158,19 +234,106 @@ def on_not_found(_: NotFoundError) -> Response[Any]:
 @tracer.capture_method
 def predict(claim: Claim) -> PredictionResponse:
     [result] = score_claims(model_endpoint(), [claim])
-    metrics.add_metric(name="ClaimsScored", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name=f"Risk{result.risk_level.title()}", unit=MetricUnit.Count, value=1)
-    # Audit line: identifiers and outcome only, never personal fields or free text.
+    record_predictions([result])
+    return result
+
+
+@app.post(
+    "/api/v1/predict/batch",
+    summary="Score 1 to 1000 claims together",
+    description="One invalid claim rejects the whole batch with 422; details name each claim's "
+    "position and field (claims.<i>.<field>), so nothing is scored half-way.",
+    responses={
+        200: {"description": "One prediction per claim, in the order sent"},
+        400: {"description": "The body is not valid JSON"},
+        422: {"description": "No claims, more than 1000, or an invalid claim; details say which"},
+        502: {"description": "The model endpoint failed"},
+    },
+)
+@tracer.capture_method
+def predict_batch(batch: BatchRequest) -> BatchResponse:
+    started = time.perf_counter()
+    results = score_claims(model_endpoint(), batch.claims)
+    record_predictions(results)
+    return BatchResponse(
+        predictions=results,
+        count=len(results),
+        high_risk_count=sum(r.risk_level == "high" for r in results),
+        model_version=results[0].model_version,
+        processing_time_ms=round((time.perf_counter() - started) * 1000.0, 3),
+    )
+
+
+def record_predictions(results: list[PredictionResponse]) -> None:
+    """Metrics, and one audit line per claim: who asked, the outcome and the model version. Never
+    personal fields or free text."""
+    metrics.add_metric(name="ClaimsScored", unit=MetricUnit.Count, value=len(results))
+    who = caller()
+    for result in results:
+        metrics.add_metric(name=f"Risk{result.risk_level.title()}", unit=MetricUnit.Count, value=1)
+        logger.info(
+            "claim scored",
+            extra={
+                "audit": True,
+                "caller": who,
+                "claim_id": result.claim_id,
+                "risk_level": result.risk_level,
+                "risk_score": result.risk_score,
+                "model_version": result.model_version,
+            },
+        )
+
+
+@app.get(
+    "/api/v1/models/current",
+    summary="The model now serving: version, family, metrics, threshold, lineage",
+    responses={503: {"description": "No model is deployed yet"}},
+)
+def current_model() -> ModelCard:
+    return ModelCard.from_manifest(dict(model_catalog().current_manifest()))
+
+
+@app.post(
+    "/api/v1/models/retrain",
+    summary="Start the retraining pipeline",
+    description="Needs the retrain scope. Returns the execution id at once; the pipeline runs on, and "
+    "its gates decide whether the new model replaces the current one.",
+    responses={202: {"description": "The pipeline started"}, 502: {"description": "It could not start"}},
+)
+def retrain(request: RetrainRequest | None = None) -> Response[RetrainResponse]:
+    import datetime as dt
+
+    started = dt.datetime.now(dt.UTC)
+    execution_id = f"retrain-{started:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+    inputs = (request or RetrainRequest()).model_dump(exclude_none=True, exclude={"reason"})
+    execution = pipeline_starter().start(execution_id, inputs)
     logger.info(
-        "claim scored",
+        "retraining started",
         extra={
-            "claim_id": result.claim_id,
-            "risk_level": result.risk_level,
-            "model_version": result.model_version,
-            "caller": app.current_event.request_context.identity.source_ip,
+            "audit": True,
+            "caller": caller(),
+            "execution": execution,
+            "reason": (request or RetrainRequest()).reason,
         },
     )
-    return result
+    body = RetrainResponse(execution_id=execution, status="started", started_at=started)
+    return Response(
+        status_code=HTTPStatus.ACCEPTED.value,
+        content_type=content_types.APPLICATION_JSON,
+        body=body,
+    )
+
+
+@app.exception_handler(ModelCatalogError)
+def on_no_model(error: ModelCatalogError) -> Response[Any]:
+    logger.warning("no model card", extra={"reason": str(error)})
+    return error_response(HTTPStatus.SERVICE_UNAVAILABLE, "no_model", "no model is deployed yet")
+
+
+@app.exception_handler(PipelineStartError)
+def on_pipeline_not_started(error: PipelineStartError) -> Response[Any]:
+    logger.error("retraining could not start", extra={"reason": str(error)})
+    return error_response(HTTPStatus.BAD_GATEWAY, "pipeline_not_started", "the retraining could not start")
 
 
 @app.get("/health", summary="Liveness and dependency status")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from lambdas.api import handler
-from shared.ports import EndpointError, EndpointRejectedInput
+from shared.ports import EndpointError, EndpointRejectedInput, ModelCatalogError
 from tests.factories import minimal_claim
 
 EVENT = json.loads((Path(__file__).parent / "events" / "apigateway_aws_proxy.json").read_text())
@@ -75,11 +76,18 @@ def endpoint() -> Iterator[FakeEndpoint]:
 
 
 def call(
-    method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+    method: str,
+    path: str,
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+    scopes: str | None = None,
 ) -> dict[str, Any]:
+    """``scopes`` given: the request carries a Cognito token with them (the authorizer's claims)."""
     event = copy.deepcopy(EVENT)
     event.update(httpMethod=method, path=path, body=body, pathParameters={"proxy": path.lstrip("/")})
     event["requestContext"].update(httpMethod=method, path=f"/prod{path}")
+    if scopes is not None:
+        event["requestContext"]["authorizer"] = {"claims": {"sub": "handler-7", "scope": scopes}}
     for name, value in (headers or {}).items():
         event["headers"][name] = value
         event["multiValueHeaders"][name] = [value]
@@ -203,3 +211,145 @@ def test_the_openapi_document_is_generated_from_the_models(endpoint: FakeEndpoin
     assert {"claim_amount", "customer_age", "location"} <= set(claim_schema["required"])
     assert claim_schema["properties"]["customer_age"]["maximum"] == 110
     assert "/api/v1/predict" in document["paths"] and "/health" in document["paths"]
+
+
+# --- batch, model card, retrain, scopes -------------------------------------------------------------
+
+
+class FakeCatalog:
+    def __init__(self, manifest: dict[str, Any] | None) -> None:
+        self.manifest = manifest
+
+    def current_manifest(self) -> Mapping[str, Any]:
+        if self.manifest is None:
+            raise ModelCatalogError("nothing deployed")
+        return self.manifest
+
+
+class FakeStarter:
+    def __init__(self) -> None:
+        self.started: list[tuple[str, Mapping[str, Any]]] = []
+
+    def start(self, execution_id: str, inputs: Mapping[str, Any]) -> str:
+        self.started.append((execution_id, inputs))
+        return execution_id
+
+
+MANIFEST = {
+    "model_version": "20261125.1-xgboost-ab",
+    "family": "xgboost",
+    "created_at": "2026-11-25T10:00:00+00:00",
+    "threshold": 0.18,
+    "costs": {"missed_high_risk": 5.0, "needless_review": 1.0},
+    "metrics": {"test": {"roc_auc": 0.89}, "validation": {"roc_auc": 0.9}},
+    "explanation_method": "exact TreeSHAP",
+    "lineage": {"data_sha256": "ab" * 32, "code_version": "abc123"},
+    "calibration": {"slope": 1.0, "intercept": 0.0},
+    "files": ["model.ubj"],
+}
+
+
+@pytest.fixture
+def ports(endpoint: FakeEndpoint) -> Iterator[tuple[FakeEndpoint, FakeCatalog, FakeStarter]]:
+    catalog, starter = FakeCatalog(MANIFEST), FakeStarter()
+    handler.use_ports(endpoint=endpoint, catalog=catalog, starter=starter)
+    yield endpoint, catalog, starter
+    handler.use_ports()
+
+
+def test_a_batch_is_scored_in_order_with_a_summary(endpoint: FakeEndpoint, contract: dict[str, Any]) -> None:
+    [request] = contract["predict_batch"]["requests"]
+    response = call("POST", "/api/v1/predict/batch", json.dumps(request))
+    assert response["statusCode"] == 200, response["body"]
+    body = json.loads(response["body"])
+    assert [p["claim_id"] for p in body["predictions"]] == [c["claim_id"] for c in request["claims"]]
+    assert body["count"] == 2 and body["high_risk_count"] == 2 and body["model_version"] == "test-1"
+
+
+def test_one_bad_claim_rejects_the_whole_batch_naming_its_position(endpoint: FakeEndpoint) -> None:
+    claims = [minimal_claim(claim_id=f"C-{i}") for i in range(1000)]
+    claims[3]["claim_amount"] = -5
+    del claims[998]["claim_type"]
+    response = call("POST", "/api/v1/predict/batch", json.dumps({"claims": claims}))
+    assert response["statusCode"] == 422
+    fields = {d["field"] for d in json.loads(response["body"])["error"]["details"]}
+    assert fields == {"claims.3.claim_amount", "claims.998.claim_type"}
+    assert endpoint.sent == []  # nothing scored half-way
+
+
+@pytest.mark.parametrize("size", [0, 1001])
+def test_an_empty_or_oversized_batch_gets_a_clear_422(endpoint: FakeEndpoint, size: int) -> None:
+    claims = [minimal_claim(claim_id=f"C-{i}") for i in range(size)]
+    response = call("POST", "/api/v1/predict/batch", json.dumps({"claims": claims}))
+    assert response["statusCode"] == 422
+    body = json.loads(response["body"])
+    assert body["error"]["details"][0]["field"] == "claims"
+    assert ("at most 1000" if size else "at least 1") in body["error"]["details"][0]["message"]
+    assert endpoint.sent == []
+
+
+def test_a_batch_of_1000_is_scored(endpoint: FakeEndpoint) -> None:
+    claims = [minimal_claim(claim_id=f"C-{i}") for i in range(1000)]
+    response = call("POST", "/api/v1/predict/batch", json.dumps({"claims": claims}))
+    assert response["statusCode"] == 200 and json.loads(response["body"])["count"] == 1000
+
+
+def test_the_model_card_describes_the_serving_model(
+    ports: tuple[FakeEndpoint, FakeCatalog, FakeStarter],
+) -> None:
+    response = call("GET", "/api/v1/models/current", scopes="claims-risk/models.read")
+    assert response["statusCode"] == 200, response["body"]
+    card = json.loads(response["body"])
+    assert card["model_version"] == MANIFEST["model_version"] and card["family"] == "xgboost"
+    assert card["metrics"]["test"]["roc_auc"] == 0.89 and card["threshold"] == 0.18
+    assert card["lineage"]["data_sha256"] == "ab" * 32
+    ports[1].manifest = None
+    missing = call("GET", "/api/v1/models/current")
+    assert missing["statusCode"] == 503 and json.loads(missing["body"])["error"]["code"] == "no_model"
+
+
+def test_retrain_starts_the_pipeline_with_the_retrain_scope_only(
+    ports: tuple[FakeEndpoint, FakeCatalog, FakeStarter],
+) -> None:
+    starter = ports[2]
+    for scopes in (None, "claims-risk/predict claims-risk/models.read"):
+        refused = call("POST", "/api/v1/models/retrain", "{}", scopes=scopes)
+        assert refused["statusCode"] == 403 and "claims-risk/retrain" in refused["body"]
+    assert starter.started == []
+    started = call(
+        "POST",
+        "/api/v1/models/retrain",
+        json.dumps({"tuning_trials": 5, "reason": "drift"}),
+        scopes="claims-risk/retrain",
+    )
+    assert started["statusCode"] == 202, started["body"]
+    body = json.loads(started["body"])
+    assert body["status"] == "started" and body["execution_id"].startswith("retrain-")
+    assert starter.started == [(body["execution_id"], {"tuning_trials": 5})]
+    bad = call(
+        "POST", "/api/v1/models/retrain", json.dumps({"tuning_trials": -1}), scopes="claims-risk/retrain"
+    )
+    assert bad["statusCode"] == 422
+
+
+def test_a_token_without_the_predict_scope_is_refused(endpoint: FakeEndpoint) -> None:
+    response = call("POST", "/api/v1/predict", json.dumps(GOOD_CLAIM), scopes="claims-risk/models.read")
+    assert response["statusCode"] == 403 and endpoint.sent == []
+    allowed = call("POST", "/api/v1/predict", json.dumps(GOOD_CLAIM), scopes="claims-risk/predict")
+    assert allowed["statusCode"] == 200
+
+
+def test_the_audit_line_names_the_caller_and_model_but_no_personal_field(endpoint: FakeEndpoint) -> None:
+    claim = {**GOOD_CLAIM, "description": "Jane Roe rear-ended at the Main St lights"}
+    captured = io.StringIO()
+    log_handler = handler.logger.registered_handler
+    previous = log_handler.setStream(captured)  # type: ignore[attr-defined]
+    try:
+        call("POST", "/api/v1/predict", json.dumps(claim), scopes="claims-risk/predict")
+    finally:
+        log_handler.setStream(previous)  # type: ignore[attr-defined]
+    lines = [json.loads(line) for line in captured.getvalue().splitlines() if line.startswith("{")]
+    [audit] = [line for line in lines if line.get("audit")]
+    assert audit["caller"] == "handler-7" and audit["model_version"] == "test-1"
+    assert audit["claim_id"] == "CLM-9" and audit["correlation_id"]
+    assert "Jane" not in json.dumps(lines) and "Main St" not in json.dumps(lines)
