@@ -19,11 +19,14 @@ API_SOURCES = (
     "lambdas/api/__init__.py",
     "lambdas/api/handler.py",
     "shared/__init__.py",
+    "shared/auth.py",
     "shared/schema.py",
     "shared/ports.py",
     "shared/scoring.py",
     "shared/adapters/__init__.py",
     "shared/adapters/endpoint.py",
+    "shared/adapters/model_catalog.py",
+    "shared/adapters/pipeline_starter.py",
 )
 
 
