@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +26,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+
+from local.auth import LocalAuthorizer
+from shared import auth
 
 log = logging.getLogger("claims_risk.local_api")
 
@@ -211,10 +215,25 @@ def _title_case(name: str) -> str:
     return "-".join(part.capitalize() for part in name.split("-"))
 
 
+def _refusal(
+    status: int, code: str, message: str, correlation_id: str, headers: dict[str, str]
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message}, "correlation_id": correlation_id}
+    return JSONResponse(body, status_code=status, headers={"X-Correlation-Id": correlation_id, **headers})
+
+
 def create_local_api(
-    handler: LambdaHandler, *, stage: str = "local", extra_routes: Sequence[BaseRoute] | None = None
+    handler: LambdaHandler,
+    *,
+    stage: str = "local",
+    extra_routes: Sequence[BaseRoute] | None = None,
+    authorizer: LocalAuthorizer | None = None,
 ) -> Starlette:
-    """A Starlette app sending every request, but those ``extra_routes`` match, through the handler."""
+    """A Starlette app sending every request, but those ``extra_routes`` match, through the handler.
+
+    With an ``authorizer``, routes that need a scope (:mod:`shared.auth`) need a credential (401
+    without one) and are throttled per client (429), as API Gateway's authorizer and usage plan do.
+    """
     # One Lambda execution environment runs one invocation at a time, and handler code relies on it:
     # Powertools keeps the current event on the resolver, a module-level object. So invocations queue
     # here instead of overlapping (a second "environment" would need a second copy of the module). They
@@ -243,6 +262,34 @@ def create_local_api(
             stage_in_path=stage_in_path,
         )
         request_id = event["requestContext"]["requestId"]
+        if authorizer is not None and auth.required_scope(request.method, path) is not None:
+            correlation_id = request.headers.get("x-correlation-id") or request_id
+            caller = authorizer.authenticate(request.headers)
+            if caller is None:
+                return _refusal(
+                    401,
+                    "unauthorized",
+                    "send a valid credential: 'Authorization: Bearer <token>' or 'x-api-key: <token>'",
+                    correlation_id,
+                    {"WWW-Authenticate": "Bearer", "x-amzn-RequestId": request_id},
+                )
+            wait_s = authorizer.retry_after(caller.principal)
+            if wait_s is not None:
+                return _refusal(
+                    429,
+                    "too_many_requests",
+                    f"more than {authorizer.requests_per_minute} requests a minute from {caller.principal}",
+                    correlation_id,
+                    {"Retry-After": str(max(1, math.ceil(wait_s))), "x-amzn-RequestId": request_id},
+                )
+            context = event["requestContext"]
+            if caller.via_api_key:
+                context["identity"]["apiKeyId"] = caller.principal  # the key's id, never the key
+            else:
+                context["authorizer"] = {
+                    "principalId": caller.principal,
+                    "claims": {"sub": caller.principal, "scope": " ".join(sorted(caller.scopes))},
+                }
         try:
             async with invocation_lock:
                 # The handler is synchronous and blocks on HTTP calls: keep it off the event loop.

@@ -1,8 +1,13 @@
-"""The local API: the API Lambda's own handler behind an HTTP server on 127.0.0.1."""
+"""The local API: the API Lambda's own handler behind an HTTP server on 127.0.0.1.
+
+The handler's ports get their local adapters (the model server over HTTP, the local model store, a
+background pipeline run), and a local authorizer stands in for Cognito and the usage plan.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -10,19 +15,30 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from local.api_gateway import create_local_api
+from local.auth import LocalAuthorizer, authorizer_from_env
 from shared.adapters.endpoint import HttpEndpoint
+from shared.adapters.model_catalog import LocalModelCatalog
+from shared.adapters.pipeline_starter import LocalPipelineStarter
 
 # Locally there is no X-Ray daemon and no CloudWatch agent reading metric logs.
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
 
-def create_api(model_url: str) -> Starlette:
+def create_api(model_url: str, home: Path, authorizer: LocalAuthorizer | None = None) -> Starlette:
     from lambdas.api import handler  # after the environment above is set
 
-    handler.use_endpoint(HttpEndpoint(model_url))
+    handler.use_ports(
+        endpoint=HttpEndpoint(model_url),
+        catalog=LocalModelCatalog(home / "models"),
+        starter=LocalPipelineStarter(home),
+    )
 
-    async def home(_: Request) -> Response:
+    async def root(_: Request) -> Response:
         return RedirectResponse("/swagger")
 
-    return create_local_api(handler.lambda_handler, extra_routes=[Route("/", home, methods=["GET"])])
+    return create_local_api(
+        handler.lambda_handler,
+        extra_routes=[Route("/", root, methods=["GET"])],
+        authorizer=authorizer or authorizer_from_env(home),
+    )

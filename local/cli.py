@@ -281,6 +281,7 @@ def serve(host: str, api_port: int, model_port: int) -> None:
 
 
 def _serve(host: str, api_port: int, model_port: int) -> None:
+    from local.auth import local_token
     from local.pipeline_runner import LocalModelStore
     from local.servers import port_is_free, start_api_server, start_model_server, stop, wait_until_ready
 
@@ -314,7 +315,7 @@ def _serve(host: str, api_port: int, model_port: int) -> None:
         shutdown()
         console.print(f"[red]could not start: {error}; see {logs}[/]")
         raise SystemExit(1) from None
-    _print_where_to_look(api_url, model_url, model_dir, logs)
+    _print_where_to_look(api_url, model_url, model_dir, logs, local_token(home()))
 
     def on_signal(signum: int, _: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -330,7 +331,9 @@ def _serve(host: str, api_port: int, model_port: int) -> None:
         shutdown()
 
 
-def _print_where_to_look(api_url: str, model_url: str, model_dir: Path, logs: Path) -> None:
+def _print_where_to_look(api_url: str, model_url: str, model_dir: Path, logs: Path, token: str) -> None:
+    from local.auth import THROTTLE_ENV, TOKEN_ENV
+
     console.print("\n[bold green]Claims risk is running on this machine.[/]")
     rows = [
         ("API", f"{api_url}/api/v1/predict   (POST a claim)"),
@@ -338,15 +341,17 @@ def _print_where_to_look(api_url: str, model_url: str, model_dir: Path, logs: Pa
         ("OpenAPI JSON", f"{api_url}/swagger?format=json"),
         ("Health", f"{api_url}/health"),
         ("Model server", f"{model_url}/ping, {model_url}/invocations (SageMaker serving contract)"),
+        ("Model card", f"{api_url}/api/v1/models/current"),
         ("Model", str(model_dir)),
         ("Logs", str(logs)),
+        ("API token", f"{token}   (set {TOKEN_ENV} to choose it; {THROTTLE_ENV} sets the rate limit)"),
     ]
     for label, where in rows:
         console.print(f"  {label:<14} {where}", markup=False, soft_wrap=True)
     # Printed plainly and unwrapped, so it can be pasted as it is.
     curl = (
-        f"curl -s -X POST {api_url}/api/v1/predict -H 'Content-Type: application/json' "
-        f"-d '{json.dumps(EXAMPLE_CLAIM)}'"
+        f"curl -s -X POST {api_url}/api/v1/predict -H 'Authorization: Bearer {token}' "
+        f"-H 'Content-Type: application/json' -d '{json.dumps(EXAMPLE_CLAIM)}'"
     )
     console.print("\nTry it:", markup=False)
     console.print(f"  {curl}", markup=False, soft_wrap=True, highlight=False)
@@ -375,7 +380,7 @@ def serve_api(model_url: str, host: str, port: int) -> None:
 
     from local.api_server import create_api
 
-    uvicorn.run(create_api(model_url), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(create_api(model_url, home()), host=host, port=port, log_level="warning", access_log=False)
 
 
 @main.command(help="Delete the local data folder (generated data, runs, models, logs).")

@@ -37,9 +37,19 @@ class RunningSystem:
     def printed(self) -> str:
         return self.output.read_text(encoding="utf-8", errors="replace")
 
+    @property
+    def token(self) -> str:
+        """The credential `make run` generated and stored in the data folder."""
+        return (self.output.parent / "api-token").read_text(encoding="utf-8").strip()
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
 
 def start_up(home: Path, api_port: int, model_port: int, output: Path, *extra: str) -> RunningSystem:
     env = {**os.environ, "CLAIMS_RISK_HOME": str(home), "NO_COLOR": "1"}
+    env.pop("CLAIMS_RISK_API_TOKEN", None)  # `make run` must generate, store and print one
     with output.open("wb") as sink:
         process = subprocess.Popen(
             [
@@ -104,7 +114,7 @@ def http(
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
 
-def curl_json(url: str, payload: str) -> tuple[int, dict[str, Any]]:
+def curl_json(url: str, payload: str, token: str) -> tuple[int, dict[str, Any]]:
     """POST with curl, as the acceptance asks; falls back to urllib where curl is not installed."""
     if shutil.which("curl"):
         done = subprocess.run(
@@ -120,6 +130,8 @@ def curl_json(url: str, payload: str) -> tuple[int, dict[str, Any]]:
                 url,
                 "-H",
                 "Content-Type: application/json",
+                "-H",
+                f"Authorization: Bearer {token}",
                 "-d",
                 payload,
             ],
@@ -130,7 +142,8 @@ def curl_json(url: str, payload: str) -> tuple[int, dict[str, Any]]:
         )
         text, _, code = done.stdout.rpartition("\n")
         return int(code), json.loads(text)
-    status, _, raw = http("POST", url, payload.encode(), {"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    status, _, raw = http("POST", url, payload.encode(), headers)
     return status, json.loads(raw)
 
 
@@ -161,7 +174,7 @@ def test_every_brief_request_gets_all_response_fields(
     system: RunningSystem, predict_requests: list[dict[str, Any]], response_fields: set[str]
 ) -> None:
     for request in predict_requests:
-        status, body = curl_json(f"{system.api}/api/v1/predict", json.dumps(request))
+        status, body = curl_json(f"{system.api}/api/v1/predict", json.dumps(request), system.token)
         assert status == 200, body
         assert response_fields <= set(body), response_fields - set(body)
         assert body["claim_id"] == request["claim_id"]
@@ -192,7 +205,10 @@ def test_the_printed_curl_works_as_pasted(system: RunningSystem) -> None:
 def test_bad_input_gets_a_clear_4xx(system: RunningSystem, body: Any, status: int, field: str | None) -> None:
     raw = body if isinstance(body, str) else json.dumps(body)
     got, headers, answer = http(
-        "POST", f"{system.api}/api/v1/predict", raw.encode(), {"Content-Type": "application/json"}
+        "POST",
+        f"{system.api}/api/v1/predict",
+        raw.encode(),
+        {"Content-Type": "application/json", **system.auth},
     )
     assert got == status
     error = json.loads(answer)["error"]
@@ -209,6 +225,50 @@ def test_correlation_id_is_echoed_and_swagger_is_served(system: RunningSystem) -
     assert status == 200 and b"swagger-ui" in page.lower()
     status, _, document = http("GET", f"{system.api}/swagger?format=json")
     assert "/api/v1/predict" in json.loads(document)["paths"]
+
+
+def test_the_api_needs_the_printed_credential(system: RunningSystem) -> None:
+    claim = json.dumps(minimal_claim()).encode()
+    json_type = {"Content-Type": "application/json"}
+    assert system.token in system.printed()
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"x-api-key": "nope"}):
+        status, answer_headers, answer = http(
+            "POST", f"{system.api}/api/v1/predict", claim, {**json_type, **headers}
+        )
+        assert status == 401 and json.loads(answer)["error"]["code"] == "unauthorized"
+        assert answer_headers.get("www-authenticate") == "Bearer"
+    status, _, _ = http(
+        "POST", f"{system.api}/api/v1/predict", claim, {**json_type, "x-api-key": system.token}
+    )
+    assert status == 200
+    # An API key carries no scopes: it scores claims but cannot start a retraining.
+    status, _, answer = http(
+        "POST", f"{system.api}/api/v1/models/retrain", b"{}", {**json_type, "x-api-key": system.token}
+    )
+    assert status == 403, answer
+
+
+def test_the_model_card_names_the_serving_model(system: RunningSystem) -> None:
+    status, _, answer = http("GET", f"{system.api}/api/v1/models/current", headers=system.auth)
+    assert status == 200, answer
+    card = json.loads(answer)
+    assert card["family"] == "xgboost" and card["model_version"] in system.printed()
+    assert 0 < card["threshold"] < 1 and card["metrics"]["test"]["roc_auc"] > 0.8
+    assert len(card["lineage"]["data_sha256"]) == 64
+
+
+def test_a_batch_is_scored_over_http(system: RunningSystem, contract: dict[str, Any]) -> None:
+    [request] = contract["predict_batch"]["requests"]
+    status, _, answer = http(
+        "POST",
+        f"{system.api}/api/v1/predict/batch",
+        json.dumps(request).encode(),
+        {"Content-Type": "application/json", **system.auth},
+    )
+    assert status == 200, answer
+    body = json.loads(answer)
+    assert [p["claim_id"] for p in body["predictions"]] == ["CLM-2024-002", "CLM-2024-003"]
+    assert all(p["risk_factors"] for p in body["predictions"])
 
 
 def test_a_second_run_reuses_the_model_and_stopping_frees_the_ports(

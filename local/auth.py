@@ -1,0 +1,111 @@
+"""The local API's stand-in for API Gateway's authorizer and usage-plan throttling.
+
+A client presents a credential as ``Authorization: Bearer <token>`` (as a Cognito access token would
+come) or as ``x-api-key: <token>`` (as a usage-plan key would). A bearer credential carries scopes,
+which reach the handler as the authorizer's claims; an API key carries none, so, as in AWS, it can
+score claims and read the model card but never start a retraining.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared import auth
+
+TOKEN_ENV = "CLAIMS_RISK_API_TOKEN"
+EXTRA_TOKENS_ENV = "CLAIMS_RISK_API_TOKENS_FILE"  # JSON {token: {"principal": ..., "scopes": [...]}}
+THROTTLE_ENV = "CLAIMS_RISK_THROTTLE_PER_MINUTE"
+TOKEN_FILE = "api-token"
+WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Credential:
+    principal: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: str
+    scopes: frozenset[str]
+    via_api_key: bool
+
+
+class LocalAuthorizer:
+    def __init__(
+        self,
+        credentials: Mapping[str, Credential],
+        requests_per_minute: int = auth.DEFAULT_REQUESTS_PER_MINUTE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.credentials = dict(credentials)
+        self.requests_per_minute = requests_per_minute
+        self.clock = clock
+        self._recent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+
+    def authenticate(self, headers: Mapping[str, str]) -> Caller | None:
+        """The caller a request's headers prove, or None (no or unknown credential)."""
+        lowered = {k.lower(): v for k, v in headers.items()}
+        bearer = lowered.get("authorization", "")
+        if bearer[:7].lower() == "bearer ":
+            credential = self._lookup(bearer[7:].strip())
+            return Caller(credential.principal, credential.scopes, False) if credential else None
+        key = lowered.get("x-api-key")
+        if key:
+            credential = self._lookup(key.strip())
+            return Caller(credential.principal, frozenset(), True) if credential else None
+        return None
+
+    def _lookup(self, presented: str) -> Credential | None:
+        found = None
+        for token, credential in self.credentials.items():  # compare every token in constant time
+            if hmac.compare_digest(token.encode(), presented.encode()):
+                found = credential
+        return found
+
+    def retry_after(self, principal: str) -> float | None:
+        """None admits the request; otherwise seconds until the client's window has room again."""
+        if self.requests_per_minute <= 0:
+            return None
+        now = self.clock()
+        recent = self._recent[principal]
+        while recent and now - recent[0] >= WINDOW_S:
+            recent.popleft()
+        if len(recent) >= self.requests_per_minute:
+            return WINDOW_S - (now - recent[0])
+        recent.append(now)
+        return None
+
+
+def local_token(home: Path) -> str:
+    """``CLAIMS_RISK_API_TOKEN`` if set; otherwise the token stored in the data folder, made once."""
+    given = os.environ.get(TOKEN_ENV)
+    if given:
+        return given
+    path = home / TOKEN_FILE
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    home.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n", encoding="utf-8")
+    return token
+
+
+def authorizer_from_env(home: Path) -> LocalAuthorizer:
+    credentials = {local_token(home): Credential("local-user", frozenset(auth.ALL_SCOPES))}
+    extra = os.environ.get(EXTRA_TOKENS_ENV)
+    if extra:
+        for token, entry in json.loads(Path(extra).read_text(encoding="utf-8")).items():
+            credentials[token] = Credential(entry["principal"], frozenset(entry.get("scopes", [])))
+    rate = int(os.environ.get(THROTTLE_ENV, auth.DEFAULT_REQUESTS_PER_MINUTE))
+    return LocalAuthorizer(credentials, rate)
