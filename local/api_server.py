@@ -12,13 +12,16 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from local.api_gateway import create_local_api
 from local.auth import LocalAuthorizer, authorizer_from_env
 from shared.adapters.endpoint import HttpEndpoint
 from shared.adapters.model_catalog import LocalModelCatalog
 from shared.adapters.pipeline_starter import LocalPipelineStarter
+
+WEB_DIR = Path(__file__).resolve().parent / "web"  # static files; in AWS they go to an S3 bucket
 
 # Locally there is no X-Ray daemon and no CloudWatch agent reading metric logs.
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
@@ -35,10 +38,13 @@ def create_api(model_url: str, home: Path, authorizer: LocalAuthorizer | None = 
     )
 
     async def root(_: Request) -> Response:
-        return RedirectResponse("/swagger")
+        return RedirectResponse("/ui/")
 
     return create_local_api(
         handler.lambda_handler,
-        extra_routes=[Route("/", root, methods=["GET"])],
+        extra_routes=[
+            Route("/", root, methods=["GET"]),
+            Mount("/ui", app=StaticFiles(directory=WEB_DIR, html=True), name="ui"),
+        ],
         authorizer=authorizer or authorizer_from_env(home),
     )

@@ -337,6 +337,7 @@ def _print_where_to_look(api_url: str, model_url: str, model_dir: Path, logs: Pa
     console.print("\n[bold green]Claims risk is running on this machine.[/]")
     rows = [
         ("API", f"{api_url}/api/v1/predict   (POST a claim)"),
+        ("Web page", f"{api_url}/ui/#token={token}"),
         ("Swagger UI", f"{api_url}/swagger"),
         ("OpenAPI JSON", f"{api_url}/swagger?format=json"),
         ("Health", f"{api_url}/health"),

@@ -5,18 +5,14 @@ The screenshot is kept in ``test-output/`` for a person to look at.
 
 from __future__ import annotations
 
-import os
-import shutil
 from typing import TYPE_CHECKING
 
-import pytest
-
-from tests.conftest import REPO_ROOT
+from tests.e2e.browser import SCREENSHOT_DIR, chromium
 
 if TYPE_CHECKING:
     from local.pipeline_runner import PipelineRun
 
-SCREENSHOT = REPO_ROOT / "test-output" / "evaluation-report.png"
+SCREENSHOT = SCREENSHOT_DIR / "evaluation-report.png"
 PLOTS = ("plot-roc", "plot-pr", "plot-reliability", "plot-importance")
 TABLES = (
     "metrics-table",
@@ -26,18 +22,6 @@ TABLES = (
     "group-table",
     "feature-screen-table",
 )
-
-
-def chromium() -> str:
-    for candidate in (
-        os.environ.get("CLAIMS_RISK_CHROMIUM"),
-        "chromium",
-        "chromium-browser",
-        "google-chrome",
-    ):
-        if candidate and (found := shutil.which(candidate)):
-            return found
-    pytest.skip("no Chromium on this machine: `make test` installs it with apt-get when run as root")
 
 
 def test_the_report_renders_its_plots_and_fairness_table_in_chromium(trained_run: PipelineRun) -> None:
