@@ -196,6 +196,11 @@ def on_invalid_request(error: RequestValidationError) -> Response[Any]:
     )
 
 
+@app.exception_handler(UnicodeDecodeError)
+def on_undecodable_body(_: UnicodeDecodeError) -> Response[Any]:
+    return error_response(HTTPStatus.BAD_REQUEST, "malformed_body", "the request body is not UTF-8 text")
+
+
 @app.exception_handler(RequestUnsupportedContentType)
 def on_unsupported_content_type(_: RequestUnsupportedContentType) -> Response[Any]:
     return error_response(

@@ -129,6 +129,8 @@ class FittedEncoder(BaseModel):
             for token in tokens:
                 out[:, j] = np.fromiter((token in ts for ts in token_sets), dtype=bool, count=n)
                 j += 1
+        # A ratio over a tiny denominator, or a number beyond float32, is not a measurement: missing.
+        out[~np.isfinite(out)] = np.nan
         return out
 
 

@@ -353,3 +353,11 @@ def test_the_audit_line_names_the_caller_and_model_but_no_personal_field(endpoin
     assert audit["caller"] == "handler-7" and audit["model_version"] == "test-1"
     assert audit["claim_id"] == "CLM-9" and audit["correlation_id"]
     assert "Jane" not in json.dumps(lines) and "Main St" not in json.dumps(lines)
+
+
+def test_a_body_that_is_not_utf8_gets_400_not_a_crash(endpoint: FakeEndpoint) -> None:
+    event = copy.deepcopy(EVENT)
+    event.update(httpMethod="POST", path="/api/v1/predict", body="qKlZKQnQIjk=", isBase64Encoded=True)
+    response = handler.lambda_handler(event, Context())
+    assert response["statusCode"] == 400 and json.loads(response["body"])["error"]["code"] == "malformed_body"
+    assert endpoint.sent == []

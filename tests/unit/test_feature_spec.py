@@ -52,3 +52,16 @@ def test_roles_cover_ids_and_context() -> None:
     spec = claims_spec()
     assert spec.column("claim_id").role == ColumnRole.ID
     assert spec.column("incident_date").role == ColumnRole.CONTEXT
+
+
+def test_an_overflowing_value_or_ratio_is_encoded_as_missing_not_infinite() -> None:
+    import numpy as np
+
+    from shared.ml.features import fit_encoder
+
+    spec = claims_spec()
+    base = {"claim_amount": [15000.0], "annual_premium": [1e-300], "sum_insured": [1e300], "vehicle_age": [5]}
+    encoder = fit_encoder(spec, base, np.array([0]))
+    matrix = encoder.transform(base, 1)
+    assert np.isfinite(matrix[~np.isnan(matrix)]).all()
+    assert np.isnan(matrix[0, encoder.feature_names.index("sum_insured")])  # beyond float32
