@@ -106,3 +106,50 @@ def test_platt_calibration_repairs_balanced_class_weights(trained_run: PipelineR
     assert raw.mean() > y.mean() + 0.1
     assert abs(calibrated.mean() - y.mean()) < 0.03
     assert brier_score_loss(y, calibrated) < brier_score_loss(y, raw)
+
+
+class InProcessEndpoint:
+    """The model endpoint port served by the inference script in this process (same path as the
+    container: input_fn → predict_fn → output_fn)."""
+
+    def __init__(self, model: RiskModel) -> None:
+        self.model = model
+
+    def invoke(self, claims: Any) -> list[dict[str, Any]]:
+        import json
+
+        body, _ = inference.handle(
+            self.model, json.dumps(list(claims)), "application/json", "application/json"
+        )
+        predictions: list[dict[str, Any]] = json.loads(body)["predictions"]
+        return predictions
+
+    def describe(self) -> str:
+        return f"in-process {self.model.version}"
+
+
+def test_every_seed_example_gets_every_contract_field_through_the_api_for_each_family(
+    trained: tuple[str, JobResult, RiskModel], contract: dict[str, Any], response_fields: set[str]
+) -> None:
+    import json
+
+    from lambdas.api import handler
+    from tests.unit.test_api_handler import call
+
+    family, _, model = trained
+    handler.use_ports(endpoint=InProcessEndpoint(model))
+    try:
+        for request in contract["predict"]["requests"]:
+            response = call("POST", "/api/v1/predict", json.dumps(request))
+            assert response["statusCode"] == 200, (family, response["body"])
+            body = json.loads(response["body"])
+            assert response_fields <= set(body), (family, response_fields - set(body))
+            assert body["model_version"] == model.version and body["risk_factors"]
+        for request in contract["predict_batch"]["requests"]:
+            response = call("POST", "/api/v1/predict/batch", json.dumps(request))
+            assert response["statusCode"] == 200, (family, response["body"])
+            predictions = json.loads(response["body"])["predictions"]
+            assert len(predictions) == len(request["claims"])
+            assert all(response_fields <= set(p) for p in predictions)
+    finally:
+        handler.use_ports()
