@@ -7,7 +7,7 @@ import sys
 
 from benchmarks.harness import Figure, save, table
 
-BENCHMARKS = ("bench_generation", "bench_training", "bench_pipeline")
+BENCHMARKS = ("bench_generation", "bench_training", "bench_pipeline", "bench_serving", "bench_lambda")
 
 
 def main(names: list[str]) -> int:

@@ -143,6 +143,12 @@ class RiskFactor(BaseModel):
     )
     direction: Literal["increases_risk", "decreases_risk"]
     contribution: float = Field(description="Signed contribution to the model's log-odds.")
+    value: float | bool | str | None = Field(
+        default=None,
+        description="The claim's own value for the factor (a number, a category, whether the "
+        "description mentions the word); null when the claim did not provide it, and the "
+        "contribution is then the model's reading of the absence.",
+    )
 
 
 class EndpointPrediction(BaseModel):

@@ -93,6 +93,18 @@ class RiskModel:
         self._factor_matrix = np.zeros((len(self.encoder.columns), len(self._factor_names)))
         self._factor_matrix[np.arange(len(self.encoder.columns)), self.encoder.factor_index()] = 1.0
         self._inputs = input_columns(self.encoder)
+        # Where each factor's value for a claim is read: its one encoded column, or, for a one-hot
+        # categorical, the raw field (the level the claim has).
+        categorical = set(self.encoder.categories)
+        self._value_column = np.full(len(self._factor_names), -1, dtype=np.int64)
+        self._value_field: list[str | None] = [None] * len(self._factor_names)
+        for j, column in enumerate(self.encoder.columns):
+            k = self._factor_names.index(column.factor)
+            if column.factor in categorical:
+                self._value_field[k] = column.factor
+            else:
+                self._value_column[k] = j
+        self._is_text = np.array([":" in c.name for c in self.encoder.columns])
 
     @property
     def spec(self) -> FeatureSpec:
@@ -127,41 +139,64 @@ class RiskModel:
         data = columns_from_records(records, self._inputs)
         matrix = self.encoder.transform(data, len(records))
         scores = self.probabilities(matrix)
-        factors = self.contributions(matrix) if explain else None
+        factors = self._top_factors(matrix, self.contributions(matrix), records) if explain else None
         id_column = self.spec.id_column
         threshold = self.manifest.threshold
-        out = []
-        for i, record in enumerate(records):
-            score = float(scores[i])
-            out.append(
-                {
-                    "claim_id": str(record.get(id_column, "")),
-                    "risk_level": risk_level(score, threshold).value,
-                    "risk_score": round(score, 6),
-                    "confidence": round(confidence(score, threshold), 6),
-                    "risk_factors": self._top_factors(factors[i]) if factors is not None else [],
-                    "model_version": self.version,
-                    "threshold": threshold,
-                }
-            )
-        return out
-
-    def _top_factors(self, contributions: np.ndarray) -> list[dict[str, Any]]:
-        magnitude = np.abs(contributions)
-        total = float(magnitude.sum())
-        if total <= 0:
-            return []
-        order = np.argsort(-magnitude, kind="stable")[:TOP_FACTORS]
         return [
             {
-                "factor": self._factor_names[j],
-                "importance": round(float(magnitude[j] / total), 4),
-                "direction": "increases_risk" if contributions[j] > 0 else "decreases_risk",
-                "contribution": round(float(contributions[j]), 4),
+                "claim_id": str(record.get(id_column, "")),
+                "risk_level": risk_level(float(score), threshold).value,
+                "risk_score": round(float(score), 6),
+                "confidence": round(confidence(float(score), threshold), 6),
+                "risk_factors": factors[i] if factors is not None else [],
+                "model_version": self.version,
+                "threshold": threshold,
             }
-            for j in order
-            if magnitude[j] > 0
+            for i, (record, score) in enumerate(zip(records, scores, strict=True))
         ]
+
+    def _top_factors(
+        self, matrix: np.ndarray, contributions: np.ndarray, records: Sequence[Mapping[str, Any]]
+    ) -> list[list[dict[str, Any]]]:
+        """The largest contributions per claim (all rows at once), each with the claim's own value:
+        a number, a category, true/false for a word in the description, or null when not provided
+        (then the contribution is the model's reading of the absence)."""
+        magnitude = np.abs(contributions)
+        totals = magnitude.sum(axis=1)
+        top = np.argsort(-magnitude, axis=1, kind="stable")[:, :TOP_FACTORS]
+        shares = np.take_along_axis(magnitude, top, axis=1) / np.where(totals > 0, totals, 1.0)[:, None]
+        signed = np.take_along_axis(contributions, top, axis=1)
+        columns = self._value_column[top]
+        raw = np.take_along_axis(matrix, np.maximum(columns, 0), axis=1)
+        out: list[list[dict[str, Any]]] = []
+        for i in range(len(records)):
+            row = []
+            for rank in range(top.shape[1]):
+                if signed[i, rank] == 0:
+                    continue
+                k = int(top[i, rank])
+                row.append(
+                    {
+                        "factor": self._factor_names[k],
+                        "importance": round(float(shares[i, rank]), 4),
+                        "direction": "increases_risk" if signed[i, rank] > 0 else "decreases_risk",
+                        "contribution": round(float(signed[i, rank]), 4),
+                        "value": self._value(records[i], k, int(columns[i, rank]), float(raw[i, rank])),
+                    }
+                )
+            out.append(row)
+        return out
+
+    def _value(self, record: Mapping[str, Any], factor: int, column: int, encoded: float) -> Any:
+        field = self._value_field[factor]
+        if field is not None:
+            value = record.get(field)
+            return None if value is None or value == "" else str(value)
+        if np.isnan(encoded):
+            return None
+        if self._is_text[column]:
+            return bool(encoded)
+        return round(encoded, 4)
 
 
 def write_artifact(

@@ -153,3 +153,25 @@ def test_every_seed_example_gets_every_contract_field_through_the_api_for_each_f
             assert all(response_fields <= set(p) for p in predictions)
     finally:
         handler.use_ports()
+
+
+def test_each_factor_shows_the_claims_own_value_or_that_it_was_not_provided(
+    trained: tuple[str, JobResult, RiskModel], predict_requests: list[dict[str, Any]]
+) -> None:
+    _, _, model = trained
+    numeric = set(model.encoder.numeric)
+    derived_inputs = {d.name: set(d.inputs) for d in model.encoder.derived}
+    checked = 0
+    for request, answer in zip(predict_requests, model.predict_records(predict_requests), strict=True):
+        for factor in answer["risk_factors"]:
+            name, value = factor["factor"], factor["value"]
+            if name in numeric:
+                assert value == (request[name] if name in request else None), factor
+            elif name in model.encoder.categories:
+                assert value == request.get(name), factor
+            elif name in derived_inputs and not derived_inputs[name] <= set(request):
+                assert value is None, factor  # e.g. no incident date: the factor says so
+            else:
+                continue
+            checked += 1
+    assert checked >= 3
