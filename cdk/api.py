@@ -11,6 +11,7 @@ from constructs import Construct
 
 from cdk.bundling import REPO_ROOT, api_bundling
 from cdk.config import POWERTOOLS_LAYER_ACCOUNT, POWERTOOLS_LAYER_VERSION, StageConfig
+from shared.auth import ROUTE_SCOPES
 
 
 class ClaimsApi(Construct):
@@ -67,5 +68,10 @@ class ClaimsApi(Construct):
         integration = apigw.LambdaIntegration(self.function, proxy=True)
         self.api.root.add_resource("health").add_method("GET", integration)
         self.api.root.add_resource("swagger").add_method("GET", integration)  # Swagger UI and OpenAPI
-        predict = self.api.root.add_resource("api").add_resource("v1").add_resource("predict")
-        predict.add_method("POST", integration)
+        # Every scoped route of the one route table (shared/auth.py); Cognito scopes join them in the
+        # full API stack.
+        for method, path in sorted(ROUTE_SCOPES):
+            resource = self.api.root
+            for part in path.strip("/").split("/"):
+                resource = resource.get_resource(part) or resource.add_resource(part)
+            resource.add_method(method, integration)

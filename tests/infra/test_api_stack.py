@@ -75,7 +75,10 @@ def test_routes_proxy_to_the_function_and_the_stage_is_throttled(synthesized: tu
     stage, _ = synthesized
     t = template(synthesized)
     methods = t.find_resources("AWS::ApiGateway::Method")
-    assert sorted(m["Properties"]["HttpMethod"] for m in methods.values()) == ["GET", "GET", "POST"]
+    # /health, /swagger and the four scoped routes of shared/auth.py
+    assert sorted(m["Properties"]["HttpMethod"] for m in methods.values()) == ["GET"] * 3 + ["POST"] * 3
+    paths = {r["Properties"]["PathPart"] for r in t.find_resources("AWS::ApiGateway::Resource").values()}
+    assert {"predict", "batch", "models", "current", "retrain", "health", "swagger"} <= paths
     for method in methods.values():
         assert method["Properties"]["Integration"]["Type"] == "AWS_PROXY"
     t.has_resource_properties(
