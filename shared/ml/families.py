@@ -8,6 +8,7 @@ of our own (XGBoost's UBJ, skops for scikit-learn, Keras' ``.keras`` format).
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,8 @@ class XGBoostFamily:
         )
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """Exact TreeSHAP. Its cost grows with trees, leaves and depth squared per row (about 0.2 ms a
+        claim for 200 depth-4 trees on one core); XGBoost spreads a batch's rows over every core."""
         import xgboost as xgb
 
         dmatrix = xgb.DMatrix(matrix, missing=np.nan, feature_names=self.booster.feature_names)
@@ -86,7 +89,9 @@ class XGBoostFamily:
 
         booster = xgb.Booster()
         booster.load_model(str(model_dir / files["model"]))
-        booster.set_param({"nthread": 1})  # serving is per request; one thread avoids oversubscription
+        # Rows are spread over the cores: a batch's TreeSHAP halves on two; a single claim is one row
+        # on one thread either way.
+        booster.set_param({"nthread": os.cpu_count() or 1})
         return cls(booster)
 
     @classmethod
