@@ -3,17 +3,20 @@
 One XGBoost model is trained on generated claims and served three ways, all on 127.0.0.1:
 
 - **our model server** (``local/model_server.py``): JSON → records → encoder → XGBoost score and
-  TreeSHAP contributions → top five factors per claim → JSON;
+  TreeSHAP contributions → top five factors per claim → JSON, in uvicorn's event loop;
 - **MLflow's scoring server** (``mlflow models serve --env-manager local``) with a pyfunc model that
   wraps the very same :class:`RiskModel` and calls the same ``predict_records``, so both sides compute
-  scores *and* risk factors; MLflow adds its own parsing of ``dataframe_records`` into a DataFrame;
-- **the local chain**: the local API (API Gateway adapter → the Lambda handler, with pydantic
-  validation, auth and audit logging) calling our model server over HTTP.
+  scores *and* risk factors; MLflow adds its parsing of ``dataframe_records`` into a DataFrame and
+  runs the prediction in a worker thread;
+- **the local chain**: the local API (API Gateway adapter → the Lambda handler, with bearer auth,
+  pydantic validation and the audit log line) calling our model server over HTTP.
 
-The in-process floor (no HTTP) shows what the model itself costs. Every client is the same small
-keep-alive HTTP client (``http.client``, one connection per thread), which runs on the same two CPUs
-as the server it measures: throughput figures are a lower bound of what the servers could do alone.
-Latency targets are judged with one client (no queueing); throughput with several.
+The in-process floor (no HTTP) shows what the model and our code around it cost. Every client is
+the same small keep-alive HTTP client (``http.client``, one connection per thread) running on the same
+two CPUs as the server it measures, so throughput is a lower bound of what a server would do alone;
+the server's CPU time per request gives its ceiling on a free core. Latency targets are judged with
+one client (no queueing), throughput with several. Other load on the machine skews every figure, so
+the CPU time that other processes used while measuring is reported too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import http.client
 import itertools
 import json
+import logging
 import os
 import secrets
 import statistics
@@ -53,7 +57,7 @@ from step_functions.pipeline import step
 
 NAME = "serving"
 HOST = "127.0.0.1"
-TRAIN_ROWS = 20_000  # enough for a realistic tree ensemble; serving cost does not depend on it
+TRAIN_ROWS = 20_000  # enough for a realistic ensemble; the serving cost does not depend on it
 SINGLE_REQUESTS = 2_000  # per server and per client setting
 BATCH_SIZE = 1_000
 BATCHES = 30
@@ -61,6 +65,7 @@ LOAD_THREADS = 4  # modest: the client shares the machine's two CPUs with the se
 WARMUP_REQUESTS = 50
 PHASE_CAP_S = 45.0  # a slow server is measured on the requests it answered in this time
 FLOOR_REPEATS = 500
+QUIET_CORES = 0.2  # other processes' CPU use above this makes the run's figures suspect
 
 # Targets from the issue.
 SINGLE_P95_MS = 5.0
@@ -68,6 +73,23 @@ SINGLE_RPS = 1_000.0
 BATCH_P95_MS = 50.0
 RATIO_OVER_MLFLOW = 3.0
 CHAIN_P95_MS = 10.0
+
+Server = subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block (a child started inside inherits them)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,22 +108,30 @@ class RiskModelPyfunc(PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        # Columns a request left out become NaN in the DataFrame; the encoder reads NaN as missing.
+        # Fields a request left out are NaN in the DataFrame; the encoder reads NaN as missing.
         records: list[dict[str, Any]] = model_input.to_dict("records")  # type: ignore[assignment]
         return self.model.predict_records(records)
 
 
 def save_pyfunc(model_dir: Path, target: Path) -> Path:
-    mlflow.pyfunc.save_model(
-        str(target),
-        python_model=RiskModelPyfunc(),
-        artifacts={"model_dir": str(model_dir)},
-        pip_requirements=["mlflow"],  # skips requirement inference, which loads the model once more
-    )
+    quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_UV_AUTO_DETECT": "false"}
+    mlflow_log = logging.getLogger("mlflow")
+    level = mlflow_log.level
+    mlflow_log.setLevel(logging.ERROR)  # its warnings (pickled class, no signature) are expected here
+    try:
+        with environment(quiet):
+            mlflow.pyfunc.save_model(
+                str(target),
+                python_model=RiskModelPyfunc(),
+                artifacts={"model_dir": str(model_dir)},
+                pip_requirements=["mlflow"],  # skips requirement inference, which loads the model again
+            )
+    finally:
+        mlflow_log.setLevel(level)
     return target
 
 
-def start_mlflow_server(model_path: Path, port: int, log_file: Path) -> subprocess.Popen[bytes]:
+def start_mlflow_server(model_path: Path, port: int, log_file: Path) -> Server:
     venv_bin = Path(sys.executable).parent
     env = {
         **os.environ,
@@ -111,25 +141,91 @@ def start_mlflow_server(model_path: Path, port: int, log_file: Path) -> subproce
     }
     command = [str(venv_bin / "mlflow"), "models", "serve", "-m", str(model_path)]
     command += ["--env-manager", "local", "-h", HOST, "-p", str(port), "-w", "1"]
-    out = log_file.open("ab")
-    return subprocess.Popen(command, cwd=log_file.parent, env=env, stdout=out, stderr=out)
+    with log_file.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(command, cwd=log_file.parent, env=env, stdout=out, stderr=out)
 
 
-def stop_tree(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server and whatever it started (``mlflow models serve`` runs uvicorn as a child)."""
+# ---------------------------------------------------------------------------------------------
+# The servers' processes and the machine's CPU time.
+
+
+def tree_cpu_s(process: Server) -> float:
+    """CPU seconds used so far by a server and its children (``mlflow models serve`` runs uvicorn)."""
     try:
-        children = psutil.Process(process.pid).children(recursive=True)
+        root = psutil.Process(process.pid)
+        members = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        children = []
-    stop(process)
-    for child in children:
+        return 0.0
+    total = 0.0
+    for member in members:
         try:
-            child.terminate()
+            times = member.cpu_times()
         except psutil.NoSuchProcess:
             continue
-    _, alive = psutil.wait_procs(children, timeout=10)
-    for child in alive:
-        child.kill()
+        total += times.user + times.system
+    return total
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has been busy (stolen time counts: it was not ours to use)."""
+    times = psutil.cpu_times()._asdict()
+    return float(sum(times.get(k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal")))
+
+
+class Servers:
+    """The servers this benchmark started; each is stopped with its children, its CPU time kept."""
+
+    def __init__(self) -> None:
+        self.running: list[Server] = []
+        self.stopped_cpu_s = 0.0
+
+    def add(self, process: Server, ready_url: str, log_file: Path, timeout_s: float = 60.0) -> Server:
+        self.running.append(process)
+        try:
+            wait_until_ready(ready_url, process, timeout_s)
+        except (RuntimeError, TimeoutError) as error:  # the log is in a folder about to be deleted
+            tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
+            raise RuntimeError(f"{error}; its log ends:\n{tail}") from None
+        return process
+
+    def stop(self, process: Server) -> None:
+        self.stopped_cpu_s += tree_cpu_s(process)
+        try:
+            children = psutil.Process(process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        stop(process)
+        for child in children:  # only what this server started, by pid
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=10)
+        for child in alive:
+            child.kill()
+        self.running.remove(process)
+
+    def stop_all(self) -> None:
+        for process in reversed(list(self.running)):
+            self.stop(process)
+
+    def cpu_s(self) -> float:
+        return self.stopped_cpu_s + sum(tree_cpu_s(p) for p in self.running)
+
+
+@dataclass
+class CpuWindow:
+    """Busy CPU time on the machine while measuring, less this benchmark's own (client and servers)."""
+
+    wall: float
+    busy: float
+    own: float
+
+    @classmethod
+    def start(cls) -> CpuWindow:
+        return cls(time.perf_counter(), busy_cpu_s(), time.process_time())
+
+    def other_cores(self, servers_cpu_s: float) -> float:
+        own = time.process_time() - self.own + servers_cpu_s
+        return max(0.0, busy_cpu_s() - self.busy - own) / (time.perf_counter() - self.wall)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +273,7 @@ class Load:
     latencies_ms: list[float]
     seconds: float
     requested: int
+    server_cpu_s: float  # CPU time the server processes used meanwhile
 
     @property
     def answered(self) -> int:
@@ -186,6 +283,11 @@ class Load:
     def per_second(self) -> float:
         return self.answered / self.seconds
 
+    @property
+    def server_cpu_ms(self) -> float:
+        """Server CPU per request."""
+        return self.server_cpu_s * 1000.0 / self.answered
+
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q))
 
@@ -193,11 +295,19 @@ class Load:
         capped = f"; capped at {PHASE_CAP_S:.0f} s" if self.answered < self.requested else ""
         return (
             f"{self.answered} requests{capped}; p50 {self.percentile(50):.2f}, p95 "
-            f"{self.percentile(95):.2f}, p99 {self.percentile(99):.2f} ms; {self.per_second:,.0f} req/s"
+            f"{self.percentile(95):.2f}, p99 {self.percentile(99):.2f} ms; {self.per_second:,.0f} req/s; "
+            f"server CPU {self.server_cpu_ms:.2f} ms per request"
         )
 
 
-def drive(port: int, path: str, bodies: Sequence[bytes], headers: Mapping[str, str], threads: int) -> Load:
+def drive(
+    port: int,
+    path: str,
+    bodies: Sequence[bytes],
+    headers: Mapping[str, str],
+    threads: int,
+    servers: Sequence[Server] = (),
+) -> Load:
     """POST every body once, ``threads`` at a time, each thread on its own keep-alive connection."""
     counter = itertools.count()
     latencies: list[list[float]] = [[] for _ in range(threads)]
@@ -225,15 +335,23 @@ def drive(port: int, path: str, bodies: Sequence[bytes], headers: Mapping[str, s
             connection.close()
 
     workers = [threading.Thread(target=worker, args=(latencies[t],)) for t in range(threads)]
+    cpu_before = sum(tree_cpu_s(s) for s in servers)
     started = time.perf_counter()
     for each in workers:
         each.start()
     for each in workers:
         each.join()
     seconds = time.perf_counter() - started
+    cpu = sum(tree_cpu_s(s) for s in servers) - cpu_before
     if failures:
         raise RuntimeError(failures[0])
-    return Load([x for per_thread in latencies for x in per_thread], seconds, len(bodies))
+    return Load([x for per_thread in latencies for x in per_thread], seconds, len(bodies), cpu)
+
+
+def require(condition: object, message: str) -> None:
+    """A check that the servers do the same work (not an assert: it must hold under -O too)."""
+    if not condition:
+        raise RuntimeError(message)
 
 
 def post_json(port: int, path: str, body: bytes, headers: Mapping[str, str]) -> Any:
@@ -261,16 +379,17 @@ def measure(
     path: str,
     singles: Sequence[bytes],
     batches: Sequence[bytes],
+    servers: Sequence[Server],
     headers: Mapping[str, str] | None = None,
 ) -> ServerRun:
     sent = dict(headers or {})
     drive(port, path, singles[:WARMUP_REQUESTS], sent, 1)  # first-request costs are not steady state
-    latency = drive(port, path, singles, sent, 1)
-    throughput = drive(port, path, singles, sent, LOAD_THREADS)
+    latency = drive(port, path, singles, sent, 1, servers)
+    throughput = drive(port, path, singles, sent, LOAD_THREADS, servers)
     batch = None
     if batches:
         drive(port, path, batches[:2], sent, 1)
-        batch = drive(port, path, batches, sent, 1)
+        batch = drive(port, path, batches, sent, 1, servers)
     return ServerRun(latency, throughput, batch)
 
 
@@ -332,120 +451,129 @@ def floor_figures(model: RiskModel, records: list[dict[str, Any]]) -> list[Figur
 # Figures.
 
 
-def _over(value: float, limit: float) -> str:
-    return f"misses the target by {value - limit:.2f} ({value / limit:.1f}x the limit)"
+def judged(
+    subject: str,
+    metric: str,
+    value: float,
+    unit: str,
+    limit: float,
+    *,
+    at_least: bool = False,
+    notes: str = "",
+    extra: dict[str, Any] | None = None,
+) -> Figure:
+    """A figure with its target; a miss says by how much in the notes."""
+    met = value >= limit if at_least else value <= limit
+    target = f"{'>=' if at_least else '<='} {limit:,g} {unit}"
+    if not met:
+        gap = limit - value if at_least else value - limit
+        ratio = f"{value / limit:.0%} of the target" if at_least else f"{value / limit:.1f}x the limit"
+        notes = f"MISSED by {gap:,.2f} {unit} ({ratio}). {notes}".strip()
+    return Figure(NAME, subject, metric, value, unit, target, met, notes, extra or {})
 
 
-def server_figures(subject: str, run: ServerRun, what: str, *, judged: bool) -> list[Figure]:
-    """Latency with one client, throughput with several, and batches; targets only where ``judged``."""
+def server_figures(subject: str, run: ServerRun, what: str, *, with_targets: bool) -> list[Figure]:
+    """Latency with one client, throughput with several, batches; the issue's targets for ours only."""
     p95 = run.latency.percentile(95)
-    rps = run.throughput.per_second
+    load = run.throughput
+    throughput_notes = (
+        f"p95 under load {load.percentile(95):.2f} ms. The client threads share the 2 CPUs with the server"
+    )
     figures = [
-        Figure(NAME, subject, "1 claim, 1 client: p50", run.latency.percentile(50), "ms"),
-        Figure(
-            NAME,
-            subject,
-            "1 claim, 1 client: p95",
-            p95,
-            "ms",
-            f"<= {SINGLE_P95_MS:g} ms" if judged else "",
-            (p95 <= SINGLE_P95_MS) if judged else None,
-            notes=" ".join(
-                filter(
-                    None, [what, _over(p95, SINGLE_P95_MS) + " ms" if judged and p95 > SINGLE_P95_MS else ""]
-                )
-            ),
-            extra={"load": run.latency.describe()},
-        ),
+        Figure(NAME, subject, "1 claim, 1 client: p50", run.latency.percentile(50), "ms", notes=what),
+        judged(subject, "1 claim, 1 client: p95", p95, "ms", SINGLE_P95_MS)
+        if with_targets
+        else Figure(NAME, subject, "1 claim, 1 client: p95", p95, "ms"),
         Figure(NAME, subject, "1 claim, 1 client: p99", run.latency.percentile(99), "ms"),
-        Figure(
+        judged(
+            subject,
+            f"1 claim, {LOAD_THREADS} clients: throughput",
+            load.per_second,
+            "req/s",
+            SINGLE_RPS,
+            at_least=True,
+            notes=throughput_notes,
+            extra={"load": load.describe()},
+        )
+        if with_targets
+        else Figure(
             NAME,
             subject,
             f"1 claim, {LOAD_THREADS} clients: throughput",
-            rps,
+            load.per_second,
             "req/s",
-            f">= {SINGLE_RPS:,.0f} req/s" if judged else "",
-            (rps >= SINGLE_RPS) if judged else None,
-            notes=(
-                f"p95 under load {run.throughput.percentile(95):.2f} ms; the client threads share the 2 CPUs"
-                + (
-                    f"; {SINGLE_RPS - rps:,.0f} req/s short ({rps / SINGLE_RPS:.0%} of target)"
-                    if judged and rps < SINGLE_RPS
-                    else ""
-                )
-            ),
-            extra={"load": run.throughput.describe()},
+            notes=throughput_notes,
+            extra={"load": load.describe()},
+        ),
+        Figure(
+            NAME,
+            subject,
+            f"1 claim, {LOAD_THREADS} clients: server CPU per request",
+            load.server_cpu_ms,
+            "ms",
+            notes=f"all the server's threads: {load.server_cpu_s / load.seconds:.2f} cores busy at "
+            f"{load.per_second:,.0f} req/s. Python runs one thread at a time in a worker, so CPU beyond "
+            "1 core is native threads, mostly XGBoost's OpenMP threads spin-waiting between calls",
         ),
     ]
     if run.batch is not None:
         batch_p95 = run.batch.percentile(95)
+        metric = f"batch of {BATCH_SIZE}, 1 client: p95"
         figures += [
             Figure(NAME, subject, f"batch of {BATCH_SIZE}, 1 client: p50", run.batch.percentile(50), "ms"),
-            Figure(
-                NAME,
-                subject,
-                f"batch of {BATCH_SIZE}, 1 client: p95",
-                batch_p95,
-                "ms",
-                f"<= {BATCH_P95_MS:g} ms" if judged else "",
-                (batch_p95 <= BATCH_P95_MS) if judged else None,
-                notes=_over(batch_p95, BATCH_P95_MS) + " ms"
-                if judged and batch_p95 > BATCH_P95_MS
-                else "with risk factors for every claim",
-                extra={"load": run.batch.describe()},
-            ),
+            judged(subject, metric, batch_p95, "ms", BATCH_P95_MS, extra={"load": run.batch.describe()})
+            if with_targets
+            else Figure(NAME, subject, metric, batch_p95, "ms", extra={"load": run.batch.describe()}),
         ]
     return figures
 
 
-@contextlib.contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of the block (for a child started inside it)."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+# ---------------------------------------------------------------------------------------------
 
 
 def run() -> list[Figure]:
-    processes: list[subprocess.Popen[bytes]] = []
+    servers = Servers()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model_dir = train_model(root)
-        model = RiskModel.load(model_dir)
         records = claim_records(SINGLE_REQUESTS + BATCH_SIZE, seed=42)
         singles, batch_rows = records[:SINGLE_REQUESTS], records[SINGLE_REQUESTS:]
-        figures = floor_figures(model, records)
+        single_bodies = [as_body(r) for r in singles]
+        window = CpuWindow.start()
+        figures = floor_figures(RiskModel.load(model_dir), records)
         try:
             # Our model server: a claim object per request, a list of claims per batch.
             ours_port = free_port()
-            processes.append(start_model_server(model_dir, HOST, ours_port, root / "model_server.log"))
-            wait_until_ready(f"http://{HOST}:{ours_port}/ping", processes[-1])
-            ours_batches = [as_body(batch_rows)] * BATCHES
-            check = post_json(ours_port, "/invocations", as_body(singles[0]), {})
-            assert check["predictions"][0]["risk_factors"], "our server returned no risk factors"
-            ours = measure(ours_port, "/invocations", [as_body(r) for r in singles], ours_batches)
+            ours_url = f"http://{HOST}:{ours_port}"
+            log = root / "model_server.log"
+            model_server = servers.add(
+                start_model_server(model_dir, HOST, ours_port, log), f"{ours_url}/ping", log
+            )
+            answer = post_json(ours_port, "/invocations", single_bodies[0], {})
+            require(answer["predictions"][0]["risk_factors"], "our server returned no risk factors")
+            ours = measure(
+                ours_port, "/invocations", single_bodies, [as_body(batch_rows)] * BATCHES, [model_server]
+            )
 
             # MLflow's scoring server on the same artifact.
             mlflow_port = free_port()
-            mlflow_model = save_pyfunc(model_dir, root / "mlflow_model")
-            processes.append(start_mlflow_server(mlflow_model, mlflow_port, root / "mlflow.log"))
-            wait_until_ready(f"http://{HOST}:{mlflow_port}/ping", processes[-1], timeout_s=120)
-            check = post_json(mlflow_port, "/invocations", as_body({"dataframe_records": singles[:1]}), {})
-            assert check["predictions"][0]["risk_factors"], "MLflow's server returned no risk factors"
+            log = root / "mlflow.log"
+            mlflow_server = servers.add(
+                start_mlflow_server(save_pyfunc(model_dir, root / "mlflow_model"), mlflow_port, log),
+                f"http://{HOST}:{mlflow_port}/ping",
+                log,
+                timeout_s=120,  # MLflow's server imports much more before it answers
+            )
+            answer = post_json(mlflow_port, "/invocations", as_body({"dataframe_records": singles[:1]}), {})
+            require(answer["predictions"][0]["risk_factors"], "MLflow's server returned no risk factors")
             peer = measure(
                 mlflow_port,
                 "/invocations",
                 [as_body({"dataframe_records": [r]}) for r in singles],
                 [as_body({"dataframe_records": batch_rows})] * BATCHES,
+                [mlflow_server],
             )
-            stop_tree(processes.pop())  # free the CPUs for the chain
+            servers.stop(mlflow_server)  # free the CPUs for the chain
 
             # The local chain: API adapter → Lambda handler → our model server.
             token = secrets.token_urlsafe(32)
@@ -456,37 +584,42 @@ def run() -> list[Figure]:
                 "CLAIMS_RISK_HOME": str(root / "home"),  # the API's data folder, not the user's
             }
             with environment(api_env):  # the API server inherits this process's environment
-                processes.append(
-                    start_api_server(f"http://{HOST}:{ours_port}", HOST, api_port, root / "api.log")
+                log = root / "api.log"
+                api_server = servers.add(
+                    start_api_server(ours_url, HOST, api_port, log), f"http://{HOST}:{api_port}/health", log
                 )
-            wait_until_ready(f"http://{HOST}:{api_port}/health", processes[-1])
             auth = {"Authorization": f"Bearer {token}"}
-            check = post_json(api_port, "/api/v1/predict", as_body(singles[0]), auth)
-            assert check["risk_factors"], "the API returned no risk factors"
-            chain = measure(api_port, "/api/v1/predict", [as_body(r) for r in singles], [], auth)
+            answer = post_json(api_port, "/api/v1/predict", single_bodies[0], auth)
+            require(answer["risk_factors"], "the API returned no risk factors")
+            chain = measure(api_port, "/api/v1/predict", single_bodies, [], [api_server, model_server], auth)
         finally:
-            for process in reversed(processes):
-                stop_tree(process)
+            servers.stop_all()
+        other_cores = window.other_cores(servers.cpu_s())
 
-    ours_what = "ours: JSON → encode → XGBoost score + TreeSHAP → top 5 factors → JSON, in the event loop."
-    peer_what = (
-        "MLflow: JSON → pandas DataFrame → to_dict → the same predict_records (score + TreeSHAP + "
-        "top 5 factors) in a worker thread → MLflow's JSON."
+    figures += server_figures(
+        "our model server",
+        ours,
+        "JSON → encode → XGBoost score + TreeSHAP → top 5 factors → JSON, in the event loop",
+        with_targets=True,
     )
-    figures += server_figures("our model server", ours, ours_what, judged=True)
-    figures += server_figures("MLflow scoring server", peer, peer_what, judged=False)
-    ratio = ours.throughput.per_second / peer.throughput.per_second
+    figures += server_figures(
+        "MLflow scoring server",
+        peer,
+        "JSON → pandas DataFrame → to_dict → the same predict_records (score + TreeSHAP + top 5 "
+        "factors) in a worker thread → MLflow's JSON",
+        with_targets=False,
+    )
     figures.append(
-        Figure(
-            NAME,
+        judged(
             "our model server / MLflow",
             f"1 claim, {LOAD_THREADS} clients: throughput ratio",
-            ratio,
+            ours.throughput.per_second / peer.throughput.per_second,
             "x",
-            f">= {RATIO_OVER_MLFLOW:g}x",
-            ratio >= RATIO_OVER_MLFLOW,
-            notes="same model, same work (score + risk factors), one uvicorn worker each"
-            + ("" if ratio >= RATIO_OVER_MLFLOW else f"; {RATIO_OVER_MLFLOW - ratio:.2f}x short"),
+            RATIO_OVER_MLFLOW,
+            at_least=True,
+            notes="same model, same work (score + risk factors), one uvicorn worker each; server CPU "
+            f"per request {ours.throughput.server_cpu_ms:.2f} ms (ours), "
+            f"{peer.throughput.server_cpu_ms:.2f} ms (MLflow)",
         )
     )
     if ours.batch is not None and peer.batch is not None:
@@ -497,22 +630,25 @@ def run() -> list[Figure]:
                 f"batch of {BATCH_SIZE}: p50 latency ratio (MLflow / ours)",
                 peer.batch.percentile(50) / ours.batch.percentile(50),
                 "x",
+                notes="both are dominated by the same TreeSHAP call",
             )
         )
-    chain_p95 = chain.latency.percentile(95)
     chain_subject = "local chain (API → handler → model server)"
     figures += [
-        Figure(NAME, chain_subject, "1 claim, 1 client: p50", chain.latency.percentile(50), "ms"),
         Figure(
             NAME,
             chain_subject,
-            "1 claim, 1 client: p95",
-            chain_p95,
+            "1 claim, 1 client: p50",
+            chain.latency.percentile(50),
             "ms",
-            f"<= {CHAIN_P95_MS:g} ms",
-            chain_p95 <= CHAIN_P95_MS,
-            notes="bearer auth, pydantic validation, audit log line, HTTP to the model server"
-            + ("" if chain_p95 <= CHAIN_P95_MS else "; " + _over(chain_p95, CHAIN_P95_MS) + " ms"),
+            notes="bearer auth, pydantic validation, audit log line, then HTTP to the model server",
+        ),
+        judged(
+            chain_subject,
+            "1 claim, 1 client: p95",
+            chain.latency.percentile(95),
+            "ms",
+            CHAIN_P95_MS,
             extra={"load": chain.latency.describe()},
         ),
         Figure(NAME, chain_subject, "1 claim, 1 client: p99", chain.latency.percentile(99), "ms"),
@@ -522,8 +658,21 @@ def run() -> list[Figure]:
             f"1 claim, {LOAD_THREADS} clients: throughput",
             chain.throughput.per_second,
             "req/s",
-            notes=f"p95 under load {chain.throughput.percentile(95):.2f} ms; three processes on 2 CPUs",
+            notes=f"p95 under load {chain.throughput.percentile(95):.2f} ms; client, API and model server "
+            f"share 2 CPUs; API + model server CPU {chain.throughput.server_cpu_ms:.2f} ms per request",
             extra={"load": chain.throughput.describe()},
+        ),
+        Figure(
+            NAME,
+            "machine",
+            "other processes' CPU use while measuring",
+            other_cores,
+            "cores",
+            f"<= {QUIET_CORES:g} cores",
+            other_cores <= QUIET_CORES,
+            notes="a validity check, not a product target: busy CPU time on the machine less this "
+            "benchmark's (client and servers). Above the limit the figures are contended: run again on a "
+            "quiet machine",
         ),
     ]
     return figures

@@ -58,25 +58,42 @@ def _logit(p: np.ndarray) -> np.ndarray:
 # XGBoost
 
 
+PARALLEL_ROWS: Final = 64  # below this, a second thread costs more (waking, spinning) than it saves
+
+
 @dataclass
 class XGBoostFamily:
+    """Two handles on one model: all cores for batches, one thread for a few claims. A single claim
+    is one row, and waking XGBoost's idle helper threads for it burns a core the server needs."""
+
     booster: Any
     name: str = "xgboost"
+    single_thread: Any = None
     MODEL_FILE: ClassVar[str] = "model.ubj"
 
+    def __post_init__(self) -> None:
+        if self.single_thread is None:
+            self.single_thread = self.booster
+
+    def _for(self, rows: int) -> Any:
+        return self.booster if rows >= PARALLEL_ROWS else self.single_thread
+
     def margin(self, matrix: np.ndarray) -> np.ndarray:
+        booster = self._for(len(matrix))
         return np.asarray(
-            self.booster.inplace_predict(matrix, predict_type="margin", validate_features=False),
+            booster.inplace_predict(matrix, predict_type="margin", validate_features=False),
             dtype=np.float64,
         )
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP. Its cost grows with trees, leaves and depth squared per row (about 0.2 ms a
-        claim for 200 depth-4 trees on one core); XGBoost spreads a batch's rows over every core."""
+        claim for 200 depth-4 trees on one core); a batch's rows are spread over every core."""
         import xgboost as xgb
 
-        dmatrix = xgb.DMatrix(matrix, missing=np.nan, feature_names=self.booster.feature_names)
-        contribs = self.booster.predict(dmatrix, pred_contribs=True, validate_features=False)
+        parallel = len(matrix) >= PARALLEL_ROWS
+        threads = (os.cpu_count() or 1) if parallel else 1
+        dmatrix = xgb.DMatrix(matrix, missing=np.nan, nthread=threads)
+        contribs = self._for(len(matrix)).predict(dmatrix, pred_contribs=True, validate_features=False)
         return np.asarray(contribs[:, :-1], dtype=np.float64)
 
     def save(self, model_dir: Path) -> dict[str, str]:
@@ -89,10 +106,10 @@ class XGBoostFamily:
 
         booster = xgb.Booster()
         booster.load_model(str(model_dir / files["model"]))
-        # Rows are spread over the cores: a batch's TreeSHAP halves on two; a single claim is one row
-        # on one thread either way.
         booster.set_param({"nthread": os.cpu_count() or 1})
-        return cls(booster)
+        single_thread = booster.copy()
+        single_thread.set_param({"nthread": 1})
+        return cls(booster, single_thread=single_thread)
 
     @classmethod
     def fit(cls, data: TrainingData, hp: dict[str, Any]) -> XGBoostFamily:

@@ -93,6 +93,13 @@ class RiskModel:
         self._factor_matrix = np.zeros((len(self.encoder.columns), len(self._factor_names)))
         self._factor_matrix[np.arange(len(self.encoder.columns)), self.encoder.factor_index()] = 1.0
         self._inputs = input_columns(self.encoder)
+        # Encoded columns of one factor sit side by side, so a factor's contribution is a sum over a
+        # run of columns: np.add.reduceat, without a matrix product (which would start BLAS threads).
+        index = self.encoder.factor_index()
+        self._factor_starts = np.flatnonzero(np.r_[True, np.diff(index) != 0])
+        self._contiguous = bool(np.all(np.diff(index) >= 0)) and len(self._factor_starts) == len(
+            self._factor_names
+        )
         # Where each factor's value for a claim is read: its one encoded column, or, for a one-hot
         # categorical, the raw field (the level the claim has).
         categorical = set(self.encoder.categories)
@@ -128,6 +135,8 @@ class RiskModel:
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         """Contributions to the calibrated log-odds, summed per readable factor."""
         raw = self.family.contributions(matrix) * self.manifest.calibration.slope
+        if self._contiguous and raw.shape[1]:
+            return np.add.reduceat(raw, self._factor_starts, axis=1)
         return np.asarray(raw @ self._factor_matrix)
 
     def scores(self, data: Columns, n_rows: int | None = None) -> np.ndarray:
