@@ -3,7 +3,8 @@
 One XGBoost model is trained on generated claims and served three ways, all on 127.0.0.1:
 
 - **our model server** (``local/model_server.py``): JSON → records → encoder → XGBoost score and
-  TreeSHAP contributions → top five factors per claim → JSON, in uvicorn's event loop;
+  exact TreeSHAP contributions (from per-leaf tables, ``shared/ml/treeshap.py``) → top five factors
+  per claim → JSON, in uvicorn's event loop;
 - **MLflow's scoring server** (``mlflow models serve --env-manager local``) with a pyfunc model that
   wraps the very same :class:`RiskModel` and calls the same ``predict_records``, so both sides compute
   scores *and* risk factors; MLflow adds its parsing of ``dataframe_records`` into a DataFrame and
@@ -50,6 +51,7 @@ from local.jobs import REPO_ROOT, run_processing, run_training
 from local.servers import free_port, start_api_server, start_model_server, stop, wait_until_ready
 from sagemaker_jobs.inference import inference
 from shared.feature_spec import TARGET_COLUMN
+from shared.ml.families import XGBoostFamily
 from shared.ml.features import columns_from_records, input_columns
 from shared.ml.model import RiskModel, unpack_model
 from shared.ml.synthetic import generate_claims, write_claims
@@ -411,11 +413,18 @@ def floor_stages(model: RiskModel, rows: list[dict[str, Any]]) -> list[tuple[str
     """Each stage of serving ``rows``, cumulative: the model alone, then the work around it."""
     matrix = model.encoder.transform(columns_from_records(rows, input_columns(model.encoder)), len(rows))
     body = as_body(rows[0] if len(rows) == 1 else rows)  # as our server receives them
+    if not isinstance(model.family, XGBoostFamily):
+        raise TypeError("the serving benchmark compares TreeSHAP implementations on an XGBoost model")
+    native_treeshap = model.family.native_contributions
     return [
         ("score only (booster margin + calibration)", lambda: model.probabilities(matrix)),
         (
-            "score + TreeSHAP contributions",
-            lambda: (model.probabilities(matrix), model.contributions(matrix)),
+            "XGBoost's own TreeSHAP (pred_contribs), for comparison",
+            lambda: native_treeshap(matrix),
+        ),
+        (
+            "score + exact TreeSHAP from per-leaf tables (ours, one pass)",
+            lambda: model.family.explain(matrix),
         ),
         ("predict_records (encode, score, explain, top 5)", lambda: model.predict_records(rows)),
         (

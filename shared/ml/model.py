@@ -90,6 +90,7 @@ class RiskModel:
 
     def __post_init__(self) -> None:
         self._factor_names = self.encoder.factor_names
+        self._factor_names_array = np.array(self._factor_names, dtype=object)
         self._factor_matrix = np.zeros((len(self.encoder.columns), len(self._factor_names)))
         self._factor_matrix[np.arange(len(self.encoder.columns)), self.encoder.factor_index()] = 1.0
         self._inputs = input_columns(self.encoder)
@@ -134,7 +135,10 @@ class RiskModel:
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         """Contributions to the calibrated log-odds, summed per readable factor."""
-        raw = self.family.contributions(matrix) * self.manifest.calibration.slope
+        return self._factor_sums(self.family.contributions(matrix))
+
+    def _factor_sums(self, column_contributions: np.ndarray) -> np.ndarray:
+        raw = column_contributions * self.manifest.calibration.slope
         if self._contiguous and raw.shape[1]:
             return np.add.reduceat(raw, self._factor_starts, axis=1)
         return np.asarray(raw @ self._factor_matrix)
@@ -147,8 +151,12 @@ class RiskModel:
     ) -> list[dict[str, Any]]:
         data = columns_from_records(records, self._inputs)
         matrix = self.encoder.transform(data, len(records))
-        scores = self.probabilities(matrix)
-        factors = self._top_factors(matrix, self.contributions(matrix), records) if explain else None
+        if explain:
+            margin, column_contributions = self.family.explain(matrix)
+            scores = self.manifest.calibration.apply(margin)
+            factors = self._top_factors(matrix, self._factor_sums(column_contributions), records)
+        else:
+            scores, factors = self.probabilities(matrix), None
         id_column = self.spec.id_column
         threshold = self.manifest.threshold
         return [
@@ -177,35 +185,42 @@ class RiskModel:
         signed = np.take_along_axis(contributions, top, axis=1)
         columns = self._value_column[top]
         raw = np.take_along_axis(matrix, np.maximum(columns, 0), axis=1)
+        # Rounding and conversion to Python values for all rows at once; the loop below only picks.
+        names = self._factor_names_array[top].tolist()
+        share_values = np.round(shares, 4).tolist()
+        signed_values = np.round(signed, 4).tolist()
+        increases = (signed > 0).tolist()
+        kept = (signed != 0).tolist()
+        text = self._is_text[np.maximum(columns, 0)]
+        numbers = np.round(raw, 4).astype(object)
+        numbers[np.isnan(raw)] = None
+        word = text & ~np.isnan(raw)
+        numbers[word] = (raw[word] != 0).tolist()  # a word of the description: present or not
+        own_values = numbers.tolist()
+        fields = [[self._value_field[k] for k in row] for row in top.tolist()]
         out: list[list[dict[str, Any]]] = []
-        for i in range(len(records)):
+        for i, record in enumerate(records):
             row = []
             for rank in range(top.shape[1]):
-                if signed[i, rank] == 0:
+                if not kept[i][rank]:
                     continue
-                k = int(top[i, rank])
+                field = fields[i][rank]
+                if field is None:
+                    value = own_values[i][rank]
+                else:  # a category: the level the claim has, as given
+                    level = record.get(field)
+                    value = None if level is None or level == "" else str(level)
                 row.append(
                     {
-                        "factor": self._factor_names[k],
-                        "importance": round(float(shares[i, rank]), 4),
-                        "direction": "increases_risk" if signed[i, rank] > 0 else "decreases_risk",
-                        "contribution": round(float(signed[i, rank]), 4),
-                        "value": self._value(records[i], k, int(columns[i, rank]), float(raw[i, rank])),
+                        "factor": names[i][rank],
+                        "importance": share_values[i][rank],
+                        "direction": "increases_risk" if increases[i][rank] else "decreases_risk",
+                        "contribution": signed_values[i][rank],
+                        "value": value,
                     }
                 )
             out.append(row)
         return out
-
-    def _value(self, record: Mapping[str, Any], factor: int, column: int, encoded: float) -> Any:
-        field = self._value_field[factor]
-        if field is not None:
-            value = record.get(field)
-            return None if value is None or value == "" else str(value)
-        if np.isnan(encoded):
-            return None
-        if self._is_text[column]:
-            return bool(encoded)
-        return round(encoded, 4)
 
 
 def write_artifact(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from local.jobs import JobResult, run_training
 from local.pipeline_runner import PipelineRun
 from sagemaker_jobs.inference import inference
 from shared.metric_lines import parse_metrics
+from shared.ml.families import XGBoostFamily
 from shared.ml.model import RiskModel, unpack_model
 from step_functions.pipeline import TRAINING_METRICS, step
 
@@ -88,6 +90,33 @@ def test_explanations_follow_the_score(
     total = model.contributions(matrix).sum(axis=1)
     scores = model.probabilities(matrix)
     assert np.corrcoef(total, np.log(scores / (1 - scores)))[0, 1] > 0.8
+
+
+def test_served_scores_and_factors_equal_the_separate_computations(
+    trained: tuple[str, JobResult, RiskModel], predict_requests: list[dict[str, Any]]
+) -> None:
+    """Serving computes score and contributions in one pass (for XGBoost from per-leaf TreeSHAP
+    tables). Computed apart (for XGBoost by XGBoost itself: its scoring and its own TreeSHAP), they
+    must give the same answer, factor for factor."""
+    family, _, model = trained
+    reference_family = model.family
+    if family == "xgboost":
+        assert isinstance(model.family, XGBoostFamily) and model.family.tables is not None
+        reference_family = replace(model.family, tables=None)
+    reference = RiskModel(model.manifest, model.encoder, reference_family, model.baseline)
+    served = model.predict_records(predict_requests)
+    matrix = model.encoder.transform(pd.DataFrame(predict_requests))
+    scores = reference.probabilities(matrix)
+    contributions = reference.contributions(matrix)
+    for i, answer in enumerate(served):
+        assert answer["risk_score"] == pytest.approx(scores[i], abs=1e-5)
+        for factor in answer["risk_factors"]:
+            k = model.encoder.factor_names.index(factor["factor"])
+            assert factor["contribution"] == pytest.approx(contributions[i, k], abs=2e-4)
+        ranked = np.argsort(-np.abs(contributions[i]), kind="stable")[: len(answer["risk_factors"])]
+        assert {model.encoder.factor_names[k] for k in ranked} == {
+            f["factor"] for f in answer["risk_factors"]
+        }
 
 
 def test_platt_calibration_repairs_balanced_class_weights(trained_run: PipelineRun, tmp_path: Path) -> None:

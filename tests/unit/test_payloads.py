@@ -38,6 +38,8 @@ def test_json_lines_and_csv_with_and_without_header() -> None:
         ('{"a": 1}\n{bad', "application/jsonlines", "line 2"),
         ("A,1,auto,extra,fields", "text/csv", "fields"),
         (b"\xff\xfe", "application/json", "UTF-8"),
+        ('{"claim_amount": NaN}', "application/json", "malformed JSON"),  # strict JSON only
+        ('{"claim_amount": 1e999}', "application/json", "infinity"),
         ("{}", "application/xml", "unsupported content type"),
     ],
 )
@@ -62,5 +64,5 @@ def test_rendering_in_each_format() -> None:
     body, kind = render_predictions(predictions, "application/jsonlines")
     assert json.loads(body.strip()) == predictions[0]
     body, kind = render_predictions(predictions, "text/csv")
-    assert body == "A,low,0.1,0.9,v,claim_amount:0.6\n" and kind == "text/csv"
+    assert body == b"A,low,0.1,0.9,v,claim_amount:0.6\n" and kind == "text/csv"
     assert media_type("*/*") == "application/json"

@@ -1,0 +1,261 @@
+"""Exact path-dependent TreeSHAP for XGBoost ensembles, fast enough to explain every claim served.
+
+XGBoost's own ``pred_contribs`` walks every tree recursively for every row: O(leaves x depth²) a tree.
+That is about 80 µs a claim for a typical champion (155 depth-4 trees) on one core, so a batch of
+1000 claims took 80 ms of the 50 ms it may take. This module computes the *same* values another way
+(the "Fast TreeSHAP v2" idea of Yang, 2021):
+
+- For one leaf, the path-dependent value of a feature subset depends on the claim only through which
+  of the leaf's path features the claim "agrees with" (its value lies in the interval the path
+  requires). A leaf whose path has ``p`` distinct features has only ``2**p`` such patterns.
+- So each leaf's contribution to each of its path features is tabulated once per pattern, when the
+  model loads; explaining a claim is then one pass over the leaves: find the pattern, add ``p``
+  numbers. That is O(leaves x depth) a claim, about 10x less work, and compiled by Numba.
+
+The table holds ``sum(2**p * p)`` numbers over all leaves; a model whose table would pass
+``MAX_TABLE_ENTRIES`` (deep trees with many distinct features on a path) is not tabulated, and the
+caller falls back to XGBoost's own ``pred_contribs``. Values match XGBoost's to float rounding,
+which ``tests/unit/test_treeshap.py`` checks on many random models, with missing values and repeated
+features on a path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Final
+
+import numba
+import numpy as np
+
+MAX_TABLE_ENTRIES: Final = 1 << 24  # 16M float64 = 128 MB, far more than a depth-6 ensemble needs
+PARALLEL_ROWS: Final = 64  # below this, handing rows to a second thread costs more than it saves
+
+
+@dataclass(frozen=True)
+class LeafTables:
+    """Every leaf of the ensemble, its path conditions ("slots", one per distinct feature) and table.
+
+    Slot ``s`` of a leaf holds: the feature, the interval ``[low, high)`` the path requires of it (in
+    float32, as XGBoost compares), whether a missing value follows the path, and the share of the
+    training cover that reaches the leaf through its splits on that feature.
+    """
+
+    slot_start: np.ndarray  # int64, len n_leaves + 1
+    slot_feature: np.ndarray  # int64
+    slot_low: np.ndarray  # float32
+    slot_high: np.ndarray  # float32
+    slot_missing_follows: np.ndarray  # bool
+    slot_cover_share: np.ndarray  # float64
+    leaf_value: np.ndarray  # float64
+    table_start: np.ndarray  # int64, len n_leaves
+    table: np.ndarray  # float64: per leaf, [pattern][slot]
+    base_margin: float
+    n_features: int
+
+    def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Margin (log-odds) and per-column contributions for each row; rows split over the cores."""
+        rows = np.ascontiguousarray(matrix, dtype=np.float32)  # XGBoost compares in float32
+        margin = np.full(len(rows), self.base_margin)
+        contributions = np.zeros((len(rows), self.n_features))
+        arrays = (
+            self.slot_start,
+            self.slot_feature,
+            self.slot_low,
+            self.slot_high,
+            self.slot_missing_follows,
+            self.leaf_value,
+            self.table_start,
+            self.table,
+        )
+        workers = os.cpu_count() or 1
+        if len(rows) < PARALLEL_ROWS or workers == 1:
+            _explain_rows(rows, *arrays, margin, contributions)
+            return margin, contributions
+        # The compiled loop releases the GIL, so plain threads run the chunks side by side.
+        bounds = np.linspace(0, len(rows), workers + 1).astype(int)
+        chunks = [slice(a, b) for a, b in itertools.pairwise(bounds)]
+        list(
+            _pool(workers).map(
+                lambda part: _explain_rows(rows[part], *arrays, margin[part], contributions[part]), chunks
+            )
+        )
+        return margin, contributions
+
+
+@cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="treeshap")
+
+
+def tables_from_booster(booster: Any, max_entries: int = MAX_TABLE_ENTRIES) -> LeafTables | None:
+    """Tabulate a binary-classification gbtree booster; None when its table would be too large or
+    the model has what the tables do not cover (categorical splits, dart, several outputs)."""
+    model = json.loads(bytes(booster.save_raw("json")))
+    learner = model["learner"]
+    booster_json = learner["gradient_booster"]
+    if booster_json["name"] != "gbtree" or int(learner["learner_model_param"].get("num_class", "0")) > 1:
+        return None
+    trees = booster_json["model"]["trees"]
+    n_features = int(learner["learner_model_param"]["num_feature"])
+    per_tree = [_leaf_paths(tree) for tree in trees]
+    if any(paths is None for paths in per_tree):
+        return None
+    leaves = [leaf for paths in per_tree if paths is not None for leaf in paths]
+    widths = np.array([len(leaf[1]) for leaf in leaves], dtype=np.int64)
+    entries = (np.left_shift(1, widths) * widths).astype(np.int64)
+    if int(entries.sum()) > max_entries:
+        return None
+    slots = [slot for leaf in leaves for slot in leaf[1]]
+    tables = LeafTables(
+        slot_start=np.r_[0, np.cumsum(widths)].astype(np.int64),
+        slot_feature=np.array([s[0] for s in slots], dtype=np.int64),
+        slot_low=np.array([s[1] for s in slots], dtype=np.float32),
+        slot_high=np.array([s[2] for s in slots], dtype=np.float32),
+        slot_missing_follows=np.array([s[3] for s in slots], dtype=np.bool_),
+        slot_cover_share=np.array([s[4] for s in slots], dtype=np.float64),
+        leaf_value=np.array([leaf[0] for leaf in leaves], dtype=np.float64),
+        table_start=np.r_[0, np.cumsum(entries)[:-1]].astype(np.int64),
+        table=np.zeros(int(entries.sum())),
+        base_margin=0.0,
+        n_features=n_features,
+    )
+    _fill_tables(
+        tables.slot_start, tables.slot_cover_share, tables.leaf_value, tables.table_start, tables.table
+    )
+    # The bias (XGBoost's base score as a margin) is what the booster adds to the leaves it reaches.
+    probe = np.full((1, n_features), np.nan, dtype=np.float32)
+    booster_margin = float(booster.inplace_predict(probe, predict_type="margin", validate_features=False)[0])
+    leaves_margin, _ = tables.explain(probe)
+    return _with_base(tables, booster_margin - float(leaves_margin[0]))
+
+
+def _with_base(tables: LeafTables, base_margin: float) -> LeafTables:
+    values = {name: getattr(tables, name) for name in tables.__dataclass_fields__}
+    values["base_margin"] = base_margin
+    return LeafTables(**values)
+
+
+Slot = tuple[int, float, float, bool, float]
+Leaf = tuple[float, list[Slot]]
+
+
+def _leaf_paths(tree: dict[str, Any]) -> list[Leaf] | None:
+    """Each leaf's value and its path's conditions, merged per feature (a feature split twice on one
+    path is one slot: the intersection of intervals, the product of cover shares)."""
+    left, right = tree["left_children"], tree["right_children"]
+    feature, condition = tree["split_indices"], tree["split_conditions"]
+    default_left, cover = tree["default_left"], tree["sum_hessian"]
+    if any(kind != 0 for kind in tree.get("split_type", [])):
+        return None  # categorical splits: not tabulated
+    out: list[Leaf] = []
+    stack: list[tuple[int, dict[int, list[Any]]]] = [(0, {})]
+    while stack:
+        node, path = stack.pop()
+        if left[node] == -1:
+            out.append((float(condition[node]), [(f, *values) for f, values in path.items()]))
+            continue
+        f, split, parent_cover = int(feature[node]), float(condition[node]), float(cover[node])
+        for child, goes_left in ((left[node], True), (right[node], False)):
+            low, high, missing, share = path.get(f, [-math.inf, math.inf, True, 1.0])
+            if goes_left:
+                high = min(high, split)
+            else:
+                low = max(low, split)
+            share_here = float(cover[child]) / parent_cover if parent_cover > 0 else 0.0
+            branch = dict(path)
+            branch[f] = [low, high, missing and bool(default_left[node]) == goes_left, share * share_here]
+            stack.append((int(child), branch))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_tables(
+    slot_start: np.ndarray,
+    cover_share: np.ndarray,
+    leaf_value: np.ndarray,
+    table_start: np.ndarray,
+    table: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """For every leaf and agreement pattern, each path feature's Shapley share of the leaf's value.
+
+    With ``o_j`` (1 if the claim agrees with feature j's condition) and ``z_j`` (cover share), the
+    leaf adds to feature i: ``v (o_i - z_i) sum_k w(k, p) e_k``, where ``e_k`` is the coefficient of
+    ``t**k`` in the product over the other path features of ``(z_j + t)`` if ``o_j`` else ``z_j``,
+    and ``w(k, p) = k! (p-1-k)! / p!`` the Shapley weight of a coalition of k features.
+    """
+    for leaf in range(len(leaf_value)):
+        first = slot_start[leaf]
+        p = slot_start[leaf + 1] - first
+        if p == 0:
+            continue
+        weight = np.empty(p)
+        for k in range(p):
+            weight[k] = math.exp(math.lgamma(k + 1) + math.lgamma(p - k) - math.lgamma(p + 1))
+        poly = np.empty(p + 1)
+        rest = np.empty(p + 1)
+        for pattern in range(1 << p):
+            for i in range(p):
+                # The product over the other features, built directly: p is small (the tree depth).
+                poly[:] = 0.0
+                poly[0] = 1.0
+                degree = 0
+                for j in range(p):
+                    if j == i:
+                        continue
+                    z = cover_share[first + j]
+                    if (pattern >> j) & 1:
+                        rest[: degree + 2] = 0.0
+                        for k in range(degree + 1):
+                            rest[k] += poly[k] * z
+                            rest[k + 1] += poly[k]
+                        degree += 1
+                        poly[: degree + 1] = rest[: degree + 1]
+                    else:
+                        for k in range(degree + 1):
+                            poly[k] *= z
+                total = 0.0
+                for k in range(degree + 1):
+                    total += weight[k] * poly[k]
+                agrees = (pattern >> i) & 1
+                table[table_start[leaf] + pattern * p + i] = (
+                    leaf_value[leaf] * (agrees - cover_share[first + i]) * total
+                )
+
+
+@numba.njit(cache=True, nogil=True)
+def _explain_rows(
+    rows: np.ndarray,
+    slot_start: np.ndarray,
+    slot_feature: np.ndarray,
+    slot_low: np.ndarray,
+    slot_high: np.ndarray,
+    slot_missing_follows: np.ndarray,
+    leaf_value: np.ndarray,
+    table_start: np.ndarray,
+    table: np.ndarray,
+    margin: np.ndarray,
+    contributions: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    for r in range(rows.shape[0]):
+        reached = 0.0
+        for leaf in range(len(leaf_value)):
+            first = slot_start[leaf]
+            p = slot_start[leaf + 1] - first
+            pattern = 0
+            for j in range(p):
+                # Branch-free: claims differ, so branches here would be mispredicted half the time.
+                x = rows[r, slot_feature[first + j]]
+                inside = (x >= slot_low[first + j]) & (x < slot_high[first + j])  # False for NaN
+                agrees = inside | (math.isnan(x) & slot_missing_follows[first + j])
+                pattern |= int(agrees) << j
+            reached += leaf_value[leaf] * (pattern == (1 << p) - 1)  # the one leaf this claim reaches
+            at = table_start[leaf] + pattern * p
+            for j in range(p):
+                contributions[r, slot_feature[first + j]] += table[at + j]
+        margin[r] += reached
