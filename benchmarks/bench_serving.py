@@ -12,7 +12,9 @@ One XGBoost model is trained on generated claims and served three ways, all on 1
 - **the local chain**: the local API (API Gateway adapter → the Lambda handler, with bearer auth,
   pydantic validation and the audit log line) calling our model server over HTTP.
 
-The in-process floor (no HTTP) shows what the model and our code around it cost. Every client is
+The in-process floor (no HTTP) shows what the model and our code around it cost, with XGBoost's own
+TreeSHAP beside ours; the cost of scoring with risk factors is also given for a Random Forest and a
+Keras network trained on the same claims, each with its own explanation method. Every client is
 the same small keep-alive HTTP client (``http.client``, one connection per thread) running on the same
 two CPUs as the server it measures, so throughput is a lower bound of what a server would do alone;
 the server's CPU time per request gives its ceiling on a free core. Latency targets are judged with
@@ -23,6 +25,7 @@ the CPU time that other processes used while measuring is reported too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import itertools
 import json
@@ -67,6 +70,7 @@ LOAD_THREADS = 4  # modest: the client shares the machine's two CPUs with the se
 WARMUP_REQUESTS = 50
 PHASE_CAP_S = 45.0  # a slow server is measured on the requests it answered in this time
 FLOOR_REPEATS = 500
+FAMILY_REPEATS = 200
 QUIET_CORES = 0.2  # other processes' CPU use above this makes the run's figures suspect
 
 # Targets from the issue.
@@ -234,16 +238,16 @@ class CpuWindow:
 # Model and claims.
 
 
-def train_model(root: Path) -> Path:
+def prepare_channels(root: Path) -> dict[str, Path]:
     data = write_claims(generate_claims(TRAIN_ROWS, seed=41), root / "raw" / "claims.csv")
     processed = run_processing(step("validate"), {"raw": data.parent}, root / "validate")
-    trained = run_training(
-        step("train"),
-        {k: processed.outputs[k] for k in ("train", "validation", "test")},
-        {"model_family": "xgboost"},
-        root / "train",
-    )
-    return unpack_model(trained.outputs["model"], root / "model")
+    return {k: processed.outputs[k] for k in ("train", "validation", "test")}
+
+
+def train_model(root: Path, channels: dict[str, Path], family: str = "xgboost") -> Path:
+    """A model of the family with the pipeline's default hyperparameters."""
+    trained = run_training(step("train"), channels, {"model_family": family}, root / f"train-{family}")
+    return unpack_model(trained.outputs["model"], root / f"model-{family}")
 
 
 def _json_value(value: Any) -> Any:
@@ -434,6 +438,31 @@ def floor_stages(model: RiskModel, rows: list[dict[str, Any]]) -> list[tuple[str
     ]
 
 
+def family_figures(model_dirs: Mapping[str, Path], records: list[dict[str, Any]]) -> list[Figure]:
+    """What scoring with risk factors costs for each model family (in-process, no HTTP), each with
+    its own explanation method, so that a family the tuner picks is not a surprise in production."""
+    figures = []
+    for family, model_dir in model_dirs.items():
+        model = RiskModel.load(model_dir)
+        for label, rows, repeats in (
+            ("1 claim", records[:1], FAMILY_REPEATS),
+            (f"{BATCH_SIZE} claims", records[:BATCH_SIZE], BATCHES),
+        ):
+            samples = time_ms(functools.partial(model.predict_records, rows), repeats)
+            figures.append(
+                Figure(
+                    NAME,
+                    f"{family} (default hyperparameters)",
+                    f"{label}: predict_records with risk factors, median",
+                    statistics.median(samples),
+                    "ms",
+                    notes=f"p95 {np.percentile(samples, 95):.2f} ms over {repeats} calls; "
+                    f"{model.manifest.explanation_method}",
+                )
+            )
+    return figures
+
+
 def floor_figures(model: RiskModel, records: list[dict[str, Any]]) -> list[Figure]:
     """Median cost per call of each stage, for one claim and for a batch, without HTTP."""
     figures = []
@@ -544,12 +573,15 @@ def run() -> list[Figure]:
     servers = Servers()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model_dir = train_model(root)
+        channels = prepare_channels(root)
+        model_dir = train_model(root, channels)
         records = claim_records(SINGLE_REQUESTS + BATCH_SIZE, seed=42)
         singles, batch_rows = records[:SINGLE_REQUESTS], records[SINGLE_REQUESTS:]
         single_bodies = [as_body(r) for r in singles]
+        others = {family: train_model(root, channels, family) for family in ("random_forest", "keras")}
         window = CpuWindow.start()
         figures = floor_figures(RiskModel.load(model_dir), records)
+        figures += family_figures({"xgboost": model_dir, **others}, records)
         try:
             # Our model server: a claim object per request, a list of claims per batch.
             ours_port = free_port()

@@ -16,12 +16,17 @@ from typing import Any, ClassVar, Final, Protocol
 
 import numpy as np
 
+from shared.ml.forest_paths import ForestPaths
+from shared.ml.row_parallel import PARALLEL_ROWS
 from shared.ml.treeshap import LeafTables, tables_from_booster
 
 FAMILIES: Final = ("xgboost", "random_forest", "keras")
 EXPLANATION_METHODS: Final = {
     "xgboost": "exact path-dependent TreeSHAP (per-leaf tables; the values of XGBoost's pred_contribs)",
-    "random_forest": "Saabas tree-path contributions averaged over the forest, rescaled to log-odds",
+    "random_forest": (
+        "Saabas path attributions averaged over the forest (exact sums, not Shapley values), "
+        "rescaled to log-odds"
+    ),
     "keras": "occlusion: each column set to its training mean, one batched forward pass per column",
 }
 _EPS: Final = 1e-6
@@ -62,9 +67,6 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # XGBoost
-
-
-PARALLEL_ROWS: Final = 64  # below this, a second thread costs more (waking, spinning) than it saves
 
 
 @dataclass
@@ -174,58 +176,31 @@ class XGBoostFamily:
 class RandomForestFamily:
     forest: Any
     name: str = "random_forest"
+    paths: ForestPaths | None = field(default=None, repr=False)  # the forest as flat, compiled arrays
     MODEL_FILE: ClassVar[str] = "model.skops"
-    _paths: list[tuple[Any, np.ndarray]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.paths is None:
+            self.paths = ForestPaths.from_forest(self.forest)
 
     def margin(self, matrix: np.ndarray) -> np.ndarray:
         return _logit(self.forest.predict_proba(matrix)[:, 1])
 
-    def _deltas(self) -> list[tuple[Any, Any]]:
-        """Per tree: for every node, the change in P(high risk) from its parent, on the parent's feature."""
-        if not self._paths:
-            from scipy import sparse
-
-            n_features = self.forest.n_features_in_
-            for tree in self.forest.estimators_:
-                structure = tree.tree_
-                counts = structure.value[:, 0, :]
-                prob = counts[:, 1] / np.maximum(counts.sum(axis=1), _EPS)
-                parent = np.full(structure.node_count, -1)
-                for side in (structure.children_left, structure.children_right):
-                    inner = np.flatnonzero(side >= 0)
-                    parent[side[inner]] = inner
-                child = np.flatnonzero(parent >= 0)
-                delta = sparse.csr_matrix(
-                    (prob[child] - prob[parent[child]], (child, structure.feature[parent[child]])),
-                    shape=(structure.node_count, n_features),
-                )
-                self._paths.append((tree, delta))
-        return self._paths
-
     def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p = self.forest.predict_proba(matrix)[:, 1]
-        return _logit(p), self._contributions(matrix, p)
-
-    def contributions(self, matrix: np.ndarray) -> np.ndarray:
-        return self._contributions(matrix, self.forest.predict_proba(matrix)[:, 1])
-
-    def _contributions(self, matrix: np.ndarray, p: np.ndarray) -> np.ndarray:
-        trees = self._deltas()
-        prob_contrib = np.zeros((matrix.shape[0], matrix.shape[1]))
-        for tree, delta in trees:
-            prob_contrib += np.asarray((tree.decision_path(matrix) @ delta).todense())
-        prob_contrib /= len(trees)
-        # Rescale so that contributions add up to the margin's distance from the average claim's margin.
-        base = float(
-            np.mean([t.tree_.value[0, 0, 1] / max(t.tree_.value[0, 0].sum(), _EPS) for t, _ in trees])
-        )
-        gap = p - base
+        """Path attributions (``shared/ml/forest_paths.py``) in P(high risk), rescaled so that they
+        add up to the margin's distance from the margin of the forest's average."""
+        assert self.paths is not None
+        p, credits = self.paths.explain(matrix)
+        gap = p - self.paths.average
         scale = np.where(
             np.abs(gap) > 1e-9,
-            (_logit(p) - _logit(np.array([base]))) / np.where(gap == 0, 1, gap),
-            1.0 / np.maximum(p * (1 - p), _EPS),
+            (_logit(p) - _logit(np.array([self.paths.average]))) / np.where(gap == 0, 1, gap),
+            1.0 / np.maximum(p * (1 - p), _EPS),  # the slope of the logit where the gap vanishes
         )
-        return np.asarray(prob_contrib * scale[:, None])
+        return _logit(p), np.asarray(credits * scale[:, None])
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        return self.explain(matrix)[1]
 
     def save(self, model_dir: Path) -> dict[str, str]:
         import skops.io as sio

@@ -21,20 +21,17 @@ features on a path.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Final
 
 import numba
 import numpy as np
 
+from shared.ml.row_parallel import run_over_rows
+
 MAX_TABLE_ENTRIES: Final = 1 << 24  # 16M float64 = 128 MB, far more than a depth-6 ensemble needs
-PARALLEL_ROWS: Final = 64  # below this, handing rows to a second thread costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,7 @@ class LeafTables:
     n_features: int
 
     def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Margin (log-odds) and per-column contributions for each row; rows split over the cores."""
+        """Margin (log-odds) and per-column contributions for each row."""
         rows = np.ascontiguousarray(matrix, dtype=np.float32)  # XGBoost compares in float32
         margin = np.full(len(rows), self.base_margin)
         contributions = np.zeros((len(rows), self.n_features))
@@ -73,24 +70,12 @@ class LeafTables:
             self.table_start,
             self.table,
         )
-        workers = os.cpu_count() or 1
-        if len(rows) < PARALLEL_ROWS or workers == 1:
-            _explain_rows(rows, *arrays, margin, contributions)
-            return margin, contributions
-        # The compiled loop releases the GIL, so plain threads run the chunks side by side.
-        bounds = np.linspace(0, len(rows), workers + 1).astype(int)
-        chunks = [slice(a, b) for a, b in itertools.pairwise(bounds)]
-        list(
-            _pool(workers).map(
-                lambda part: _explain_rows(rows[part], *arrays, margin[part], contributions[part]), chunks
-            )
-        )
+
+        def kernel(part: slice) -> None:
+            _explain_rows(rows[part], *arrays, margin[part], contributions[part])
+
+        run_over_rows(kernel, len(rows))
         return margin, contributions
-
-
-@cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="treeshap")
 
 
 def tables_from_booster(booster: Any, max_entries: int = MAX_TABLE_ENTRIES) -> LeafTables | None:
