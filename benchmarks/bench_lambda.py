@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -66,7 +65,9 @@ def build_bundle(output_dir: Path) -> Path:
 
     from cdk.bundling import api_bundling
 
-    local = api_bundling().local
+    # Bytecode for this interpreter, which stands in for Lambda's: a synthesis on Python 3.12 ships
+    # the same for the runtime.
+    local = api_bundling(bytecode_for=f"{sys.version_info.major}.{sys.version_info.minor}").local
     if local is None or not local.try_bundle(str(output_dir), image=DockerImage.from_registry("unused")):
         raise RuntimeError("the API function's local bundling did not run")
     return output_dir
@@ -135,32 +136,32 @@ def run() -> list[Figure]:
         paths = [str(bundle), str(lambda_site(root / "site"))]
         env = {"PATH": "/usr/bin:/bin", "LAMBDA_TASK_ROOT": str(bundle), **LAMBDA_ENV}
         probe = PROBE.format(module=HANDLER_MODULE)
-        # Library bytecode is cached in a folder of our own, as installed packages have it (this
-        # virtualenv has none); the bundle's is then deleted, because Lambda cannot write bytecode
-        # beside a read-only /var/task: our modules are compiled at every cold start, as here (-B).
-        cache = root / "pycache"
-        prefix = f"pycache_prefix={cache}"
-        _, out, _ = interpreter(probe, [*paths, *HEAVY], env, "-X", prefix)
-        shutil.rmtree(cache / bundle.relative_to(bundle.anchor), ignore_errors=True)
+        # A first run writes the libraries' bytecode, as installed packages and the Powertools layer
+        # have it (this virtualenv may have none). The bundle ships its own; the runs that are timed
+        # write nothing (-B), because Lambda cannot write beside a read-only /var/task.
+        shipped = set(bundle.rglob("*.pyc"))
+        _, out, _ = interpreter(probe, [*paths, *HEAVY], env)
+        for written in set(bundle.rglob("*.pyc")) - shipped:
+            written.unlink()
         found = json.loads(out)
 
         def import_ms(variables: dict[str, str]) -> tuple[float, list[float]]:
             bare, loaded = [], []
             for _ in range(IMPORT_RUNS):
-                bare.append(interpreter("import sys", [], variables, "-B", "-X", prefix)[0])
-                loaded.append(interpreter(probe, [*paths, *HEAVY], variables, "-B", "-X", prefix)[0])
+                bare.append(interpreter("import sys", [], variables, "-B")[0])
+                loaded.append(interpreter(probe, [*paths, *HEAVY], variables, "-B")[0])
             return (statistics.median(loaded) - statistics.median(bare)) * 1000.0, loaded
 
         traced_ms, traced_runs = import_ms(env)
         untraced_ms, _ = import_ms({**env, "POWERTOOLS_TRACE_DISABLED": "true"})
-        _, _, importtime = interpreter(probe, [*paths, *HEAVY], env, "-B", "-X", prefix, "-X", "importtime")
+        _, _, importtime = interpreter(probe, [*paths, *HEAVY], env, "-B", "-X", "importtime")
 
     heavy = sorted(set(found["heavy"]) | set(heavy_files))
     complete = not found["outside"] and found["handler"].startswith(str(bundle))
     size_note = f"{len(files)} files; {zip_mb:.3f} MB zipped; Powertools layer and boto3 excluded"
     import_note = (
         f"median of {IMPORT_RUNS} fresh interpreters minus a bare one; tracing on (X-Ray SDK patches "
-        f"botocore), library bytecode cached, the bundle compiled as in Lambda. By package: "
+        f"botocore), library bytecode cached, the bundle shipping its own bytecode. By package: "
         + ", ".join(import_cost_by_package(importtime))
         + f". Python {platform.python_version()} on this machine's CPU; Lambda runs 3.12 on arm64, with "
         "a CPU share set by its memory size"

@@ -53,7 +53,9 @@ API_VERSION = "1.0.0"
 CORRELATION_HEADER = "X-Correlation-Id"
 
 logger = Logger(service="claims-risk-api")
-tracer = Tracer(service="claims-risk-api")
+# Only botocore (the endpoint, catalog and pipeline calls): patching every library X-Ray knows
+# imports each of them at cold start.
+tracer = Tracer(service="claims-risk-api", patch_modules=("botocore",))
 metrics = Metrics(
     namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ClaimsRisk"), service="claims-risk-api"
 )
