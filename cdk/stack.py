@@ -10,6 +10,7 @@ from constructs import Construct
 
 from cdk.api import ClaimsApi
 from cdk.config import StageConfig
+from cdk.web import WebPage
 
 
 class ClaimsRiskStack(Stack):
@@ -26,3 +27,5 @@ class ClaimsRiskStack(Stack):
         api = ClaimsApi(self, "ClaimsApi", config=config, endpoint_name=endpoint_name.value_as_string)
         CfnOutput(self, "ApiUrl", value=api.api.url)
         CfnOutput(self, "ApiFunctionName", value=api.function.function_name)
+        web = WebPage(self, "WebPage", api=api.api)
+        CfnOutput(self, "WebPageUrl", value=web.url, description="the claims handlers' page (and the API)")

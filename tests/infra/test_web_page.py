@@ -1,0 +1,103 @@
+"""The web page's hosting in AWS, checked on the synthesized template: private files behind
+CloudFront, and the API's paths on the same origin, never cached, with the caller's credentials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import assertions
+
+from app import build_app
+
+CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # AWS managed cache policy ids
+ALL_VIEWER_EXCEPT_HOST = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+
+
+@pytest.fixture(scope="module")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> tuple[assertions.Template, Path]:
+    outdir = tmp_path_factory.mktemp("cdk-web")
+    assembly = build_app({"stage": "dev"}, outdir=str(outdir)).synth()
+    stack = assembly.get_stack_by_name("ClaimsRisk-dev")
+    return assertions.Template.from_json(stack.template), outdir
+
+
+def _distribution(t: assertions.Template) -> dict[str, Any]:
+    (config,) = [
+        r["Properties"]["DistributionConfig"]
+        for r in t.find_resources("AWS::CloudFront::Distribution").values()
+    ]
+    return config
+
+
+def test_the_files_bucket_is_private_encrypted_and_https_only(
+    synthesized: tuple[assertions.Template, Path],
+) -> None:
+    t, _ = synthesized
+    t.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
+            },
+            "VersioningConfiguration": {"Status": "Enabled"},
+        },
+    )
+    policies = json.dumps(t.find_resources("AWS::S3::BucketPolicy"))
+    assert '"aws:SecureTransport": "false"' in policies
+    assert "cloudfront.amazonaws.com" in policies  # read by the distribution's origin access control only
+
+
+def test_the_page_is_served_over_https_with_security_headers(
+    synthesized: tuple[assertions.Template, Path],
+) -> None:
+    config = _distribution(synthesized[0])
+    assert config["DefaultRootObject"] == "index.html"
+    default = config["DefaultCacheBehavior"]
+    assert default["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert default["ResponseHeadersPolicyId"]
+    assert {o["Id"] for o in config["Origins"]} and any("S3OriginConfig" in o for o in config["Origins"])
+
+
+def test_the_api_paths_share_the_origin_uncached_with_the_callers_credentials(
+    synthesized: tuple[assertions.Template, Path],
+) -> None:
+    config = _distribution(synthesized[0])
+    behaviors = {b["PathPattern"]: b for b in config["CacheBehaviors"]}
+    assert set(behaviors) == {"/api/*", "/health", "/swagger*"}
+    for behavior in behaviors.values():
+        assert behavior["CachePolicyId"] == CACHING_DISABLED
+        assert behavior["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST
+        assert behavior["ViewerProtocolPolicy"] == "https-only"
+        assert set(behavior["AllowedMethods"]) >= {"GET", "POST", "OPTIONS"}
+    api_origins = [o for o in config["Origins"] if "CustomOriginConfig" in o]
+    assert (
+        len(api_origins) == 1 and api_origins[0]["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
+    )
+
+
+def test_the_page_and_its_config_are_deployed_to_the_bucket(
+    synthesized: tuple[assertions.Template, Path],
+) -> None:
+    t, outdir = synthesized
+    deployments = t.find_resources("Custom::CDKBucketDeployment")
+    assert len(deployments) == 1
+    (deployment,) = deployments.values()
+    assert deployment["Properties"]["DistributionPaths"] == ["/*"]
+    # The page's own asset folder holds index.html as it is in the repository.
+    pages = list(outdir.glob("asset.*/index.html"))
+    repo_page = Path(__file__).resolve().parents[2] / "local" / "web" / "index.html"
+    assert any(p.read_bytes() == repo_page.read_bytes() for p in pages)
+    # config.json, deployed beside it, says the API is on the page's own origin.
+    configs = [json.loads(p.read_text(encoding="utf-8")) for p in outdir.glob("asset.*/config.json")]
+    assert configs == [{"api_base": ""}]
