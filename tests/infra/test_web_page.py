@@ -29,6 +29,7 @@ def _distribution(t: assertions.Template) -> dict[str, Any]:
         r["Properties"]["DistributionConfig"]
         for r in t.find_resources("AWS::CloudFront::Distribution").values()
     ]
+    assert isinstance(config, dict)
     return config
 
 
