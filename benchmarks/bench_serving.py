@@ -49,7 +49,7 @@ import pandas as pd
 import psutil
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
-from benchmarks.harness import Figure
+from benchmarks.harness import Figure, judged
 from local.jobs import REPO_ROOT, run_processing, run_training
 from local.servers import free_port, start_api_server, start_model_server, stop, wait_until_ready
 from sagemaker_jobs.inference import inference
@@ -489,27 +489,6 @@ def floor_figures(model: RiskModel, records: list[dict[str, Any]]) -> list[Figur
 # Figures.
 
 
-def judged(
-    subject: str,
-    metric: str,
-    value: float,
-    unit: str,
-    limit: float,
-    *,
-    at_least: bool = False,
-    notes: str = "",
-    extra: dict[str, Any] | None = None,
-) -> Figure:
-    """A figure with its target; a miss says by how much in the notes."""
-    met = value >= limit if at_least else value <= limit
-    target = f"{'>=' if at_least else '<='} {limit:,g} {unit}"
-    if not met:
-        gap = limit - value if at_least else value - limit
-        ratio = f"{value / limit:.0%} of the target" if at_least else f"{value / limit:.1f}x the limit"
-        notes = f"MISSED by {gap:,.2f} {unit} ({ratio}). {notes}".strip()
-    return Figure(NAME, subject, metric, value, unit, target, met, notes, extra or {})
-
-
 def server_figures(subject: str, run: ServerRun, what: str, *, with_targets: bool) -> list[Figure]:
     """Latency with one client, throughput with several, batches; the issue's targets for ours only."""
     p95 = run.latency.percentile(95)
@@ -519,11 +498,12 @@ def server_figures(subject: str, run: ServerRun, what: str, *, with_targets: boo
     )
     figures = [
         Figure(NAME, subject, "1 claim, 1 client: p50", run.latency.percentile(50), "ms", notes=what),
-        judged(subject, "1 claim, 1 client: p95", p95, "ms", SINGLE_P95_MS)
+        judged(NAME, subject, "1 claim, 1 client: p95", p95, "ms", SINGLE_P95_MS)
         if with_targets
         else Figure(NAME, subject, "1 claim, 1 client: p95", p95, "ms"),
         Figure(NAME, subject, "1 claim, 1 client: p99", run.latency.percentile(99), "ms"),
         judged(
+            NAME,
             subject,
             f"1 claim, {LOAD_THREADS} clients: throughput",
             load.per_second,
@@ -559,7 +539,7 @@ def server_figures(subject: str, run: ServerRun, what: str, *, with_targets: boo
         metric = f"batch of {BATCH_SIZE}, 1 client: p95"
         figures += [
             Figure(NAME, subject, f"batch of {BATCH_SIZE}, 1 client: p50", run.batch.percentile(50), "ms"),
-            judged(subject, metric, batch_p95, "ms", BATCH_P95_MS, extra={"load": run.batch.describe()})
+            judged(NAME, subject, metric, batch_p95, "ms", BATCH_P95_MS, extra={"load": run.batch.describe()})
             if with_targets
             else Figure(NAME, subject, metric, batch_p95, "ms", extra={"load": run.batch.describe()}),
         ]
@@ -652,6 +632,7 @@ def run() -> list[Figure]:
     )
     figures.append(
         judged(
+            NAME,
             "our model server / MLflow",
             f"1 claim, {LOAD_THREADS} clients: throughput ratio",
             ours.throughput.per_second / peer.throughput.per_second,
@@ -685,6 +666,7 @@ def run() -> list[Figure]:
             notes="bearer auth, pydantic validation, audit log line, then HTTP to the model server",
         ),
         judged(
+            NAME,
             chain_subject,
             "1 claim, 1 client: p95",
             chain.latency.percentile(95),

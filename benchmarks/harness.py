@@ -25,6 +25,28 @@ class Figure:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def judged(
+    benchmark: str,
+    subject: str,
+    metric: str,
+    value: float,
+    unit: str,
+    limit: float,
+    *,
+    at_least: bool = False,
+    notes: str = "",
+    extra: dict[str, Any] | None = None,
+) -> Figure:
+    """A figure with its target; a miss says by how much in the notes."""
+    met = value >= limit if at_least else value <= limit
+    target = f"{'>=' if at_least else '<='} {limit:,g} {unit}"
+    if not met:
+        gap = limit - value if at_least else value - limit
+        ratio = f"{value / limit:.0%} of the target" if at_least else f"{value / limit:.1f}x the limit"
+        notes = f"MISSED by {gap:,.2f} {unit} ({ratio}). {notes}".strip()
+    return Figure(benchmark, subject, metric, value, unit, target, met, notes, extra or {})
+
+
 def machine() -> dict[str, Any]:
     import os
 

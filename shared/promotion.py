@@ -13,7 +13,9 @@ from pydantic import BaseModel, Field
 from shared.gates import GateConfig, GateResult, all_passed, evaluate_gates
 
 REGISTERED_MODEL_PREFIX: Final = "claims-risk"
-REGISTERED_TEST_METRICS: Final = (
+# The holdout figures that judge a model (besides rows, prevalence, threshold and the confusion
+# matrix): what the registry records and the report's metrics table shows.
+QUALITY_METRICS: Final = (
     "roc_auc",
     "pr_auc",
     "accuracy",
@@ -23,6 +25,7 @@ REGISTERED_TEST_METRICS: Final = (
     "false_negative_rate",
     "false_positive_rate",
     "brier",
+    "logloss",
     "expected_cost",
     "auto_approved_share",
 )
@@ -62,7 +65,7 @@ def registration_record(
     params |= {f"cost_{k}": v for k, v in evaluation["costs"].items()}
     metrics = {
         f"test_{k}": float(evaluation["test"][k])
-        for k in REGISTERED_TEST_METRICS
+        for k in QUALITY_METRICS
         if evaluation["test"].get(k) is not None
     }
     for name, figures in (evaluation.get("cross_validation") or {}).items():

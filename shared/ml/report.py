@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display: render to memory
 import matplotlib.pyplot as plt
 
+from shared.promotion import QUALITY_METRICS
+
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
 color:#1f2933}
@@ -95,23 +97,7 @@ def render_report(ev: dict[str, Any]) -> str:
         "<h2>Test metrics</h2>",
         _table(
             ["metric", "value"],
-            [
-                [k, test[k]]
-                for k in (
-                    "rows",
-                    "prevalence",
-                    "roc_auc",
-                    "pr_auc",
-                    "accuracy",
-                    "precision",
-                    "recall",
-                    "f1",
-                    "false_negative_rate",
-                    "false_positive_rate",
-                    "brier",
-                    "logloss",
-                )
-            ],
+            [[k, test[k]] for k in ("rows", "prevalence", *QUALITY_METRICS)],
             "metrics-table",
         ),
     ]

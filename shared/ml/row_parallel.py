@@ -33,5 +33,4 @@ def run_over_rows(kernel: Callable[[slice], None], n_rows: int) -> None:
         return
     bounds = np.linspace(0, n_rows, workers + 1).astype(int)
     chunks = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-    for done in _pool(workers).map(kernel, chunks):
-        del done  # map re-raises a kernel's exception here
+    list(_pool(workers).map(kernel, chunks))  # waits for every chunk; re-raises a kernel's error

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numba
@@ -117,13 +117,7 @@ def tables_from_booster(booster: Any, max_entries: int = MAX_TABLE_ENTRIES) -> L
     probe = np.full((1, n_features), np.nan, dtype=np.float32)
     booster_margin = float(booster.inplace_predict(probe, predict_type="margin", validate_features=False)[0])
     leaves_margin, _ = tables.explain(probe)
-    return _with_base(tables, booster_margin - float(leaves_margin[0]))
-
-
-def _with_base(tables: LeafTables, base_margin: float) -> LeafTables:
-    values = {name: getattr(tables, name) for name in tables.__dataclass_fields__}
-    values["base_margin"] = base_margin
-    return LeafTables(**values)
+    return replace(tables, base_margin=booster_margin - float(leaves_margin[0]))
 
 
 Slot = tuple[int, float, float, bool, float]

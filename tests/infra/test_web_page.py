@@ -67,7 +67,9 @@ def test_the_page_is_served_over_https_with_security_headers(
     default = config["DefaultCacheBehavior"]
     assert default["ViewerProtocolPolicy"] == "redirect-to-https"
     assert default["ResponseHeadersPolicyId"]
-    assert {o["Id"] for o in config["Origins"]} and any("S3OriginConfig" in o for o in config["Origins"])
+    # The files are read through origin access control, never through a public bucket address.
+    (files_origin,) = [o for o in config["Origins"] if "S3OriginConfig" in o]
+    assert files_origin["OriginAccessControlId"] and default["TargetOriginId"] == files_origin["Id"]
 
 
 def test_the_api_paths_share_the_origin_uncached_with_the_callers_credentials(
