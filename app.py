@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk import Validations
+from cdk_nag import AwsSolutionsChecks
 
 from cdk.config import stage_config
 from cdk.stack import ClaimsRiskStack
@@ -26,6 +28,8 @@ def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) 
     app = cdk.App(context={**cdk_json_context(), **(context or {})}, outdir=outdir)
     stage = str(app.node.try_get_context("stage") or "dev")
     ClaimsRiskStack(app, f"ClaimsRisk-{stage}", config=stage_config(stage))
+    # AWS Solutions checks run at every synthesis; acknowledged findings carry their reasons.
+    Validations.of(app).add_plugins(AwsSolutionsChecks(verbose=True))
     return app
 
 

@@ -1,49 +1,102 @@
-"""The claims API: API Gateway REST API in front of the API Lambda, which calls the SageMaker endpoint."""
+"""The claims API: a REST API Gateway in front of the API Lambda, which calls the SageMaker endpoint.
+
+Who may call: a Cognito user pool issues tokens with the API's scopes (one definition: shared/auth.py),
+checked by the gateway's authorizer on every scoped route and again by the handler. Machine clients
+(the claims system) use the client-credentials grant and present their usage plan's API key too,
+which throttles each client to the brief's 100 requests a minute. In front: WAF with AWS's common
+rule set, known bad inputs and a per-address rate rule. Gateway errors answer in the API's one
+error shape, with the request id as the correlation id.
+"""
 
 from __future__ import annotations
 
+import json
+
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
-from cdk.bundling import REPO_ROOT, api_bundling
-from cdk.config import POWERTOOLS_LAYER_ACCOUNT, POWERTOOLS_LAYER_VERSION, StageConfig
-from shared.auth import ROUTE_SCOPES
+from cdk.config import StageConfig
+from cdk.functions import python_function
+from shared import auth
+from shared.schema import MAX_BATCH_CLAIMS, Claim
+
+CORRELATION_HEADER = "X-Correlation-Id"
+# The API's error shape (lambdas/api/handler.py error_response), for errors the gateway answers itself.
+_GATEWAY_ERROR = json.dumps(
+    {
+        "error": {"code": "CODE", "message": "$context.error.message", "details": "DETAILS"},
+        "correlation_id": "$context.requestId",
+    }
+)
+GATEWAY_ERRORS = {
+    apigw.ResponseType.UNAUTHORIZED: ("unauthorized", None),
+    apigw.ResponseType.ACCESS_DENIED: ("forbidden", None),
+    apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN: ("not_found", None),
+    apigw.ResponseType.INVALID_API_KEY: ("forbidden", None),
+    apigw.ResponseType.THROTTLED: ("throttled", None),
+    apigw.ResponseType.QUOTA_EXCEEDED: ("quota_exceeded", None),
+    apigw.ResponseType.BAD_REQUEST_BODY: ("invalid_request", "$context.error.validationErrorString"),
+    apigw.ResponseType.WAF_FILTERED: ("blocked", None),
+    apigw.ResponseType.DEFAULT_4_XX: ("bad_request", None),
+    apigw.ResponseType.DEFAULT_5_XX: ("gateway_error", None),
+}
+
+
+def _error_template(code: str, details: str | None) -> str:
+    body = _GATEWAY_ERROR.replace("CODE", code)
+    return body.replace('"DETAILS"', f'["{details}"]' if details else "[]")
+
+
+def request_schemas() -> dict[str, dict[str, object]]:
+    """Coarse JSON Schema (draft 4) checks at the gateway; the handler's pydantic models decide."""
+    claim = {"type": "object", "required": Claim.model_json_schema()["required"]}
+    return {
+        "Claim": claim,
+        "ClaimBatch": {
+            "type": "object",
+            "required": ["claims"],
+            "properties": {"claims": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_CLAIMS}},
+        },
+        "RetrainRequest": {"type": "object"},
+    }
+
+
+ROUTE_MODELS = {
+    ("POST", "/api/v1/predict"): "Claim",
+    ("POST", "/api/v1/predict/batch"): "ClaimBatch",
+    ("POST", "/api/v1/models/retrain"): "RetrainRequest",
+}
 
 
 class ClaimsApi(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: StageConfig, endpoint_name: str
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        key: kms.IKey,
+        endpoint_name: str,
+        environment: dict[str, str],
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        powertools = lambda_.LayerVersion.from_layer_version_arn(
-            self,
-            "Powertools",
-            f"arn:{stack.partition}:lambda:{stack.region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
-            f"AWSLambdaPowertoolsPythonV3-python312-arm64:{POWERTOOLS_LAYER_VERSION}",
-        )
-        self.function = lambda_.Function(
+        self.function = python_function(
             self,
             "Handler",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.ARM_64,
-            handler="lambdas.api.handler.lambda_handler",
-            code=lambda_.Code.from_asset(str(REPO_ROOT), bundling=api_bundling()),
-            layers=[powertools],
-            memory_size=config.lambda_memory_mb,
+            handler_module="lambdas.api.handler",
+            service="claims-risk-api",
+            config=config,
+            key=key,
+            environment={"SAGEMAKER_ENDPOINT_NAME": endpoint_name, **environment},
             timeout=Duration.seconds(29),  # API Gateway's own limit
-            tracing=lambda_.Tracing.ACTIVE,
-            log_group=logs.LogGroup(self, "Logs", retention=config.log_retention),
-            environment={
-                "SAGEMAKER_ENDPOINT_NAME": endpoint_name,
-                "POWERTOOLS_SERVICE_NAME": "claims-risk-api",
-                "POWERTOOLS_METRICS_NAMESPACE": "ClaimsRisk",
-                "LOG_LEVEL": "INFO",
-            },
         )
         self.function.add_to_role_policy(
             iam.PolicyStatement(
@@ -53,25 +106,250 @@ class ClaimsApi(Construct):
                 ],
             )
         )
+        self.user_pool, self.machine_client = self._identity(config)
+        access_logs = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=config.log_retention,
+            encryption_key=key,
+            removal_policy=config.removal_policy,
+        )
         self.api = apigw.RestApi(
             self,
             "Api",
-            rest_api_name=f"claims-risk-{config.stage}",
+            rest_api_name=config.prefix,
+            description="claims-risk: score insurance claims, read the model card, start retraining",
             deploy_options=apigw.StageOptions(
                 stage_name=config.stage,
                 tracing_enabled=True,
                 throttling_rate_limit=config.throttle_rate_per_s,
                 throttling_burst_limit=config.throttle_burst,
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=True,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+                metrics_enabled=True,
             ),
             cloud_watch_role=False,
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            api_key_source_type=apigw.ApiKeySourceType.HEADER,
         )
+        self.stage = self.api.deployment_stage
+        for response_type, (code, details) in GATEWAY_ERRORS.items():
+            self.api.add_gateway_response(
+                f"Error{code.title().replace('_', '')}{response_type.response_type}",
+                type=response_type,
+                templates={"application/json": _error_template(code, details)},
+                response_headers={CORRELATION_HEADER: "context.requestId"},
+            )
+        self._routes()
+        self._usage_plans(config)
+        self.web_acl = self._firewall(config, key)
+
+    def _identity(self, config: StageConfig) -> tuple[cognito.UserPool, cognito.UserPoolClient]:
+        pool = cognito.UserPool(
+            self,
+            "Users",
+            user_pool_name=config.prefix,
+            self_sign_up_enabled=False,  # claims handlers and operators are invited
+            sign_in_aliases=cognito.SignInAliases(email=True),
+            password_policy=cognito.PasswordPolicy(
+                min_length=14,
+                require_digits=True,
+                require_lowercase=True,
+                require_uppercase=True,
+                require_symbols=True,
+                temp_password_validity=Duration.days(3),
+            ),
+            mfa=cognito.Mfa.REQUIRED,
+            mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
+            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            deletion_protection=config.removal_policy.name == "RETAIN",
+            removal_policy=config.removal_policy,
+        )
+        server = pool.add_resource_server(
+            "Scopes",
+            identifier=auth.SCOPE_PREFIX,
+            scopes=[
+                cognito.ResourceServerScope(scope_name=s.split("/", 1)[1], scope_description=f"may {s}")
+                for s in auth.ALL_SCOPES
+            ],
+        )
+        self.scopes = {
+            s: cognito.OAuthScope.resource_server(
+                server, cognito.ResourceServerScope(scope_name=s.split("/", 1)[1], scope_description=s)
+            )
+            for s in auth.ALL_SCOPES
+        }
+        stack = Stack.of(self)
+        self.domain = pool.add_domain(
+            "Domain",
+            cognito_domain=cognito.CognitoDomainOptions(domain_prefix=f"{config.prefix}-{stack.account}"),
+        )
+        machine = pool.add_client(
+            "ClaimsSystem",
+            user_pool_client_name="claims-system",
+            generate_secret=True,
+            o_auth=cognito.OAuthSettings(
+                flows=cognito.OAuthFlows(client_credentials=True),
+                scopes=[self.scopes[auth.PREDICT], self.scopes[auth.READ_MODELS]],
+            ),
+            access_token_validity=Duration.hours(1),
+            prevent_user_existence_errors=True,
+        )
+        self.authorizer = apigw.CognitoUserPoolsAuthorizer(self, "Authorizer", cognito_user_pools=[pool])
+        return pool, machine
+
+    def add_people_client(self, callback_url: str) -> cognito.UserPoolClient:
+        """Claims handlers and operators sign in (authorization code with PKCE) and get every scope."""
+        return self.user_pool.add_client(
+            "People",
+            user_pool_client_name="claims-handlers",
+            generate_secret=False,
+            o_auth=cognito.OAuthSettings(
+                flows=cognito.OAuthFlows(authorization_code_grant=True),
+                scopes=[cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL, *self.scopes.values()],
+                callback_urls=[callback_url],
+                logout_urls=[callback_url],
+            ),
+            access_token_validity=Duration.hours(1),
+            prevent_user_existence_errors=True,
+        )
+
+    def _routes(self) -> None:
         integration = apigw.LambdaIntegration(self.function, proxy=True)
+        validator = self.api.add_request_validator(
+            "Validator", validate_request_body=True, validate_request_parameters=True
+        )
+        models = {
+            name: self.api.add_model(
+                name,
+                content_type="application/json",
+                model_name=name,
+                schema=apigw.JsonSchema(
+                    schema=apigw.JsonSchemaVersion.DRAFT4,
+                    type=apigw.JsonSchemaType.OBJECT,
+                    required=schema.get("required"),  # type: ignore[arg-type]
+                    properties={
+                        "claims": apigw.JsonSchema(
+                            type=apigw.JsonSchemaType.ARRAY, min_items=1, max_items=MAX_BATCH_CLAIMS
+                        )
+                    }
+                    if name == "ClaimBatch"
+                    else None,
+                ),
+            )
+            for name, schema in request_schemas().items()
+        }
+        # Public: the load balancer's health check and the API's own documentation.
         self.api.root.add_resource("health").add_method("GET", integration)
-        self.api.root.add_resource("swagger").add_method("GET", integration)  # Swagger UI and OpenAPI
-        # Every scoped route of the one route table (shared/auth.py); Cognito scopes join them in the
-        # full API stack.
-        for method, path in sorted(ROUTE_SCOPES):
+        self.api.root.add_resource("swagger").add_method("GET", integration)
+        self.methods: dict[tuple[str, str], apigw.Method] = {}
+        for route in sorted(auth.ROUTE_SCOPES):
+            method, path = route
             resource = self.api.root
             for part in path.strip("/").split("/"):
                 resource = resource.get_resource(part) or resource.add_resource(part)
-            resource.add_method(method, integration)
+            model = ROUTE_MODELS.get(route)
+            self.methods[route] = resource.add_method(
+                method,
+                integration,
+                authorizer=self.authorizer,
+                authorization_type=apigw.AuthorizationType.COGNITO,
+                authorization_scopes=[auth.ROUTE_SCOPES[route]],
+                api_key_required=route not in auth.USER_TOKEN_ONLY,
+                request_validator=validator if model else None,
+                request_models={"application/json": models[model]} if model else None,
+            )
+
+    def _usage_plans(self, config: StageConfig) -> None:
+        """Each machine client is throttled on its own API key: the brief's 100 requests a minute."""
+        self.usage_plan = self.api.add_usage_plan(
+            "MachineClients",
+            name=f"{config.prefix}-machine-clients",
+            description=f"{config.client_requests_per_minute} requests a minute per client",
+            throttle=apigw.ThrottleSettings(
+                rate_limit=max(1, round(config.client_requests_per_minute / 60)),
+                burst_limit=config.client_requests_per_minute,
+            ),
+            quota=apigw.QuotaSettings(limit=config.client_daily_quota, period=apigw.Period.DAY),
+            api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+        )
+        self.claims_system_key = self.api.add_api_key(
+            "ClaimsSystemKey",
+            api_key_name=f"{config.prefix}-claims-system",
+            description="the claims system's key (aws apigateway get-api-key --include-value)",
+        )
+        self.usage_plan.add_api_key(self.claims_system_key)
+
+    def _firewall(self, config: StageConfig, key: kms.IKey) -> wafv2.CfnWebACL:
+        def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+            return wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
+            )
+
+        def managed(name: str, priority: int) -> wafv2.CfnWebACL.RuleProperty:
+            return wafv2.CfnWebACL.RuleProperty(
+                name=name,
+                priority=priority,
+                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
+                        vendor_name="AWS", name=name
+                    )
+                ),
+                visibility_config=visibility(name),
+            )
+
+        acl = wafv2.CfnWebACL(
+            self,
+            "Firewall",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=visibility(f"{config.prefix}-api"),
+            rules=[
+                wafv2.CfnWebACL.RuleProperty(
+                    name="rate-per-address",
+                    priority=0,
+                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                            limit=config.waf_requests_per_5_min_per_ip, aggregate_key_type="IP"
+                        )
+                    ),
+                    visibility_config=visibility("rate-per-address"),
+                ),
+                managed("AWSManagedRulesCommonRuleSet", 1),
+                managed("AWSManagedRulesKnownBadInputsRuleSet", 2),
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self, "FirewallOnApi", resource_arn=self.api.deployment_stage.stage_arn, web_acl_arn=acl.attr_arn
+        )
+        waf_logs = logs.LogGroup(
+            self,
+            "FirewallLogs",
+            log_group_name=f"aws-waf-logs-{config.prefix}",  # WAF requires this prefix
+            retention=config.log_retention,
+            encryption_key=key,
+            removal_policy=config.removal_policy,
+        )
+        wafv2.CfnLoggingConfiguration(
+            self,
+            "FirewallLogging",
+            resource_arn=acl.attr_arn,
+            log_destination_configs=[waf_logs.log_group_arn],
+        )
+        return acl
+
+    @property
+    def handler(self) -> lambda_.Function:
+        return self.function

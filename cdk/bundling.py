@@ -1,44 +1,95 @@
-"""Local bundling of the API Lambda's code: no Docker, only the light runtime modules.
+"""Local bundling, never Docker: the Lambda functions' code and the SageMaker jobs' source bundle.
 
-Third-party packages are not installed into the bundle: Powertools and pydantic come from the
-Powertools layer, boto3 from the Lambda runtime. So the package stays a few hundred kilobytes.
+A Lambda bundle holds exactly the repository modules its handler imports, found by following the
+imports from the handler, and no third-party packages: Powertools and pydantic come from the
+Powertools layer, boto3 from the Lambda runtime. So each package stays a few hundred kilobytes, and
+a handler that starts importing numpy fails the bundle test rather than a cold start.
 
-The bundle also ships our modules' bytecode when the Python running the synthesis is the runtime's
+A bundle also ships our modules' bytecode when the Python running the synthesis is the runtime's
 version: Lambda's code folder is read-only, so without it every cold start compiles them again
 (about 15 ms). The bytecode is bound to no timestamp (zipping changes them) and is not checked
 against the source: the bundle never changes once built.
+
+The jobs' bundle is SageMaker's ``sourcedir.tar.gz``: the job scripts, the domain core they import,
+and a ``requirements.txt`` exported from the lock file, which the container installs at start.
 """
 
 from __future__ import annotations
 
+import ast
 import compileall
+import io
 import logging
 import py_compile
 import shutil
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import jsii
-from aws_cdk import BundlingOptions, DockerImage, ILocalBundling
+from aws_cdk import BundlingOptions, BundlingOutput, DockerImage, ILocalBundling
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LAMBDA_PYTHON = "3.12"  # the API function's runtime (cdk/api.py uses the matching Runtime)
+LAMBDA_PYTHON = "3.12"  # the functions' runtime (cdk/functions.py uses the matching Runtime)
+OUR_PACKAGES = ("lambdas", "shared", "sagemaker_jobs", "step_functions")
 log = logging.getLogger(__name__)
-# What the API handler imports, and nothing from shared/ml (numpy, pandas, sklearn, xgboost).
-API_SOURCES = (
-    "lambdas/__init__.py",
-    "lambdas/api/__init__.py",
-    "lambdas/api/handler.py",
-    "shared/__init__.py",
-    "shared/auth.py",
-    "shared/schema.py",
-    "shared/ports.py",
-    "shared/scoring.py",
-    "shared/adapters/__init__.py",
-    "shared/adapters/endpoint.py",
-    "shared/adapters/model_catalog.py",
-    "shared/adapters/pipeline_starter.py",
-)
+
+
+def _module_file(module: str) -> Path | None:
+    base = REPO_ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node, except those under ``if TYPE_CHECKING:`` (imports for the type checker only)."""
+    nodes: list[ast.AST] = []
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        nodes.append(node)
+        if (
+            isinstance(node, ast.If)
+            and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+        ):
+            pending += node.orelse
+            continue
+        pending += ast.iter_child_nodes(node)
+    return nodes
+
+
+def module_sources(entry_module: str) -> tuple[str, ...]:
+    """The repository files ``entry_module`` imports, transitively, with their packages' __init__."""
+    found: set[Path] = set()
+    pending = [entry_module]
+    while pending:
+        module = pending.pop()
+        path = _module_file(module)
+        if path is None or path in found:
+            continue
+        found.add(path)
+        parts = module.split(".")
+        pending += [".".join(parts[:i]) for i in range(1, len(parts))]  # the enclosing packages
+        package = module if path.name == "__init__.py" else ".".join(parts[:-1])
+        for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                pending += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative import
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    origin = ".".join([*base, node.module] if node.module else base)
+                else:
+                    origin = node.module or ""
+                pending.append(origin)
+                pending += [f"{origin}.{alias.name}" for alias in node.names]  # submodules
+    return tuple(
+        sorted(
+            str(p.relative_to(REPO_ROOT)) for p in found if p.relative_to(REPO_ROOT).parts[0] in OUR_PACKAGES
+        )
+    )
 
 
 @jsii.implements(ILocalBundling)
@@ -59,16 +110,77 @@ class CopySources:
             )
         else:
             log.warning(
-                "API bundle without bytecode: synthesizing on Python %s, Lambda runs %s",
+                "Lambda bundle without bytecode: synthesizing on Python %s, Lambda runs %s",
                 running,
                 self.bytecode_for,
             )
         return True
 
 
-def api_bundling(bytecode_for: str = LAMBDA_PYTHON) -> BundlingOptions:
+def function_bundling(handler_module: str, bytecode_for: str = LAMBDA_PYTHON) -> BundlingOptions:
     # The image is never pulled: local bundling always succeeds first.
     return BundlingOptions(
         image=DockerImage.from_registry("local-bundling-only"),
-        local=CopySources(API_SOURCES, bytecode_for),
+        local=CopySources(module_sources(handler_module), bytecode_for),
+    )
+
+
+# What the API handler imports, and nothing from shared/ml (numpy, pandas, sklearn, xgboost).
+API_SOURCES = module_sources("lambdas.api.handler")
+
+
+def api_bundling(bytecode_for: str = LAMBDA_PYTHON) -> BundlingOptions:
+    return function_bundling("lambdas.api.handler", bytecode_for)
+
+
+# The SageMaker jobs' code: the scripts and everything under the packages they import.
+JOB_PACKAGES = ("shared", "sagemaker_jobs", "step_functions")
+
+
+def job_requirements() -> str:
+    """The ML group of the lock file, pinned, for the job and serving containers to install."""
+    uv = Path(sys.executable).parent / "uv"
+    answer = subprocess.run(
+        [
+            str(uv if uv.exists() else "uv"),
+            "export",
+            "--frozen",
+            "--only-group",
+            "ml",
+            "--no-hashes",
+            "--no-emit-project",
+            "--no-header",
+            "--no-annotate",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return answer.stdout
+
+
+@jsii.implements(ILocalBundling)
+class SourceDirArchive:
+    """SageMaker's sourcedir.tar.gz, written as the asset's one file."""
+
+    def try_bundle(self, output_dir: str, *, image: DockerImage, **_: object) -> bool:
+        requirements = job_requirements()
+        with tarfile.open(Path(output_dir) / "sourcedir.tar.gz", "w:gz") as archive:
+            for package in JOB_PACKAGES:
+                for path in sorted((REPO_ROOT / package).rglob("*")):
+                    if path.is_file() and "__pycache__" not in path.parts and path.suffix in {".py", ".json"}:
+                        archive.add(path, arcname=str(path.relative_to(REPO_ROOT)))
+            data = requirements.encode()
+            info = tarfile.TarInfo("requirements.txt")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        return True
+
+
+def job_code_bundling() -> BundlingOptions:
+    return BundlingOptions(
+        image=DockerImage.from_registry("local-bundling-only"),
+        local=SourceDirArchive(),
+        output_type=BundlingOutput.ARCHIVED,  # the tarball is the asset, as SageMaker wants it
     )

@@ -1,16 +1,28 @@
-"""The claims-risk stack. It composes constructs with clear seams; later stacks (endpoint, pipeline,
-batch, monitoring) join here."""
+"""The claims-risk stack: data, API, endpoint, retraining pipeline, drop-folder batch, monitoring and
+the web page, each a construct with a clear seam, configured per stage from cdk/config.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, CfnParameter, Stack
+from aws_cdk import CfnOutput, CfnParameter, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from cdk.api import ClaimsApi
+from cdk.batch import DropFolderBatch
 from cdk.config import StageConfig
+from cdk.data import DataLayer
+from cdk.endpoint import VARIANT, ModelEndpoint, SageMakerRole
+from cdk.images import Images
+from cdk.monitoring import ModelMonitoring, OnCall
+from cdk.nag import acknowledge_findings
+from cdk.pipeline import RetrainingPipeline
 from cdk.web import WebPage
+from shared.alarms import alarm
+
+MODEL_CARD_KEY = "models/current/manifest.json"
 
 
 class ClaimsRiskStack(Stack):
@@ -23,9 +35,157 @@ class ClaimsRiskStack(Stack):
             default="claims-risk",
             description="Name of the SageMaker real-time endpoint that serves the claims risk model",
             allowed_pattern="^[a-zA-Z0-9](-*[a-zA-Z0-9])*$",
+        ).value_as_string
+        data = DataLayer(self, "Data", config=config)
+        on_call = OnCall(self, "OnCall", config=config, key=data.key)
+        images = Images(self, "Images", serving_family=config.serving_family)
+        sagemaker_role = SageMakerRole(self, "SageMaker", bucket=data.bucket, key=data.key).role
+        endpoint = ModelEndpoint(
+            self,
+            "Endpoint",
+            config=config,
+            key=data.key,
+            bucket=data.bucket,
+            role=sagemaker_role,
+            endpoint_name=endpoint_name,
+            on_call=on_call,
         )
-        api = ClaimsApi(self, "ClaimsApi", config=config, endpoint_name=endpoint_name.value_as_string)
+        pipeline = RetrainingPipeline(
+            self,
+            "Retraining",
+            config=config,
+            key=data.key,
+            bucket=data.bucket,
+            sagemaker_role=sagemaker_role,
+            topic=on_call.topic,
+            endpoint_name=endpoint_name,
+            guardrails=endpoint.guardrails,
+            job_image=images.uri("job"),
+            serving_image=images.uri("serving"),
+        )
+        api = ClaimsApi(
+            self,
+            "ClaimsApi",
+            config=config,
+            key=data.key,
+            endpoint_name=endpoint_name,
+            environment={
+                "CLAIMS_RISK_STATE_MACHINE_ARN": pipeline.state_machine.state_machine_arn,
+                "CLAIMS_RISK_MODEL_CARD_S3": f"s3://{data.bucket.bucket_name}/{MODEL_CARD_KEY}",
+            },
+        )
+        pipeline.state_machine.grant_start_execution(api.function)
+        api.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[data.bucket.arn_for_objects(MODEL_CARD_KEY)]
+            )
+        )
+        data.key.grant(api.function, "kms:Decrypt")
+        batch = DropFolderBatch(
+            self,
+            "Batch",
+            config=config,
+            key=data.key,
+            bucket=data.bucket,
+            endpoint_name=endpoint_name,
+            topic=on_call.topic,
+        )
+        ModelMonitoring(
+            self,
+            "Monitoring",
+            config=config,
+            key=data.key,
+            bucket_name=data.bucket.bucket_name,
+            role=sagemaker_role,
+            endpoint_name=endpoint_name,
+            monitor_image=images.uri("monitor"),
+            job_image=images.uri("job"),
+            code_uri=pipeline.code.s3_object_url,
+            condition=endpoint.has_model,
+        )
+        # Alarms: drift, the API, each function, the pipeline and batch jobs, all to on-call.
+        for key in ("feature-drift", "prediction-drift", "missing-values"):
+            on_call.alarm(self, key, {"Endpoint": endpoint_name})
+        api_dimensions = {"ApiName": api.api.rest_api_name, "Stage": config.stage}
+        for key in ("api-5xx", "api-latency", "api-throttled"):
+            on_call.alarm(self, key, api_dimensions)
+        for name, function in (("api", api.function), ("batch", batch.function), ("tasks", pipeline.tasks)):
+            for key in ("lambda-errors", "lambda-throttles"):
+                on_call.alarm(function, key, {"FunctionName": function.function_name}, suffix=name)
+        on_call.alarm(self, "pipeline-failed", {"StateMachineArn": pipeline.state_machine.state_machine_arn})
+        on_call.alarm(self, "batch-failed", {"RuleName": batch.failures.rule_name})
+        web = WebPage(self, "WebPage", api=api.api, key=data.key, access_logs=data.access_logs)
+        people = api.add_people_client(web.url)
+        self._dashboard(config, on_call, endpoint_name, api_dimensions, pipeline, batch)
+
+        acknowledge_findings(self, config.stage)
+
         CfnOutput(self, "ApiUrl", value=api.api.url)
         CfnOutput(self, "ApiFunctionName", value=api.function.function_name)
-        web = WebPage(self, "WebPage", api=api.api)
         CfnOutput(self, "WebPageUrl", value=web.url, description="the claims handlers' page (and the API)")
+        CfnOutput(
+            self, "DataBucket", value=data.bucket.bucket_name, description="drop claims files in incoming/"
+        )
+        CfnOutput(self, "StateMachineArn", value=pipeline.state_machine.state_machine_arn)
+        CfnOutput(self, "OnCallTopicArn", value=on_call.topic.topic_arn)
+        CfnOutput(self, "UserPoolId", value=api.user_pool.user_pool_id)
+        CfnOutput(self, "TokenUrl", value=f"{api.domain.base_url()}/oauth2/token")
+        CfnOutput(self, "ClaimsSystemClientId", value=api.machine_client.user_pool_client_id)
+        CfnOutput(self, "ClaimsHandlersClientId", value=people.user_pool_client_id)
+        CfnOutput(self, "ClaimsSystemApiKeyId", value=api.claims_system_key.key_id)
+
+    def _dashboard(
+        self,
+        config: StageConfig,
+        on_call: OnCall,
+        endpoint_name: str,
+        api_dimensions: dict[str, str],
+        pipeline: RetrainingPipeline,
+        batch: DropFolderBatch,
+    ) -> None:
+        def metric(key: str, dimensions: dict[str, str], label: str) -> cloudwatch.Metric:
+            return on_call.metric(alarm(key), dimensions).with_(label=label, period=Duration.minutes(5))
+
+        endpoint_dimensions = {"EndpointName": endpoint_name, "VariantName": VARIANT}
+        drift = {"Endpoint": endpoint_name}
+        board = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=config.prefix)
+        board.add_widgets(
+            cloudwatch.GraphWidget(
+                title="API: errors and latency",
+                left=[
+                    metric("api-5xx", api_dimensions, "5xx"),
+                    metric("api-throttled", api_dimensions, "4xx rate"),
+                ],
+                right=[metric("api-latency", api_dimensions, "p95 latency (ms)")],
+            ),
+            cloudwatch.GraphWidget(
+                title="Endpoint: errors and model latency",
+                left=[metric("endpoint-5xx", endpoint_dimensions, "invocation 5xx")],
+                right=[metric("endpoint-latency", endpoint_dimensions, "p95 model latency (µs)")],
+            ),
+        )
+        board.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Drift (PSI) and missing values",
+                left=[
+                    metric("feature-drift", drift, "max feature PSI"),
+                    metric("prediction-drift", drift, "prediction PSI"),
+                    metric("missing-values", drift, "missing-rate increase"),
+                ],
+                left_annotations=[
+                    cloudwatch.HorizontalAnnotation(
+                        value=alarm("feature-drift").threshold, label="feature drift alarm"
+                    )
+                ],
+            ),
+            cloudwatch.GraphWidget(
+                title="Retraining and batch",
+                left=[
+                    pipeline.state_machine.metric_succeeded(label="runs succeeded"),
+                    pipeline.state_machine.metric_failed(label="runs failed"),
+                    batch.function.metric_invocations(label="files dropped"),
+                    metric("batch-failed", {"RuleName": batch.failures.rule_name}, "batch jobs failed"),
+                ],
+            ),
+            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(on_call.alarms.values()), width=24),
+        )

@@ -12,6 +12,7 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3_deployment
 from constructs import Construct
@@ -24,8 +25,17 @@ API_PATHS = ("/api/*", "/health", "/swagger*")
 
 
 class WebPage(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, api: apigw.RestApi) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        api: apigw.RestApi,
+        key: kms.IKey,
+        access_logs: s3.IBucket,
+    ) -> None:
         super().__init__(scope, construct_id)
+        del key  # the page's files are public content: SSE-S3, which CloudFront's origin access reads
         self.bucket = s3.Bucket(
             self,
             "Files",
@@ -36,6 +46,8 @@ class WebPage(Construct):
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             removal_policy=RemovalPolicy.DESTROY,  # only the page's own files: they are redeployed
             auto_delete_objects=True,
+            server_access_logs_bucket=access_logs,
+            server_access_logs_prefix="web-files/",
         )
         api_origin = origins.RestApiOrigin(api)
         api_behavior = cloudfront.BehaviorOptions(
@@ -58,6 +70,9 @@ class WebPage(Construct):
                 response_headers_policy=cloudfront.ResponseHeadersPolicy.SECURITY_HEADERS,
             ),
             additional_behaviors=dict.fromkeys(API_PATHS, api_behavior),
+            enable_logging=True,
+            log_bucket=access_logs,
+            log_file_prefix="cloudfront/",
         )
         s3_deployment.BucketDeployment(
             self,

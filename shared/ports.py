@@ -8,7 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # only for annotations: the API Lambda's bundle need not ship the batch domain
+    from shared.batch_jobs import TransformJobSpec
 
 
 class EndpointError(RuntimeError):
@@ -110,4 +113,58 @@ class PipelineStarter(Protocol):
 
     def start(self, execution_id: str, inputs: Mapping[str, Any]) -> str:
         """Start a run named ``execution_id`` with these pipeline inputs; returns the execution id."""
+        ...
+
+
+class ArtifactStore(Protocol):
+    """Where the pipeline's jobs leave their JSON reports (S3 in AWS, a folder here)."""
+
+    def read_json(self, uri: str) -> dict[str, Any]:
+        """The JSON object at ``uri``; raises ``FileNotFoundError`` naming it when absent."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelPackageRequest:
+    """A gated model version to record in the model registry, with what it is judged by."""
+
+    group: str
+    image_uri: str
+    model_data_uri: str
+    evaluation_uri: str
+    report_uri: str
+    description: str
+    metrics: Mapping[str, float]
+    tags: Mapping[str, str]
+
+
+class ModelPackageRegistry(Protocol):
+    """The model registry of the cloud (SageMaker model packages), approved on passing the gates."""
+
+    def register(self, request: ModelPackageRequest) -> str:
+        """Create the version; returns its ARN."""
+        ...
+
+
+class ModelVersionRegistry(Protocol):
+    """An MLflow model registry reached without the mlflow package (the Lambda's side)."""
+
+    def register(self, name: str, source: str, tags: Mapping[str, str]) -> str:
+        """A new version of ``name`` from the artifact at ``source``; its version number."""
+        ...
+
+
+class TransformJobError(RuntimeError):
+    """A batch transform job could not be started, or the serving model could not be found."""
+
+
+class TransformJobLauncher(Protocol):
+    """Starts batch scoring jobs (SageMaker batch transform) with the model that serves the API."""
+
+    def launch(self, spec: TransformJobSpec) -> str:
+        """Start the job; its ARN, or its name when a job of that name already exists."""
+        ...
+
+    def model_name(self, endpoint_name: str) -> str:
+        """The model now serving behind an endpoint; raises :class:`TransformJobError`."""
         ...

@@ -1,0 +1,218 @@
+"""AWS Solutions (cdk-nag) findings we accept, each named precisely and with its reason.
+
+Every other finding fails the synthesis. Paths are relative to the stack.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Acknowledgment, Stack, Validations
+
+_IAM5 = "AwsSolutions::AwsSolutions-IAM5"
+_ARN = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>"
+_LATEST_RUNTIME = (
+    "Python 3.12 is the newest runtime with a public Powertools layer for arm64 that we pin; the "
+    "bytecode shipped in the bundle is compiled for it"
+)
+_BASIC_EXECUTION = (
+    "AWSLambdaBasicExecutionRole grants only CreateLogStream/PutLogEvents on the function's own log "
+    "group; a hand-written copy would say the same"
+)
+_XRAY = "X-Ray's PutTraceSegments/PutTelemetryRecords take no resource: Resource '*' is the only form"
+_KMS_TABLE = (
+    "DynamoDB's grant on a customer-managed key adds ReEncrypt*/GenerateDataKey* for the idempotency "
+    "table's own key use; the key is this stack's and used for nothing outside it"
+)
+_CDK_DEPLOYMENT = (
+    "CDK's BucketDeployment copies the web page's files from the CDK asset bucket into the page's "
+    "bucket: its generated policy is scoped to those two buckets"
+)
+
+
+def _by_path() -> dict[str, list[tuple[str, str]]]:
+    """Construct path → [(finding id, reason)]."""
+    tasks_policy = "Retraining/Tasks/ServiceRole/DefaultPolicy"
+    return {
+        # The functions.
+        **{
+            f"{fn}/Resource": [("AwsSolutions::AwsSolutions-L1", _LATEST_RUNTIME)]
+            for fn in ("ClaimsApi/Handler", "Batch/Trigger", "Retraining/Tasks")
+        },
+        **{
+            f"{fn}/ServiceRole/Resource": [
+                (
+                    "AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                    "service-role/AWSLambdaBasicExecutionRole]",
+                    _BASIC_EXECUTION,
+                )
+            ]
+            for fn in ("ClaimsApi/Handler", "Batch/Trigger", "Retraining/Tasks")
+        },
+        "ClaimsApi/Handler/ServiceRole/DefaultPolicy": [(f"{_IAM5}[Resource::*]", _XRAY)],
+        "Batch/Trigger/ServiceRole/DefaultPolicy": [
+            (f"{_IAM5}[Resource::*]", _XRAY),
+            (f"{_IAM5}[Action::kms:GenerateDataKey*]", _KMS_TABLE),
+            (f"{_IAM5}[Action::kms:ReEncrypt*]", _KMS_TABLE),
+            (
+                f"{_IAM5}[Resource::{_ARN}:transform-job/claims-batch-*]",
+                "each dropped file starts a job named after it; all share the claims-batch- prefix",
+            ),
+            (
+                f"{_IAM5}[Resource::{_ARN}:endpoint-config/*]",
+                "the serving config's name changes with every deployment; the trigger only reads it to "
+                "find the serving model",
+            ),
+        ],
+        tasks_policy: [
+            (f"{_IAM5}[Resource::*]", _XRAY),
+            (
+                f"{_IAM5}[Resource::<Data178AD3D0.Arn>/pipeline/runs/*]",
+                "reads the reports of any run of the pipeline; runs are named at start",
+            ),
+            (
+                f"{_IAM5}[Resource::{_ARN}:model-package/claims-risk-dev-models/*]",
+                "new versions of this stage's model package group get numbers SageMaker assigns",
+            ),
+            (
+                f"{_IAM5}[Resource::{_ARN}:model-package/claims-risk-prod-models/*]",
+                "new versions of this stage's model package group get numbers SageMaker assigns",
+            ),
+            (
+                f"{_IAM5}[Resource::{_ARN}:mlflow-tracking-server/*]",
+                "the optional MLflow tracking server is given by URL at deploy time, not by name",
+            ),
+        ],
+        "Retraining/Role/DefaultPolicy": [
+            (f"{_IAM5}[Resource::*]", f"{_XRAY}; ListEndpoints also takes no resource"),
+            (
+                f"{_IAM5}[Action::kms:GenerateDataKey*]",
+                "CDK's grant_publish on the KMS-encrypted on-call topic: publishing needs a data key",
+            ),
+            (
+                f"{_IAM5}[Resource::<RetrainingTasks2510FD4F.Arn>:*]",
+                "CDK's grant_invoke allows the function's versions and aliases too",
+            ),
+            *[
+                (
+                    f"{_IAM5}[Resource::{_ARN}:{kind}/claims-risk-*]",
+                    "every run names its jobs, models and configs claims-risk-<run id>: the prefix is "
+                    "the narrowest name known before the run",
+                )
+                for kind in (
+                    "processing-job",
+                    "training-job",
+                    "hyper-parameter-tuning-job",
+                    "model",
+                    "endpoint-config",
+                )
+            ],
+            (
+                f"{_IAM5}[Resource::{_ARN}:model-package/claims-risk-*/*]",
+                "the deploy step reads the registered version it serves, whose number SageMaker assigns",
+            ),
+        ],
+        "SageMaker/Role/DefaultPolicy": [
+            (
+                f"{_IAM5}[Resource::*]",
+                "pulling SageMaker's own images needs ecr:GetAuthorizationToken (no resource) and reads "
+                "from AWS-owned registries; PutMetricData takes no resource and is limited by namespace",
+            ),
+            (
+                f"{_IAM5}[Resource::<Data178AD3D0.Arn>/*]",
+                "jobs, models and monitors read and write this stack's data bucket only: claims, splits, "
+                "models, captured requests and reports",
+            ),
+            (
+                f"{_IAM5}[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
+                "log-group:/aws/sagemaker/*]",
+                "SageMaker writes job logs to log groups it names under /aws/sagemaker/",
+            ),
+        ],
+        "ClaimsApi/Api/Default/health/GET/Resource": [
+            ("AwsSolutions::AwsSolutions-APIG4", "the health check is public by design: it reveals nothing"),
+            ("AwsSolutions::AwsSolutions-COG4", "the health check is public by design: it reveals nothing"),
+        ],
+        "ClaimsApi/Api/Default/swagger/GET/Resource": [
+            ("AwsSolutions::AwsSolutions-APIG4", "the API's documentation is public, its routes are not"),
+            ("AwsSolutions::AwsSolutions-COG4", "the API's documentation is public, its routes are not"),
+        ],
+        "ClaimsApi/Users/Resource": [
+            (
+                "AwsSolutions::AwsSolutions-COG8",
+                "the Plus feature plan (threat protection) costs per active user; MFA is required, "
+                "self sign-up is off and users are invited, which covers the pool's few staff users",
+            )
+        ],
+        "WebPage/Distribution/Resource": [
+            (
+                "AwsSolutions::AwsSolutions-CFR1",
+                "claims handlers may work from any country the insurer operates in; the API behind it "
+                "needs a Cognito token",
+            ),
+            (
+                "AwsSolutions::AwsSolutions-CFR2",
+                "a CloudFront web ACL must live in us-east-1 while this stack is region-agnostic; the "
+                "API the page calls has its own regional WAF",
+            ),
+            (
+                "AwsSolutions::AwsSolutions-CFR4",
+                "with CloudFront's default certificate the minimum TLS version cannot be set; a custom "
+                "domain with an ACM certificate (TLS 1.2) is the insurer's choice at deploy time",
+            ),
+        ],
+    }
+
+
+def _stage_paths(stage: str) -> dict[str, list[tuple[str, str]]]:
+    return {
+        f"ClaimsApi/Api/DeploymentStage.{stage}/Resource": [
+            (
+                "AwsSolutions::AwsSolutions-APIG6",
+                "execution logs need an account-wide API Gateway CloudWatch role that this stack does not "
+                "own; access logs are on for every request",
+            )
+        ],
+    }
+
+
+_CDK_SINGLETONS = {
+    "Custom::CDKBucketDeployment": [
+        ("AwsSolutions::AwsSolutions-L1", "CDK chooses the runtime of its BucketDeployment function"),
+        (
+            "AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AWSLambdaBasicExecutionRole]",
+            _BASIC_EXECUTION,
+        ),
+        *[
+            (f"{_IAM5}[Action::s3:{action}]", _CDK_DEPLOYMENT)
+            for action in ("Abort*", "DeleteObject*", "GetBucket*", "GetObject*", "List*")
+        ],
+        (f"{_IAM5}[Resource::*]", _CDK_DEPLOYMENT),
+        (f"{_IAM5}[Resource::<WebPageFilesB5ACDEC7.Arn>/*]", _CDK_DEPLOYMENT),
+        (
+            f"{_IAM5}[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-"
+            "<AWS::Region>/*]",
+            _CDK_DEPLOYMENT,
+        ),
+    ],
+    "BucketNotificationsHandler": [
+        (
+            "AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AWSLambdaBasicExecutionRole]",
+            "CDK's bucket-notification custom resource; it only writes its own logs",
+        )
+    ],
+}
+
+
+def acknowledge_findings(stack: Stack, stage: str) -> None:
+    for path, findings in {**_by_path(), **_stage_paths(stage)}.items():
+        node = stack.node.try_find_child(path.split("/")[0])
+        for part in path.split("/")[1:]:
+            node = node.node.try_find_child(part) if node is not None else None
+        if node is None:
+            raise KeyError(f"no construct at {path}: update cdk/nag.py with the stack")
+        Validations.of(node).acknowledge(*(Acknowledgment(id=i, reason=r) for i, r in findings))
+    for child in stack.node.children:
+        for prefix, findings in _CDK_SINGLETONS.items():
+            if child.node.id.startswith(prefix):
+                Validations.of(child).acknowledge(*(Acknowledgment(id=i, reason=r) for i, r in findings))

@@ -1,0 +1,247 @@
+"""The retraining state machine, from the one definition in step_functions/, and what starts it."""
+
+from __future__ import annotations
+
+from aws_cdk import CfnParameter, Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as assets
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from cdk.bundling import REPO_ROOT, job_code_bundling
+from cdk.config import StageConfig
+from cdk.endpoint import KEY_USE
+from cdk.functions import python_function
+from step_functions.state_machine import RUNS_PREFIX, DeploymentGuardrails, definition_json
+
+JOB_NAME_PREFIX = "claims-risk-"  # every job, model and endpoint config the machine creates
+
+
+class RetrainingPipeline(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        key: kms.IKey,
+        bucket: s3.IBucket,
+        sagemaker_role: iam.IRole,
+        topic: sns.ITopic,
+        endpoint_name: str,
+        guardrails: DeploymentGuardrails,
+        job_image: str,
+        serving_image: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        self.code = assets.Asset(self, "JobCode", path=str(REPO_ROOT), bundling=job_code_bundling())
+        sagemaker_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[
+                    f"arn:{stack.partition}:s3:::{self.code.s3_bucket_name}/{self.code.s3_object_key}"
+                ],
+            )
+        )
+        model_package_group = f"{config.prefix}-models"
+        mlflow_uri = CfnParameter(
+            scope,
+            "MlflowTrackingUri",
+            type="String",
+            default="",
+            description="URL of a SageMaker managed MLflow tracking server to register models in too "
+            "(empty: the SageMaker model registry only)",
+        )
+        self.tasks = python_function(
+            self,
+            "Tasks",
+            handler_module="lambdas.pipeline_tasks.handler",
+            service="claims-risk-pipeline-tasks",
+            config=config,
+            key=key,
+            environment={"MLFLOW_TRACKING_URI": mlflow_uri.value_as_string},
+            timeout=Duration.minutes(2),
+            memory_mb=512,
+        )
+        self.tasks.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{RUNS_PREFIX}/*")]
+            )
+        )
+        key.grant(self.tasks, "kms:Decrypt")
+        self.tasks.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateModelPackage",
+                    "sagemaker:CreateModelPackageGroup",
+                    "sagemaker:DescribeModelPackageGroup",
+                    "sagemaker:AddTags",
+                ],
+                resources=[
+                    stack.format_arn(
+                        service="sagemaker", resource="model-package-group", resource_name=model_package_group
+                    ),
+                    stack.format_arn(
+                        service="sagemaker",
+                        resource="model-package",
+                        resource_name=f"{model_package_group}/*",
+                    ),
+                ],
+            )
+        )
+        self.tasks.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker-mlflow:CreateRegisteredModel", "sagemaker-mlflow:CreateModelVersion"],
+                resources=[
+                    stack.format_arn(
+                        service="sagemaker", resource="mlflow-tracking-server", resource_name="*"
+                    )
+                ],
+            )
+        )
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=config.log_retention,
+            encryption_key=key,
+            removal_policy=config.removal_policy,
+        )
+        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("states.amazonaws.com"))
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=f"{config.prefix}-retraining",
+            definition_body=sfn.DefinitionBody.from_string(definition_json(guardrails)),
+            definition_substitutions={
+                "SageMakerRoleArn": sagemaker_role.role_arn,
+                "DataBucket": bucket.bucket_name,
+                "KmsKeyArn": key.key_arn,
+                "JobImage": job_image,
+                "ServingImage": serving_image,
+                "CodeUri": self.code.s3_object_url,
+                "TasksFunctionArn": self.tasks.function_arn,
+                "TopicArn": topic.topic_arn,
+                "EndpointName": endpoint_name,
+                "ModelPackageGroup": model_package_group,
+            },
+            role=self.role,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+            tracing_enabled=True,
+            timeout=Duration.hours(12),
+        )
+        self._grant(stack, sagemaker_role, topic, key, endpoint_name)
+        self._triggers(config)
+
+    def _grant(
+        self, stack: Stack, sagemaker_role: iam.IRole, topic: sns.ITopic, key: kms.IKey, endpoint_name: str
+    ) -> None:
+        """What the machine's tasks call; CustomState-style JSON definitions grant nothing by themselves."""
+
+        def arns(resource: str, name: str = f"{JOB_NAME_PREFIX}*") -> str:
+            return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
+
+        jobs = [arns("processing-job"), arns("training-job"), arns("hyper-parameter-tuning-job")]
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="RunJobs",
+                actions=[
+                    "sagemaker:CreateProcessingJob",
+                    "sagemaker:DescribeProcessingJob",
+                    "sagemaker:StopProcessingJob",
+                    "sagemaker:CreateTrainingJob",
+                    "sagemaker:DescribeTrainingJob",
+                    "sagemaker:StopTrainingJob",
+                    "sagemaker:CreateHyperParameterTuningJob",
+                    "sagemaker:DescribeHyperParameterTuningJob",
+                    "sagemaker:StopHyperParameterTuningJob",
+                    "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
+                    "sagemaker:AddTags",
+                    "sagemaker:ListTags",
+                ],
+                resources=jobs,
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DeployModel",
+                actions=[
+                    "sagemaker:CreateModel",
+                    "sagemaker:CreateEndpointConfig",
+                    "sagemaker:CreateEndpoint",
+                    "sagemaker:UpdateEndpoint",
+                    "sagemaker:DescribeEndpoint",
+                    "sagemaker:AddTags",
+                    "sagemaker:DescribeModelPackage",
+                ],
+                resources=[
+                    arns("model"),
+                    arns("endpoint-config"),
+                    arns("endpoint", endpoint_name),
+                    arns("model-package", f"{JOB_NAME_PREFIX}*/*"),
+                ],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="FindEndpoint", actions=["sagemaker:ListEndpoints"], resources=["*"])
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="SyncJobEvents",  # how the .sync integrations learn that a job ended
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    stack.format_arn(
+                        service="events",
+                        resource="rule",
+                        resource_name=f"StepFunctionsGetEventsForSageMaker{kind}JobsRule",
+                    )
+                    for kind in ("Processing", "Training", "HyperParameterTuning")
+                ],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PassOnlyTheSageMakerRole",
+                actions=["iam:PassRole"],
+                resources=[sagemaker_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        self.tasks.grant_invoke(self.role)
+        topic.grant_publish(self.role)
+        key.grant(self.role, *KEY_USE)
+
+    def _triggers(self, config: StageConfig) -> None:
+        """A weekly schedule and the drift alarms start a run with the defaults ({}), if the stage says so."""
+        start = targets.SfnStateMachine(self.state_machine, input=events.RuleTargetInput.from_object({}))
+        events.Rule(
+            self,
+            "Schedule",
+            description="scheduled retraining",
+            schedule=events.Schedule.expression(config.retrain_schedule_cron),
+            enabled=config.retrain_on_schedule,
+            targets=[start],
+        )
+        self.drift_rule = events.Rule(
+            self,
+            "OnDrift",
+            description="retrain when a drift alarm goes off",
+            event_pattern=events.EventPattern(
+                source=["aws.cloudwatch"],
+                detail_type=["CloudWatch Alarm State Change"],
+                detail={
+                    "alarmName": [f"{config.prefix}-{k}" for k in ("feature-drift", "prediction-drift")],
+                    "state": {"value": ["ALARM"]},
+                },
+            ),
+            enabled=config.retrain_on_drift,
+            targets=[start],
+        )

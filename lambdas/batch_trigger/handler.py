@@ -1,0 +1,174 @@
+"""The drop-folder trigger: each claims file created under ``incoming/`` starts one SageMaker batch
+transform job, scored by the model that serves the API.
+
+S3 event notifications arrive at least once, so each object version starts its job at most once:
+the start is idempotent on (bucket, key, version) in DynamoDB, and the job name is derived from the
+same triple, so SageMaker itself refuses a second job should the idempotency record be gone.
+"""
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, TypedDict, cast
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import S3Event
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.adapters.transform_jobs import SageMakerTransformLauncher
+from shared.batch_jobs import BatchSettings, NotAClaimsFile, claims_format, plan_transform_job, s3_uri
+from shared.ports import TransformJobError, TransformJobLauncher
+
+SERVICE = "claims-risk-batch-trigger"
+# S3 redelivers within hours and Lambda retries async events for up to 6 hours; days cover both.
+IDEMPOTENCY_EXPIRY_S = 3 * 24 * 3600
+
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE, patch_modules=("botocore",))
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ClaimsRisk"), service=SERVICE)
+
+
+class Summary(TypedDict):
+    started: list[str]  # jobs this invocation started
+    duplicates: list[str]  # jobs an earlier delivery of the same object version started
+    ignored: list[str]  # objects that are not claims files
+
+
+def _on_replay(response: Any, idempotent_data: DataRecord) -> Any:
+    # Powertools calls this only when it answers from the idempotency store instead of running.
+    return {**response, "replayed": True} if isinstance(response, dict) else response
+
+
+# Only the object version is the key: size and sequencer ride along but a redelivery has the same ones.
+idempotency_config = IdempotencyConfig(
+    event_key_jmespath="[bucket, key, version_id]",
+    raise_on_no_idempotency_key=True,
+    expires_after_seconds=IDEMPOTENCY_EXPIRY_S,
+    response_hook=_on_replay,
+)
+
+
+class _Wiring:
+    """The launcher, built from the environment on first use; tests pass fakes."""
+
+    launcher: TransformJobLauncher | None = None
+
+
+def use_launcher(launcher: TransformJobLauncher | None) -> None:
+    _Wiring.launcher = launcher
+
+
+def launcher() -> TransformJobLauncher:
+    if _Wiring.launcher is None:
+        _Wiring.launcher = SageMakerTransformLauncher()
+    return _Wiring.launcher
+
+
+def reset_wiring() -> None:
+    """Forget the launcher and the DynamoDB client (tests start a fresh moto account each time)."""
+    use_launcher(None)
+    idempotent_start.cache_clear()
+
+
+@functools.cache
+def idempotent_start() -> Callable[..., dict[str, Any]]:
+    """``start_job`` behind the DynamoDB idempotency store; built on first use, when the env is set."""
+    store = DynamoDBPersistenceLayer(table_name=os.environ["IDEMPOTENCY_TABLE"])
+    wrapped = idempotent_function(
+        start_job, data_keyword_argument="source", persistence_store=store, config=idempotency_config
+    )
+    return cast(Callable[..., dict[str, Any]], wrapped)
+
+
+@tracer.capture_method
+def start_job(*, source: dict[str, Any], settings: BatchSettings) -> dict[str, Any]:
+    """Plan and launch the job for one object version; runs once per version while its record lives."""
+    model = launcher().model_name(os.environ["SAGEMAKER_ENDPOINT_NAME"])
+    plan = plan_transform_job(
+        source["bucket"],
+        source["key"],
+        source["version_id"],
+        settings=settings,
+        model_name=model,
+        size=source["size"],
+    )
+    if isinstance(plan, NotAClaimsFile):  # the handler checked already; kept for the type
+        raise TransformJobError(f"{plan.uri} is not a claims file: {plan.reason}")
+    job = launcher().launch(plan)
+    metrics.add_metric(name="BatchJobsStarted", unit=MetricUnit.Count, value=1)
+    logger.info(
+        f"started {plan.job_name} for {plan.input_uri}",
+        extra={
+            "object": plan.input_uri,
+            "version_id": source["version_id"],
+            "job_name": plan.job_name,
+            "job": job,
+            "model_name": model,
+            "content_type": plan.content_type,
+            "output": plan.output_uri,
+        },
+    )
+    return {"job_name": plan.job_name, "job": job}
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Summary:
+    idempotency_config.register_lambda_context(context)
+    summary: Summary = {"started": [], "duplicates": [], "ignored": []}
+    if not event.get("Records"):
+        # S3 sends an s3:TestEvent without records when the notification is configured.
+        logger.info("no records in the event", extra={"event_type": event.get("Event")})
+        return summary
+    settings = BatchSettings.from_env(os.environ)
+    failures: list[str] = []
+    for record in S3Event(event).records:
+        bucket = record.s3.bucket.name
+        s3_object = record.s3.get_object
+        key = unquote_plus(s3_object.key)  # per record the key is still URL-encoded ('+' for spaces)
+        uri = s3_uri(bucket, key)
+        if not record.event_name.startswith("ObjectCreated:"):
+            ignore(summary, uri, f"event {record.event_name} is not an object creation")
+            continue
+        found = claims_format(bucket, key, s3_object.size, settings=settings)
+        if isinstance(found, NotAClaimsFile):
+            ignore(summary, uri, found.reason)
+            continue
+        source = {
+            "bucket": bucket,
+            "key": key,
+            # Unversioned buckets send no version: the sequencer then tells one PUT from the next.
+            "version_id": s3_object.version_id or f"sequencer-{s3_object.sequencer}",
+            "size": s3_object.size,
+        }
+        try:
+            answer = idempotent_start()(source=source, settings=settings)
+        except TransformJobError as error:
+            # The other records still go; failing the invocation at the end lets Lambda retry this one.
+            logger.error(f"could not start a job for {uri}", extra={"object": uri, "reason": str(error)})
+            failures.append(uri)
+            continue
+        if answer.get("replayed"):
+            logger.info(f"{answer['job_name']} already started for {uri}", extra={"object": uri})
+            metrics.add_metric(name="BatchDuplicateEvents", unit=MetricUnit.Count, value=1)
+            summary["duplicates"].append(answer["job_name"])
+        else:
+            summary["started"].append(answer["job_name"])
+    if failures:
+        raise TransformJobError(f"no job started for {', '.join(failures)}")
+    return summary
+
+
+def ignore(summary: Summary, uri: str, reason: str) -> None:
+    logger.info(f"ignored {uri}: {reason}", extra={"object": uri, "reason": reason})
+    metrics.add_metric(name="BatchFilesIgnored", unit=MetricUnit.Count, value=1)
+    summary["ignored"].append(uri)

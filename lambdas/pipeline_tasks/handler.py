@@ -1,0 +1,49 @@
+"""The retraining state machine's Lambda tasks: ``gates`` and ``register`` (see shared.pipeline_tasks)."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import TypeAdapter
+
+from shared.adapters.artifacts import S3ArtifactStore
+from shared.adapters.model_packages import MlflowRestRegistry, SageMakerModelPackages
+from shared.pipeline_tasks import GatesTask, RegisterTask, run_gates, run_register
+from shared.ports import ArtifactStore, ModelPackageRegistry, ModelVersionRegistry
+
+logger = Logger(service="claims-risk-pipeline-tasks")
+tracer = Tracer(service="claims-risk-pipeline-tasks")
+TASKS: TypeAdapter[GatesTask | RegisterTask] = TypeAdapter(GatesTask | RegisterTask)
+
+
+@cache
+def artifact_store() -> ArtifactStore:
+    return S3ArtifactStore()
+
+
+@cache
+def model_packages() -> ModelPackageRegistry:
+    return SageMakerModelPackages()
+
+
+@cache
+def mlflow_registry() -> ModelVersionRegistry | None:
+    """Only when the deployment names a tracking server (it costs money while it runs)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return MlflowRestRegistry(uri, os.environ["AWS_REGION"]) if uri else None
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    task = TASKS.validate_python(event)  # a bad payload fails the state, whose Catch notifies on-call
+    if isinstance(task, RegisterTask):
+        result = run_register(task, artifact_store(), model_packages(), mlflow_registry())
+    else:
+        result = run_gates(task, artifact_store())
+    logger.info("pipeline task done", extra={"action": task.action, "result": result})
+    return result

@@ -1,0 +1,684 @@
+"""The retraining state machine (Amazon States Language), built from the one pipeline definition.
+
+Every step of :data:`step_functions.pipeline.STEPS` becomes the state of the same name: processing,
+tuning and training jobs run through Step Functions' ``.sync`` SageMaker integrations, the gates and
+the registration are tasks of the pipeline-tasks Lambda, the deploy step updates the endpoint with
+the guardrails and waits until it serves (or rolled back), and ``notify`` publishes to the on-call
+topic. Instance types, hyperparameter ranges, metric regexes and the run's defaults all come from
+``pipeline.py``, so the local runner and this machine cannot disagree.
+
+The definition is plain JSON with ``${Name}`` placeholders for what only the deployment knows (role,
+bucket, images, ARNs); CDK fills them through ``DefinitionSubstitutions`` and the moto tests with
+:func:`substitute`. It uses JSONPath, which moto's interpreter runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from step_functions.pipeline import (
+    HYPERPARAMETERS,
+    OBJECTIVE_METRIC,
+    STEPS,
+    TRAINING_METRIC_DEFINITIONS,
+    PipelineInputs,
+    Step,
+)
+
+# What the deployment fills in (CDK DefinitionSubstitutions); each appears as ${Name} in the ASL.
+PLACEHOLDERS: Final = (
+    "SageMakerRoleArn",
+    "DataBucket",
+    "KmsKeyArn",
+    "JobImage",
+    "ServingImage",
+    "CodeUri",
+    "TasksFunctionArn",
+    "TopicArn",
+    "EndpointName",
+    "ModelPackageGroup",
+)
+PROCESSING_ROOT: Final = "/opt/ml/processing"
+TRAINING_SCRIPT: Final = "sagemaker_jobs/training/train.py"
+RAW_DATA_PREFIX: Final = "training/raw"  # where an insurer drops the claims to train on
+RUNS_PREFIX: Final = "pipeline/runs"
+RUN_TAG: Final = "claims-risk:run"
+
+# Errors worth retrying: throttling and transient service faults, never a job that failed on its own.
+RETRY_SAGEMAKER: Final = {
+    "ErrorEquals": [
+        "SageMaker.AmazonSageMakerException",
+        "SageMaker.ThrottlingException",
+        "SageMaker.ResourceLimitExceededException",
+        "ThrottlingException",
+    ],
+    "IntervalSeconds": 30,
+    "MaxAttempts": 4,
+    "BackoffRate": 2.0,
+    "JitterStrategy": "FULL",
+}
+RETRY_LAMBDA: Final = {
+    "ErrorEquals": [
+        "Lambda.TooManyRequestsException",
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+    ],
+    "IntervalSeconds": 2,
+    "MaxAttempts": 5,
+    "BackoffRate": 2.0,
+    "JitterStrategy": "FULL",
+}
+SYNC_RESOURCES: Final = {
+    "processing": "arn:aws:states:::sagemaker:createProcessingJob.sync",
+    "tuning": "arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync",
+    "training": "arn:aws:states:::sagemaker:createTrainingJob.sync",
+}
+
+
+@dataclass(frozen=True)
+class DeploymentGuardrails:
+    """Blue/green with canary traffic shifting, rolled back by the endpoint's alarms."""
+
+    canary_percent: int
+    canary_wait_s: int
+    baking_s: int
+    rollback_alarms: tuple[str, ...]
+    instance_type: str
+    initial_instance_count: int
+    capture_percent: int
+
+    def deployment_config(self) -> dict[str, Any]:
+        """The ``DeploymentConfig`` of UpdateEndpoint and of the CloudFormation endpoint."""
+        return {
+            "BlueGreenUpdatePolicy": {
+                "TrafficRoutingConfiguration": {
+                    "Type": "CANARY",
+                    "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": self.canary_percent},
+                    "WaitIntervalInSeconds": self.canary_wait_s,
+                },
+                "TerminationWaitInSeconds": 120,
+                "MaximumExecutionTimeoutInSeconds": self.canary_wait_s + self.baking_s + 1800,
+            },
+            "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in self.rollback_alarms]},
+        }
+
+
+def _dollar(name: str) -> str:
+    return "${" + name + "}"
+
+
+def _job_name(step_name: str) -> str:
+    return f"States.Format('claims-risk-{{}}-{step_name}', $.run.id)"
+
+
+def _run_uri(item: str) -> str:
+    return f"States.Format('{{}}/{item}', $.run.prefix)"
+
+
+def _catch(step_name: str) -> list[dict[str, Any]]:
+    return [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": f"failed at {step_name}"}]
+
+
+def _hyperparameter_ranges() -> dict[str, list[dict[str, Any]]]:
+    """SageMaker's ParameterRanges from the one table of hyperparameters."""
+    ranges: dict[str, list[dict[str, Any]]] = {
+        "IntegerParameterRanges": [],
+        "ContinuousParameterRanges": [],
+        "CategoricalParameterRanges": [],
+    }
+    for hp in HYPERPARAMETERS:
+        if not hp.tunable:
+            continue
+        if hp.kind == "categorical":
+            ranges["CategoricalParameterRanges"].append({"Name": hp.name, "Values": list(hp.choices)})
+            continue
+        key = "IntegerParameterRanges" if hp.kind == "int" else "ContinuousParameterRanges"
+        ranges[key].append(
+            {
+                "Name": hp.name,
+                "MinValue": str(hp.low),
+                "MaxValue": str(hp.high),
+                "ScalingType": "Logarithmic" if hp.log else "Linear",
+            }
+        )
+    return ranges
+
+
+def static_hyperparameters() -> dict[str, str]:
+    """What every training job gets besides the tuned values: fixed defaults and the script to run."""
+    fixed = {hp.name: str(hp.default) for hp in HYPERPARAMETERS if not hp.tunable}
+    return {
+        **fixed,
+        "sagemaker_program": TRAINING_SCRIPT,
+        "sagemaker_submit_directory": _dollar("CodeUri"),
+    }
+
+
+def _channel(name: str, uri_expression: str) -> dict[str, Any]:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri.$": uri_expression,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+    }
+
+
+def _resources(step: Step) -> dict[str, Any]:
+    return {
+        "InstanceCount": 1,
+        "InstanceType": step.instance_type,
+        "VolumeSizeInGB": 30,
+        "VolumeKmsKeyId": _dollar("KmsKeyArn"),
+    }
+
+
+def _input_uri(name: str) -> str:
+    if name == "raw":
+        return f"States.Format('s3://{_dollar('DataBucket')}/{RAW_DATA_PREFIX}/')"
+    if name == "model":
+        return "$.jobs.train.model"
+    return _run_uri(name)
+
+
+def _container_arguments(step: Step) -> str | None:
+    """The job's command line, from the step's fixed arguments and the run's inputs."""
+    parts = [f"'{a}'" for a in step.arguments]
+    for flag, field_name in step.input_arguments:
+        parts += [f"'{flag}'", f"States.Format('{{}}', $.inputs.{field_name})"]
+    return f"States.Array({', '.join(parts)})" if parts else None
+
+
+def _processing_state(step: Step, next_state: str) -> dict[str, Any]:
+    code_dir = f"{PROCESSING_ROOT}/input/code"
+    # The code arrives as the same sourcedir.tar.gz the training jobs use: unpack, install, run.
+    entrypoint = [
+        "bash",
+        "-c",
+        f"set -e; cd {code_dir}; tar xzf sourcedir.tar.gz; pip install --quiet -r requirements.txt; "
+        f'python -m {step.module} "$@"',
+        step.name,
+    ]
+    app_spec: dict[str, Any] = {"ImageUri": _dollar("JobImage"), "ContainerEntrypoint": entrypoint}
+    arguments = _container_arguments(step)
+    if arguments:
+        app_spec["ContainerArguments.$"] = arguments
+    inputs = [
+        {
+            "InputName": "code",
+            "S3Input": {
+                "S3Uri": _dollar("CodeUri"),
+                "LocalPath": code_dir,
+                "S3DataType": "S3Prefix",
+                "S3InputMode": "File",
+            },
+        }
+    ]
+    for name in step.inputs:
+        inputs.append(
+            {
+                "InputName": name,
+                "S3Input": {
+                    "S3Uri.$": _input_uri(name),
+                    "LocalPath": f"{PROCESSING_ROOT}/input/{name}",
+                    "S3DataType": "S3Prefix",
+                    "S3InputMode": "File",
+                },
+            }
+        )
+    outputs = [
+        {
+            "OutputName": name,
+            "S3Output": {
+                "S3Uri.$": _run_uri(name),
+                "LocalPath": f"{PROCESSING_ROOT}/output/{name}",
+                "S3UploadMode": "EndOfJob",
+            },
+        }
+        for name in step.outputs
+    ]
+    return {
+        "Type": "Task",
+        "Comment": step.description,
+        "Resource": SYNC_RESOURCES["processing"],
+        "Parameters": {
+            "ProcessingJobName.$": _job_name(step.name),
+            "RoleArn": _dollar("SageMakerRoleArn"),
+            "AppSpecification": app_spec,
+            "ProcessingInputs": inputs,
+            "ProcessingOutputConfig": {"Outputs": outputs, "KmsKeyId": _dollar("KmsKeyArn")},
+            "ProcessingResources": {"ClusterConfig": _resources(step)},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "Tags": [{"Key": RUN_TAG, "Value.$": "$$.Execution.Name"}],
+        },
+        "ResultSelector": {"name.$": "$.ProcessingJobName", "status.$": "$.ProcessingJobStatus"},
+        "ResultPath": f"$.jobs.{step.name}",
+        "Retry": [RETRY_SAGEMAKER],
+        "Catch": _catch(step.name),
+        "Next": next_state,
+    }
+
+
+def _training_definition(step: Step) -> dict[str, Any]:
+    return {
+        "AlgorithmSpecification": {
+            "TrainingImage": _dollar("JobImage"),
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [dict(d) for d in TRAINING_METRIC_DEFINITIONS],
+        },
+        "RoleArn": _dollar("SageMakerRoleArn"),
+        "InputDataConfig": [_channel(name, _run_uri(name)) for name in ("train", "validation")],
+        "OutputDataConfig": {"S3OutputPath.$": _run_uri("tuning"), "KmsKeyId": _dollar("KmsKeyArn")},
+        "ResourceConfig": _resources(step),
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        "StaticHyperParameters": static_hyperparameters(),
+    }
+
+
+def _tuning_state(step: Step, next_state: str) -> dict[str, Any]:
+    return {
+        "Type": "Task",
+        "Comment": step.description,
+        "Resource": SYNC_RESOURCES["tuning"],
+        "Parameters": {
+            "HyperParameterTuningJobName.$": _job_name(step.name),
+            "HyperParameterTuningJobConfig": {
+                "Strategy": "Bayesian",
+                "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": OBJECTIVE_METRIC},
+                "ResourceLimits": {
+                    "MaxNumberOfTrainingJobs.$": "$.inputs.tuning_trials",
+                    "MaxParallelTrainingJobs": 2,
+                },
+                "ParameterRanges": _hyperparameter_ranges(),
+                "TrainingJobEarlyStoppingType": "Auto",
+            },
+            "TrainingJobDefinition": _training_definition(step),
+            "Tags": [{"Key": RUN_TAG, "Value.$": "$$.Execution.Name"}],
+        },
+        "ResultSelector": {
+            "best_job.$": "$.BestTrainingJob.TrainingJobName",
+            "hyperparameters.$": "$.BestTrainingJob.TunedHyperParameters",
+        },
+        "ResultPath": f"$.jobs.{step.name}",
+        "Retry": [RETRY_SAGEMAKER],
+        "Catch": _catch(step.name),
+        "Next": next_state,
+    }
+
+
+def _training_state(step: Step, next_state: str) -> dict[str, Any]:
+    channels = [_channel(name, _run_uri(name)) for name in step.inputs if name != "hyperparameters"]
+    return {
+        "Type": "Task",
+        "Comment": step.description,
+        "Resource": SYNC_RESOURCES["training"],
+        "Parameters": {
+            "TrainingJobName.$": _job_name(step.name),
+            "AlgorithmSpecification": {
+                "TrainingImage": _dollar("JobImage"),
+                "TrainingInputMode": "File",
+                "MetricDefinitions": [dict(d) for d in TRAINING_METRIC_DEFINITIONS],
+            },
+            "RoleArn": _dollar("SageMakerRoleArn"),
+            # Fixed values, then the tuner's best, then the run's own overrides (strings, as SageMaker wants).
+            "HyperParameters.$": "States.JsonMerge(States.JsonMerge($.static_hyperparameters, "
+            "$.jobs.tune.hyperparameters, false), $.inputs.hyperparameters, false)",
+            "InputDataConfig": channels,
+            "OutputDataConfig": {"S3OutputPath.$": _run_uri("model"), "KmsKeyId": _dollar("KmsKeyArn")},
+            "ResourceConfig": _resources(step),
+            "StoppingCondition": {"MaxRuntimeInSeconds": 7200},
+            "Tags": [{"Key": RUN_TAG, "Value.$": "$$.Execution.Name"}],
+        },
+        "ResultSelector": {"name.$": "$.TrainingJobName", "model.$": "$.ModelArtifacts.S3ModelArtifacts"},
+        "ResultPath": f"$.jobs.{step.name}",
+        "Retry": [RETRY_SAGEMAKER],
+        "Catch": _catch(step.name),
+        "Next": next_state,
+    }
+
+
+def _tasks_state(
+    step: Step, payload: dict[str, Any], result: dict[str, str], next_state: str
+) -> dict[str, Any]:
+    return {
+        "Type": "Task",
+        "Comment": step.description,
+        "Resource": "arn:aws:states:::lambda:invoke",
+        "Parameters": {
+            "FunctionName": _dollar("TasksFunctionArn"),
+            "Payload": {"action": step.name, **payload},
+        },
+        "ResultSelector": result,
+        "ResultPath": f"$.{step.name}",
+        "Retry": [RETRY_LAMBDA],
+        "Catch": _catch(step.name),
+        "Next": next_state,
+    }
+
+
+def _sdk_state(
+    action: str, parameters: dict[str, Any], result: dict[str, str] | None, next_state: str
+) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "Type": "Task",
+        "Resource": f"arn:aws:states:::aws-sdk:sagemaker:{action}",
+        "Parameters": parameters,
+        "Retry": [RETRY_SAGEMAKER],
+        "Catch": _catch("deploy"),
+        "Next": next_state,
+    }
+    if result is None:
+        state["ResultPath"] = None
+    else:
+        state["ResultSelector"] = result
+        state["ResultPath"] = f"$.deploy.{action}"
+    return state
+
+
+def _deploy_states(
+    step: Step, guardrails: DeploymentGuardrails, next_state: str
+) -> dict[str, dict[str, Any]]:
+    """Model → endpoint config → guarded update (or create, the first time) → wait until it serves.
+
+    With auto-rollback the endpoint ends InService on its *old* config, so success is judged by the
+    config it serves, not by its status alone.
+    """
+    config_name = "$.deploy.config_name"
+    variant = {
+        "VariantName": "AllTraffic",
+        "ModelName.$": config_name,
+        "InstanceType": guardrails.instance_type,
+        "InitialInstanceCount": guardrails.initial_instance_count,
+    }
+    capture = {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": guardrails.capture_percent,
+        "DestinationS3Uri": f"s3://{_dollar('DataBucket')}/monitoring/capture",
+        "KmsKeyId": _dollar("KmsKeyArn"),
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+    }
+    deployment = guardrails.deployment_config()
+    return {
+        step.name: {
+            "Type": "Pass",
+            "Comment": step.description,
+            # Model and endpoint config share one name, used again to judge the rollout.
+            "Parameters": {"config_name.$": "States.Format('claims-risk-{}', $.run.id)"},
+            "ResultPath": "$.deploy",
+            "Next": "deploy: model",
+        },
+        "deploy: model": _sdk_state(
+            "createModel",
+            {
+                "ModelName.$": config_name,
+                "ExecutionRoleArn": _dollar("SageMakerRoleArn"),
+                "PrimaryContainer": {"ModelPackageName.$": "$.register.model_package_arn"},
+                "Tags": [{"Key": RUN_TAG, "Value.$": "$$.Execution.Name"}],
+            },
+            None,
+            "deploy: endpoint config",
+        ),
+        "deploy: endpoint config": _sdk_state(
+            "createEndpointConfig",
+            {
+                "EndpointConfigName.$": config_name,
+                "ProductionVariants": [variant],
+                "DataCaptureConfig": capture,
+                "KmsKeyId": _dollar("KmsKeyArn"),
+            },
+            None,
+            "deploy: does the endpoint exist?",
+        ),
+        "deploy: does the endpoint exist?": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::aws-sdk:sagemaker:listEndpoints",
+            "Parameters": {"NameContains": _dollar("EndpointName")},
+            "ResultSelector": {"names.$": "$.Endpoints[*].EndpointName"},
+            "ResultPath": "$.deploy.existing",
+            "Retry": [RETRY_SAGEMAKER],
+            "Catch": _catch("deploy"),
+            "Next": "deploy: update or create",
+        },
+        "deploy: update or create": {
+            "Type": "Choice",
+            "Choices": [
+                {
+                    "Variable": "$.deploy.existing.names[0]",
+                    "IsPresent": True,
+                    "Next": "deploy: guarded update",
+                }
+            ],
+            "Default": "deploy: create endpoint",
+        },
+        "deploy: guarded update": _sdk_state(
+            "updateEndpoint",
+            {
+                "EndpointName": _dollar("EndpointName"),
+                "EndpointConfigName.$": config_name,
+                "DeploymentConfig": deployment,
+            },
+            None,
+            "deploy: wait",
+        ),
+        "deploy: create endpoint": _sdk_state(
+            "createEndpoint",
+            {"EndpointName": _dollar("EndpointName"), "EndpointConfigName.$": config_name},
+            None,
+            "deploy: wait",
+        ),
+        "deploy: wait": {"Type": "Wait", "Seconds": 60, "Next": "deploy: status"},
+        "deploy: status": _sdk_state(
+            "describeEndpoint",
+            {"EndpointName": _dollar("EndpointName")},
+            {"status.$": "$.EndpointStatus", "config.$": "$.EndpointConfigName"},
+            "deploy: serving?",
+        ),
+        "deploy: serving?": {
+            "Type": "Choice",
+            "Choices": [
+                {
+                    "And": [
+                        {"Variable": "$.deploy.describeEndpoint.status", "StringEquals": "InService"},
+                        {
+                            "Variable": "$.deploy.describeEndpoint.config",
+                            "StringEqualsPath": "$.deploy.config_name",
+                        },
+                    ],
+                    "Next": next_state,
+                },
+                {
+                    "Or": [
+                        {"Variable": "$.deploy.describeEndpoint.status", "StringEquals": "InService"},
+                        {"Variable": "$.deploy.describeEndpoint.status", "StringEquals": "Failed"},
+                    ],
+                    "Next": "deploy: rolled back",
+                },
+            ],
+            "Default": "deploy: wait",
+        },
+        "deploy: rolled back": {
+            "Type": "Pass",
+            "Parameters": {
+                "Error": "DeploymentRolledBack",
+                "Cause.$": "States.Format('the endpoint serves {} ({}), not the new model: the guardrail "
+                "alarms rolled it back or the update failed', $.deploy.describeEndpoint.config, "
+                "$.deploy.describeEndpoint.status)",
+            },
+            "ResultPath": "$.failure",
+            "Next": "failed at deploy",
+        },
+    }
+
+
+def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
+    """The state machine, as an ASL document with ``${Name}`` placeholders."""
+    names = [s.name for s in STEPS]
+    main = [s for s in STEPS if s.kind != "notify"]
+    states: dict[str, Any] = {
+        "fill defaults": {
+            "Type": "Pass",
+            "Comment": "every input has a default, so a console start with {} runs the whole pipeline",
+            "Result": {
+                "inputs": PipelineInputs().model_dump(mode="json"),
+                "static_hyperparameters": static_hyperparameters(),
+            },
+            "ResultPath": "$.defaults",
+            "Next": "prepare run",
+        },
+        "prepare run": {
+            "Type": "Pass",
+            "Parameters": {
+                "inputs.$": "States.JsonMerge($.defaults.inputs, $$.Execution.Input, false)",
+                "static_hyperparameters.$": "$.defaults.static_hyperparameters",
+                "run": {
+                    "id.$": "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 0)",
+                    "execution.$": "$$.Execution.Name",
+                },
+            },
+            "Next": "name run folder",
+        },
+        "name run folder": {
+            "Type": "Pass",
+            "Parameters": {
+                "id.$": "$.run.id",
+                "execution.$": "$.run.execution",
+                "prefix.$": f"States.Format('s3://{_dollar('DataBucket')}/{RUNS_PREFIX}/{{}}', $.run.id)",
+            },
+            "ResultPath": "$.run",
+            "Next": names[0],
+        },
+    }
+    for position, step in enumerate(main):
+        following = main[position + 1].name if position + 1 < len(main) else "notify"
+        if step.kind == "processing":
+            states[step.name] = _processing_state(step, following)
+        elif step.kind == "tuning":
+            states[step.name] = _tuning_state(step, following)
+        elif step.kind == "training":
+            states[step.name] = _training_state(step, following)
+        elif step.kind == "gates":
+            states[step.name] = _tasks_state(
+                step,
+                {
+                    "quality.$": _run_uri("quality/data_quality.json"),
+                    "evaluation.$": _run_uri("evaluation/evaluation.json"),
+                    "gates.$": "$.inputs.gates",
+                },
+                {"passed.$": "$.Payload.passed", "summary.$": "$.Payload.summary"},
+                "gates passed?",
+            )
+            states["gates passed?"] = {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.gates.passed", "BooleanEquals": True, "Next": following}],
+                "Default": step.on_stop_next or "notify",
+            }
+        elif step.kind == "register":
+            states[step.name] = _tasks_state(
+                step,
+                {
+                    "model.$": "$.jobs.train.model",
+                    "quality.$": _run_uri("quality/data_quality.json"),
+                    "evaluation.$": _run_uri("evaluation/evaluation.json"),
+                    "report.$": _run_uri("evaluation/report.html"),
+                    "gates.$": "$.inputs.gates",
+                    "image": _dollar("ServingImage"),
+                    "model_package_group": _dollar("ModelPackageGroup"),
+                    "run.$": "$.run.execution",
+                },
+                {
+                    "model_package_arn.$": "$.Payload.model_package_arn",
+                    "model_version.$": "$.Payload.model_version",
+                },
+                following,
+            )
+        elif step.kind == "deploy":
+            states.update(_deploy_states(step, guardrails, following))
+    states["notify"] = {
+        "Type": "Task",
+        "Comment": next(s.description for s in STEPS if s.kind == "notify"),
+        "Resource": "arn:aws:states:::sns:publish",
+        "Parameters": {
+            "TopicArn": _dollar("TopicArn"),
+            "Subject.$": "States.Format('claims-risk retraining {} ended', $.run.execution)",
+            "Message.$": "$",
+        },
+        "ResultPath": None,
+        "Retry": [
+            {"ErrorEquals": ["States.TaskFailed"], "IntervalSeconds": 5, "MaxAttempts": 3, "BackoffRate": 2.0}
+        ],
+        "Next": "outcome",
+    }
+    states["outcome"] = {
+        "Type": "Choice",
+        "Choices": [
+            {"Variable": "$.failure", "IsPresent": True, "Next": "run failed"},
+            {
+                "And": [
+                    {"Variable": "$.gates", "IsPresent": True},
+                    {"Variable": "$.gates.passed", "BooleanEquals": True},
+                ],
+                "Next": "promoted",
+            },
+        ],
+        "Default": "not promoted",
+    }
+    states["promoted"] = {"Type": "Succeed", "Comment": "the challenger serves and is the champion"}
+    states["not promoted"] = {"Type": "Succeed", "Comment": "the gates kept the champion"}
+    states["run failed"] = {
+        "Type": "Fail",
+        "Error": "RetrainingFailed",
+        "Cause": "a step failed; see the notification",
+    }
+    for step in main:
+        states[f"failed at {step.name}"] = {
+            "Type": "Pass",
+            "Result": step.name,
+            "ResultPath": "$.failed_step",
+            "Next": "notify",
+        }
+    return {
+        "Comment": "claims-risk retraining: " + " → ".join(names),
+        "StartAt": "fill defaults",
+        "States": states,
+    }
+
+
+def definition_json(guardrails: DeploymentGuardrails) -> str:
+    return json.dumps(definition(guardrails), indent=1, ensure_ascii=False)
+
+
+def substitute(asl: str, values: dict[str, str]) -> str:
+    """Fill the ``${Name}`` placeholders as Step Functions' DefinitionSubstitutions would."""
+    missing = set(re.findall(r"\$\{(\w+)\}", asl)) - set(values)
+    if missing:
+        raise KeyError(f"no value for placeholders {sorted(missing)}")
+    return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], asl)
+
+
+def step_states(asl: dict[str, Any]) -> list[str]:
+    """The pipeline steps in the order a run meets them, read off the state machine."""
+    names = {s.name for s in STEPS}
+    order: list[str] = []
+    state_name: str | None = asl["StartAt"]
+    seen: set[str] = set()
+    while state_name and state_name not in seen:
+        seen.add(state_name)
+        if state_name in names:
+            order.append(state_name)
+        state = asl["States"][state_name]
+        if state["Type"] == "Choice":
+            # Follow the happy path: the first choice (gates passed, endpoint serving).
+            state_name = state["Choices"][0]["Next"]
+            if state_name in seen:
+                state_name = state.get("Default")
+        else:
+            state_name = state.get("Next")
+    return order
