@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install browser run test test-fast lint format typecheck bench synth clean
+.PHONY: install infra-tools browser run test test-fast lint format typecheck bench synth clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
@@ -20,12 +20,26 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 install: $(VENV)/.synced
 
+# The infra tests' tools, each pinned by a lock of its own: checkov (its pins clash with the project's)
+# and the CDK CLI from npm.
+CHECKOV_VENV := .venv-checkov
+CDK_CLI := tests/infra/cdk-cli
+$(CHECKOV_VENV)/.synced: tests/infra/checkov/pyproject.toml tests/infra/checkov/uv.lock $(VENV)/.synced
+	UV_PROJECT_ENVIRONMENT=$(abspath $(CHECKOV_VENV)) $(UV) sync --frozen --project tests/infra/checkov
+	@touch $@
+
+$(CDK_CLI)/node_modules/.installed: $(CDK_CLI)/package.json $(CDK_CLI)/package-lock.json
+	npm ci --prefix $(CDK_CLI) --no-audit --no-fund --silent
+	@touch $@
+
+infra-tools: $(CHECKOV_VENV)/.synced $(CDK_CLI)/node_modules/.installed
+
 ## run: set up, train offline on generated claims (first time only; RETRAIN=1 to retrain), serve on 127.0.0.1
 run: install
 	$(BIN)/claims-risk up $(if $(RETRAIN),--retrain,)
 
 ## test: lint, type-check and the whole test suite (unit, integration, infra, e2e)
-test: install browser lint typecheck
+test: install infra-tools browser lint typecheck
 	$(BIN)/pytest
 
 # The report test renders in headless Chromium. As root, install it from Debian if missing; otherwise
@@ -56,8 +70,9 @@ typecheck: install
 bench: install
 	$(BIN)/python -m benchmarks.run
 
+## synth: synthesize the stage's template into cdk.out (STAGE=prod for prod), as `cdk synth` would
 synth: install
-	$(BIN)/python app.py
+	$(BIN)/python app.py $(if $(STAGE),--context stage=$(STAGE),)
 
 clean:
-	rm -rf $(VENV) cdk.out .mypy_cache .ruff_cache .pytest_cache test-output
+	rm -rf $(VENV) $(CHECKOV_VENV) $(CDK_CLI)/node_modules cdk.out .mypy_cache .ruff_cache .pytest_cache test-output

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -33,6 +34,13 @@ def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) 
     return app
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="synthesize the claims-risk stack")
+    parser.add_argument("--context", "-c", action="append", default=[], metavar="KEY=VALUE")
+    given = dict(item.split("=", 1) for item in parser.parse_args(argv).context)
     # The CDK CLI passes CDK_OUTDIR; run directly, the app writes to cdk.out like the CLI would.
-    build_app(outdir=os.environ.get("CDK_OUTDIR", "cdk.out")).synth()
+    build_app(given, outdir=os.environ.get("CDK_OUTDIR", "cdk.out")).synth()
+
+
+if __name__ == "__main__":
+    main()

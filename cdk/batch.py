@@ -12,6 +12,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as notifications
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk.config import StageConfig
@@ -49,6 +50,15 @@ class DropFolderBatch(Construct):
             ),
             removal_policy=RemovalPolicy.DESTROY,  # only short-lived idempotency records
         )
+        # S3 invokes the trigger asynchronously: events it still fails after Lambda's retries wait here.
+        self.dead_letters = sqs.Queue(
+            self,
+            "FailedEvents",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
         self.function = python_function(
             self,
             "Trigger",
@@ -67,6 +77,7 @@ class DropFolderBatch(Construct):
             },
             timeout=Duration.seconds(60),
             memory_mb=256,
+            dead_letter_queue=self.dead_letters,
         )
         self.idempotency.grant_read_write_data(self.function)
 

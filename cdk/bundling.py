@@ -118,9 +118,12 @@ class CopySources:
 
 
 def function_bundling(handler_module: str, bytecode_for: str = LAMBDA_PYTHON) -> BundlingOptions:
-    # The image is never pulled: local bundling always succeeds first.
+    # The image is never pulled: local bundling always succeeds first. CDK reuses a bundle when the
+    # source and the options match, and our functions share the repository as source: the command,
+    # never run, makes each function's options (so its bundle) its own.
     return BundlingOptions(
         image=DockerImage.from_registry("local-bundling-only"),
+        command=["bundle", handler_module],
         local=CopySources(module_sources(handler_module), bytecode_for),
     )
 

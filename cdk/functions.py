@@ -3,10 +3,11 @@ X-Ray, a KMS-encrypted log group with the stage's retention."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import AssetHashType, Duration, Stack
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk.bundling import REPO_ROOT, function_bundling
@@ -37,6 +38,7 @@ def python_function(
     environment: dict[str, str],
     timeout: Duration,
     memory_mb: int | None = None,
+    dead_letter_queue: sqs.IQueue | None = None,
 ) -> lambda_.Function:
     log_group = logs.LogGroup(
         scope,
@@ -51,13 +53,17 @@ def python_function(
         runtime=lambda_.Runtime.PYTHON_3_12,
         architecture=lambda_.Architecture.ARM_64,
         handler=f"{handler_module}.lambda_handler",
-        code=lambda_.Code.from_asset(str(REPO_ROOT), bundling=function_bundling(handler_module)),
+        # Hash what is bundled, not the repository (which holds the virtual environment).
+        code=lambda_.Code.from_asset(
+            str(REPO_ROOT), bundling=function_bundling(handler_module), asset_hash_type=AssetHashType.OUTPUT
+        ),
         layers=[powertools_layer(scope)],
         memory_size=memory_mb or config.lambda_memory_mb,
         timeout=timeout,
         tracing=lambda_.Tracing.ACTIVE,
         log_group=log_group,
         environment_encryption=key,
+        dead_letter_queue=dead_letter_queue,
         environment={
             "POWERTOOLS_SERVICE_NAME": service,
             "POWERTOOLS_METRICS_NAMESPACE": "ClaimsRisk",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnParameter, Duration, Stack
+from aws_cdk import AssetHashType, CfnParameter, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -41,7 +41,13 @@ class RetrainingPipeline(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        self.code = assets.Asset(self, "JobCode", path=str(REPO_ROOT), bundling=job_code_bundling())
+        self.code = assets.Asset(
+            self,
+            "JobCode",
+            path=str(REPO_ROOT),
+            bundling=job_code_bundling(),
+            asset_hash_type=AssetHashType.OUTPUT,  # hash the bundle, not the repository
+        )
         sagemaker_role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject"],

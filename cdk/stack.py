@@ -17,8 +17,8 @@ from cdk.data import DataLayer
 from cdk.endpoint import VARIANT, ModelEndpoint, SageMakerRole
 from cdk.images import Images
 from cdk.monitoring import ModelMonitoring, OnCall
-from cdk.nag import acknowledge_findings
 from cdk.pipeline import RetrainingPipeline
+from cdk.policy_findings import acknowledge_findings, skip_checkov_findings
 from cdk.web import WebPage
 from shared.alarms import alarm
 
@@ -119,6 +119,7 @@ class ClaimsRiskStack(Stack):
         self._dashboard(config, on_call, endpoint_name, api_dimensions, pipeline, batch)
 
         acknowledge_findings(self, config.stage)
+        skip_checkov_findings(self)
 
         CfnOutput(self, "ApiUrl", value=api.api.url)
         CfnOutput(self, "ApiFunctionName", value=api.function.function_name)

@@ -13,6 +13,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3_deployment
 from constructs import Construct
@@ -35,7 +36,7 @@ class WebPage(Construct):
         access_logs: s3.IBucket,
     ) -> None:
         super().__init__(scope, construct_id)
-        del key  # the page's files are public content: SSE-S3, which CloudFront's origin access reads
+
         self.bucket = s3.Bucket(
             self,
             "Files",
@@ -86,6 +87,9 @@ class WebPage(Construct):
             distribution=self.distribution,  # new files are served at once, not after the cache TTL
             distribution_paths=["/*"],
             memory_limit=256,
+            log_group=logs.LogGroup(
+                self, "DeployLogs", encryption_key=key, retention=logs.RetentionDays.ONE_MONTH
+            ),
             cache_control=[s3_deployment.CacheControl.max_age(Duration.minutes(5))],
         )
 

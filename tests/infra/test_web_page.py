@@ -10,18 +10,16 @@ from typing import Any
 import pytest
 from aws_cdk import assertions
 
-from app import build_app
+from tests.infra.conftest import Synthesized
 
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # AWS managed cache policy ids
 ALL_VIEWER_EXCEPT_HOST = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
 
 
-@pytest.fixture(scope="module")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> tuple[assertions.Template, Path]:
-    outdir = tmp_path_factory.mktemp("cdk-web")
-    assembly = build_app({"stage": "dev"}, outdir=str(outdir)).synth()
-    stack = assembly.get_stack_by_name("ClaimsRisk-dev")
-    return assertions.Template.from_json(stack.template), outdir
+@pytest.fixture
+def synthesized(synthesized_stages: dict[str, Synthesized]) -> tuple[assertions.Template, Path]:
+    dev = synthesized_stages["dev"]
+    return dev.template, dev.directory
 
 
 def _distribution(t: assertions.Template) -> dict[str, Any]:

@@ -1,11 +1,15 @@
-"""AWS Solutions (cdk-nag) findings we accept, each named precisely and with its reason.
+"""The policy checks' findings we accept, each named precisely and with its reason.
 
-Every other finding fails the synthesis. Paths are relative to the stack.
+cdk-nag's AWS Solutions findings are acknowledged here (every other one fails the synthesis), and
+checkov's are skipped in the template's metadata, where checkov reads them. Paths are relative to
+the stack.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Stack, Validations
+from collections.abc import Callable
+
+from aws_cdk import Acknowledgment, CfnResource, Stack, Validations
 
 _IAM5 = "AwsSolutions::AwsSolutions-IAM5"
 _ARN = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>"
@@ -216,3 +220,87 @@ def acknowledge_findings(stack: Stack, stage: str) -> None:
         for prefix, findings in _CDK_SINGLETONS.items():
             if child.node.id.startswith(prefix):
                 Validations.of(child).acknowledge(*(Acknowledgment(id=i, reason=r) for i, r in findings))
+
+
+# checkov: (resource type, applies to this construct path?, check id, reason)
+_ANY: Callable[[str], bool] = lambda _path: True  # noqa: E731
+_NO_VPC = (
+    "the functions reach only AWS APIs (SageMaker, S3, DynamoDB, Step Functions); a VPC would add NAT "
+    "gateways (about $33 a month each) and nothing to protect"
+)
+_NO_RESERVED_CONCURRENCY = (
+    "API Gateway's stage throttle and usage plans bound the load; reserved concurrency fails to deploy "
+    "in accounts still on the default concurrency quota"
+)
+CHECKOV_SKIPS: tuple[tuple[str, Callable[[str], bool], str, str], ...] = (
+    ("AWS::Lambda::Function", _ANY, "CKV_AWS_117", _NO_VPC),
+    ("AWS::Lambda::Function", _ANY, "CKV_AWS_115", _NO_RESERVED_CONCURRENCY),
+    (
+        "AWS::Lambda::Function",
+        lambda path: "Batch/Trigger" not in path,
+        "CKV_AWS_116",
+        "called synchronously (API Gateway, Step Functions, CloudFormation): the caller gets the error, "
+        "so a dead-letter queue would never receive anything; the batch trigger has one",
+    ),
+    (
+        "AWS::Lambda::Function",
+        lambda path: "CDKBucketDeployment" in path,
+        "CKV_AWS_173",
+        "CDK's BucketDeployment function holds no secrets in its environment",
+    ),
+    ("AWS::IAM::Policy", lambda path: "CDKBucketDeployment" in path, "CKV_AWS_111", _CDK_DEPLOYMENT),
+    (
+        "AWS::S3::Bucket",
+        lambda path: path.endswith("Data/AccessLogs/Resource"),
+        "CKV_AWS_18",
+        "this is the access-log bucket: logging it into itself would loop",
+    ),
+    (
+        "AWS::SageMaker::Model",
+        _ANY,
+        "CKV_AWS_370",
+        "the framework container installs the model's pinned requirements at start, which needs the "
+        "network; a prebuilt image in the insurer's ECR lifts this",
+    ),
+    (
+        "AWS::ApiGateway::Stage",
+        _ANY,
+        "CKV_AWS_120",
+        "every answer scores one caller's claims: a cache would serve one claim's score for another",
+    ),
+    (
+        "AWS::ApiGateway::Method",
+        lambda path: "/health/" in path or "/swagger/" in path,
+        "CKV_AWS_59",
+        "the health check and the API's documentation are public by design; every scoped route is not",
+    ),
+    (
+        "AWS::CloudFront::Distribution",
+        _ANY,
+        "CKV_AWS_68",
+        "a CloudFront web ACL must live in us-east-1 while this stack is region-agnostic; the API the "
+        "page calls has its own regional WAF",
+    ),
+    (
+        "AWS::CloudFront::Distribution",
+        _ANY,
+        "CKV_AWS_174",
+        "with CloudFront's default certificate the minimum TLS version cannot be set; a custom domain "
+        "with an ACM certificate (TLS 1.2) is the insurer's choice",
+    ),
+)
+
+
+def skip_checkov_findings(stack: Stack) -> None:
+    """Write checkov's skips, with their reasons, into each resource's template metadata."""
+    for construct in stack.node.find_all():
+        if not isinstance(construct, CfnResource):
+            continue
+        path = construct.node.path
+        skips = [
+            {"id": check, "comment": reason}
+            for kind, applies, check, reason in CHECKOV_SKIPS
+            if construct.cfn_resource_type == kind and applies(path)
+        ]
+        if skips:
+            construct.add_metadata("checkov", {"skip": skips})
