@@ -18,9 +18,11 @@ from constructs import Construct
 from cdk.config import StageConfig
 from cdk.data import CAPTURE_PREFIX
 from cdk.monitoring import OnCall
+from shared.alarms import alarm
 from step_functions.state_machine import DeploymentGuardrails
 
 VARIANT = "AllTraffic"
+ROLLBACK_ALARMS = ("endpoint-5xx", "endpoint-latency")  # keys of shared.alarms
 # What a role needs of the customer-managed key to read and write encrypted data, and no more.
 KEY_USE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
 
@@ -31,7 +33,7 @@ def guardrails(config: StageConfig) -> DeploymentGuardrails:
         canary_percent=config.canary_percent,
         canary_wait_s=config.canary_wait_s,
         baking_s=config.baking_s,
-        rollback_alarms=(f"{config.prefix}-endpoint-5xx", f"{config.prefix}-endpoint-latency"),
+        rollback_alarms=tuple(alarm(k).alarm_name(config.prefix) for k in ROLLBACK_ALARMS),
         instance_type=config.endpoint_instance_type,
         initial_instance_count=config.endpoint_min_instances,
         capture_percent=config.capture_percent,
@@ -129,7 +131,7 @@ class ModelEndpoint(Construct):
         )
         # The rollback alarms exist before the endpoint that names them.
         dimensions = {"EndpointName": endpoint_name, "VariantName": VARIANT}
-        self.alarms = [on_call.alarm(self, k, dimensions) for k in ("endpoint-5xx", "endpoint-latency")]
+        self.alarms = [on_call.alarm(self, k, dimensions) for k in ROLLBACK_ALARMS]
         model = sagemaker.CfnModel(
             self,
             "Model",
@@ -187,10 +189,15 @@ class ModelEndpoint(Construct):
                     maximum_execution_timeout_in_seconds=blue_green["MaximumExecutionTimeoutInSeconds"],
                 ),
                 auto_rollback_configuration=sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
-                    alarms=[sagemaker.CfnEndpoint.AlarmProperty(alarm_name=a.alarm_name) for a in self.alarms]
+                    alarms=[
+                        sagemaker.CfnEndpoint.AlarmProperty(alarm_name=n)
+                        for n in self.guardrails.rollback_alarms
+                    ]
                 ),
             ),
         )
+        for created in self.alarms:  # named in the config, so ordered by hand
+            self.endpoint.node.add_dependency(created)
         scalable = autoscaling.CfnScalableTarget(
             self,
             "Scaling",

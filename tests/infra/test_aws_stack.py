@@ -1,0 +1,312 @@
+"""What the AWS deployment must guarantee, pinned on the synthesized templates of both stages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cdk.config import stage_config
+from cdk.data import CAPTURE_PREFIX, INCOMING_PREFIX
+from cdk.endpoint import guardrails
+from cdk.images import REGIONS
+from shared import auth
+from shared.alarms import ALARMS, MONITORING_NAMESPACE
+from step_functions.pipeline import step_names
+from step_functions.state_machine import step_states
+from tests.infra.conftest import Synthesized
+
+
+def resources(s: Synthesized, kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in s.template_json["Resources"].items() if v["Type"] == kind}
+
+
+def one(s: Synthesized, kind: str) -> dict[str, Any]:
+    [(_, resource)] = resources(s, kind).items()
+    return resource["Properties"]  # type: ignore[no-any-return]
+
+
+def state_machine_definition(s: Synthesized) -> dict[str, Any]:
+    return json.loads(one(s, "AWS::StepFunctions::StateMachine")["DefinitionString"])  # type: ignore[no-any-return]
+
+
+def statements_of_role(s: Synthesized, role_prefix: str) -> list[dict[str, Any]]:
+    found = []
+    for policy in resources(s, "AWS::IAM::Policy").values():
+        roles = [r["Ref"] for r in policy["Properties"]["Roles"]]
+        if any(r.startswith(role_prefix) for r in roles):
+            found += policy["Properties"]["PolicyDocument"]["Statement"]
+    return found
+
+
+def test_data_is_encrypted_everywhere(synthesized: Synthesized) -> None:
+    for name, bucket in resources(synthesized, "AWS::S3::Bucket").items():
+        rules = bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rules, name
+        assert bucket["Properties"]["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is True
+    data = [b for k, b in resources(synthesized, "AWS::S3::Bucket").items() if k.startswith("Data")]
+    [data_bucket] = [b for b in data if "LoggingConfiguration" in b["Properties"]]
+    [rule] = data_bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert data_bucket["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
+    for policy in resources(synthesized, "AWS::S3::BucketPolicy").values():  # SSL enforced on each
+        denies = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+        assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in denies)
+    for name, group in resources(synthesized, "AWS::Logs::LogGroup").items():
+        assert "KmsKeyId" in group["Properties"], name
+    assert "KmsMasterKeyId" in one(synthesized, "AWS::SNS::Topic")
+    assert one(synthesized, "AWS::DynamoDB::Table")["SSESpecification"]["SSEType"] == "KMS"
+    assert "KmsMasterKeyId" in one(synthesized, "AWS::SQS::Queue")
+    for function in resources(synthesized, "AWS::Lambda::Function").values():
+        if "lambdas." in function["Properties"].get("Handler", ""):
+            assert "KmsKeyArn" in function["Properties"]
+    assert one(synthesized, "AWS::KMS::Key")["EnableKeyRotation"] is True
+
+
+def test_the_endpoint_captures_requests_and_answers_encrypted(synthesized: Synthesized) -> None:
+    config = one(synthesized, "AWS::SageMaker::EndpointConfig")
+    capture = config["DataCaptureConfig"]
+    assert capture["EnableCapture"] is True
+    assert {o["CaptureMode"] for o in capture["CaptureOptions"]} == {"Input", "Output"}
+    assert capture["InitialSamplingPercentage"] == stage_config(synthesized.stage).capture_percent
+    assert CAPTURE_PREFIX in json.dumps(capture["DestinationS3Uri"]) and "KmsKeyId" in capture
+    assert "KmsKeyId" in config
+
+
+def test_the_endpoint_deploys_blue_green_with_canary_and_rolls_back_on_its_alarms(
+    synthesized: Synthesized,
+) -> None:
+    config = stage_config(synthesized.stage)
+    deployment = one(synthesized, "AWS::SageMaker::Endpoint")["DeploymentConfig"]
+    routing = deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["Type"] == "CANARY"
+    assert routing["CanarySize"] == {"Type": "CAPACITY_PERCENT", "Value": config.canary_percent}
+    rollback = {a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]}
+    assert rollback == {f"{config.prefix}-endpoint-5xx", f"{config.prefix}-endpoint-latency"}
+    alarm_names = {
+        a["Properties"]["AlarmName"] for a in resources(synthesized, "AWS::CloudWatch::Alarm").values()
+    }
+    assert rollback <= alarm_names
+    # The pipeline's own endpoint update carries the very same guardrails (one definition).
+    update = state_machine_definition(synthesized)["States"]["deploy: guarded update"]["Parameters"]
+    assert update["DeploymentConfig"] == guardrails(config).deployment_config()
+    # Autoscaling tracks invocations per instance within the stage's bounds.
+    target = one(synthesized, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (
+        config.endpoint_min_instances,
+        config.endpoint_max_instances,
+    )
+    policy = one(synthesized, "AWS::ApplicationAutoScaling::ScalingPolicy")[
+        "TargetTrackingScalingPolicyConfiguration"
+    ]
+    assert (
+        policy["PredefinedMetricSpecification"]["PredefinedMetricType"]
+        == "SageMakerVariantInvocationsPerInstance"
+    )
+
+
+def test_every_alarm_pages_on_call_and_every_defined_alarm_exists(synthesized: Synthesized) -> None:
+    [topic] = resources(synthesized, "AWS::SNS::Topic")
+    alarms = resources(synthesized, "AWS::CloudWatch::Alarm")
+    for name, alarm in alarms.items():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}], name
+        assert alarm["Properties"]["OKActions"] == [{"Ref": topic}], name
+    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms.values()}
+    assert {(d.namespace, d.metric) for d in ALARMS} == watched
+    by_name = {a["Properties"]["AlarmName"]: a["Properties"] for a in alarms.values()}
+    prefix = stage_config(synthesized.stage).prefix
+    for definition in ALARMS:
+        if definition.component in ("lambda",):
+            continue
+        alarm = by_name[definition.alarm_name(prefix)]
+        assert alarm["Threshold"] == definition.threshold
+        assert alarm["ComparisonOperator"] == definition.comparison
+        assert {d["Name"] for d in alarm["Dimensions"]} == set(definition.dimensions)
+    drift = by_name[f"{prefix}-feature-drift"]
+    assert drift["Namespace"] == MONITORING_NAMESPACE
+    # Three functions, each with an errors and a throttles alarm.
+    assert sum(1 for n in by_name if "lambda-errors" in n) == 3
+
+
+def test_dropped_files_under_incoming_start_the_batch_trigger(synthesized: Synthesized) -> None:
+    [notification] = resources(synthesized, "Custom::S3BucketNotifications").values()
+    [config] = notification["Properties"]["NotificationConfiguration"]["LambdaFunctionConfigurations"]
+    assert config["Events"] == ["s3:ObjectCreated:*"]
+    assert config["Filter"] == {"Key": {"FilterRules": [{"Name": "prefix", "Value": INCOMING_PREFIX}]}}
+    assert "BatchTrigger" in json.dumps(config["LambdaFunctionArn"])
+    rules = [r["Properties"] for r in resources(synthesized, "AWS::Events::Rule").values()]
+    [failed] = [
+        r
+        for r in rules
+        if r.get("EventPattern", {}).get("detail-type") == ["SageMaker Transform Job State Change"]
+    ]
+    assert failed["EventPattern"]["detail"]["TransformJobStatus"] == ["Failed", "Stopped"]
+    assert "Ref" in failed["Targets"][0]["Arn"]  # the on-call topic
+
+
+def test_the_state_machine_runs_the_pipeline_steps_with_sync_jobs_and_least_privilege(
+    synthesized: Synthesized,
+) -> None:
+    machine = one(synthesized, "AWS::StepFunctions::StateMachine")
+    assert machine["LoggingConfiguration"]["Level"] == "ALL"
+    assert machine["LoggingConfiguration"]["IncludeExecutionData"] is True
+    assert machine["TracingConfiguration"] == {"Enabled": True}
+    asl = state_machine_definition(synthesized)
+    assert step_states(asl) == step_names()  # the same step list as the local runner's
+    resources_used = {s.get("Resource") for s in asl["States"].values()}
+    assert {
+        "arn:aws:states:::sagemaker:createProcessingJob.sync",
+        "arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync",
+        "arn:aws:states:::sagemaker:createTrainingJob.sync",
+    } <= resources_used
+    assert set(machine["DefinitionSubstitutions"]) == {
+        "SageMakerRoleArn", "DataBucket", "KmsKeyArn", "JobImage", "ServingImage", "CodeUri",
+        "TasksFunctionArn", "TopicArn", "EndpointName", "ModelPackageGroup",
+    }  # fmt: skip
+    role = machine["RoleArn"]["Fn::GetAtt"][0]
+    statements = statements_of_role(synthesized, role)
+    actions = {
+        a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    needed = {
+        "sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob", "sagemaker:StopProcessingJob",
+        "sagemaker:CreateHyperParameterTuningJob", "sagemaker:CreateTrainingJob", "sagemaker:UpdateEndpoint",
+        "events:PutTargets", "events:PutRule", "events:DescribeRule", "iam:PassRole",
+    }  # fmt: skip
+    assert needed <= actions
+    [events] = [s for s in statements if s.get("Sid") == "SyncJobEvents"]
+    assert all("StepFunctionsGetEventsForSageMaker" in json.dumps(r) for r in events["Resource"])
+    # PassRole: only the SageMaker role, only to SageMaker, and only from this role.
+    passes = [
+        (p, s)
+        for p in resources(synthesized, "AWS::IAM::Policy").values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if "iam:PassRole" in json.dumps(s["Action"])
+    ]
+    [(_, pass_role)] = passes
+    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    assert "SageMakerRole" in json.dumps(pass_role["Resource"])
+    for statement in statements:
+        if str(statement["Action"]).startswith("sagemaker:Create"):
+            assert statement["Resource"] != "*"
+
+
+def test_every_scoped_route_needs_its_cognito_scope_and_machine_routes_a_key(
+    synthesized: Synthesized,
+) -> None:
+    methods = resources(synthesized, "AWS::ApiGateway::Method")
+    paths = {
+        k: v["Properties"]["PathPart"] for k, v in resources(synthesized, "AWS::ApiGateway::Resource").items()
+    }
+    scoped = {(m["Properties"]["HttpMethod"], m["Properties"]["ResourceId"]["Ref"]): m["Properties"]
+              for m in methods.values() if m["Properties"].get("AuthorizationType") != "NONE"}  # fmt: skip
+    assert len(scoped) == len(auth.ROUTE_SCOPES)
+    for (method, path), scope in auth.ROUTE_SCOPES.items():
+        [props] = [
+            p for (m, ref), p in scoped.items() if m == method and paths[ref] == path.rsplit("/", 1)[1]
+        ]
+        assert props["AuthorizationType"] == "COGNITO_USER_POOLS"
+        assert props["AuthorizationScopes"] == [scope]
+        assert "Ref" in props["AuthorizerId"]
+        assert props["ApiKeyRequired"] is ((method, path) not in auth.USER_TOKEN_ONLY)
+    authorizer = one(synthesized, "AWS::ApiGateway::Authorizer")
+    assert authorizer["Type"] == "COGNITO_USER_POOLS"
+    server = one(synthesized, "AWS::Cognito::UserPoolResourceServer")
+    assert {f"{server['Identifier']}/{s['ScopeName']}" for s in server["Scopes"]} == set(auth.ALL_SCOPES)
+    pool = one(synthesized, "AWS::Cognito::UserPool")
+    assert (
+        pool["MfaConfiguration"] == "ON" and pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
+    )
+
+
+def test_throttling_usage_plans_waf_and_access_logs_hold_the_stage_values(synthesized: Synthesized) -> None:
+    config = stage_config(synthesized.stage)
+    stage = one(synthesized, "AWS::ApiGateway::Stage")
+    [settings] = stage["MethodSettings"]
+    assert (settings["ThrottlingRateLimit"], settings["ThrottlingBurstLimit"]) == (
+        config.throttle_rate_per_s,
+        config.throttle_burst,
+    )
+    assert stage["TracingEnabled"] is True and "DestinationArn" in stage["AccessLogSetting"]
+    plan = one(synthesized, "AWS::ApiGateway::UsagePlan")
+    assert plan["Throttle"] == {"RateLimit": round(config.client_requests_per_minute / 60), "BurstLimit": 100}
+    assert plan["Quota"] == {"Limit": config.client_daily_quota, "Period": "DAY"}
+    assert one(synthesized, "AWS::ApiGateway::UsagePlanKey")["KeyType"] == "API_KEY"
+    acl = one(synthesized, "AWS::WAFv2::WebACL")
+    rules = {r["Name"]: r for r in acl["Rules"]}
+    assert (
+        rules["rate-per-address"]["Statement"]["RateBasedStatement"]["Limit"]
+        == config.waf_requests_per_5_min_per_ip
+    )
+    assert "AWSManagedRulesCommonRuleSet" in rules
+    assert "WebACLArn" in one(synthesized, "AWS::WAFv2::WebACLAssociation")
+    # Errors the gateway answers itself keep the API's one error shape, with a correlation id.
+    for response in resources(synthesized, "AWS::ApiGateway::GatewayResponse").values():
+        body = json.loads(response["Properties"]["ResponseTemplates"]["application/json"])
+        assert set(body) == {"error", "correlation_id"}
+
+
+def test_every_function_is_python_312_on_arm_with_powertools_and_xray(synthesized: Synthesized) -> None:
+    ours = [f["Properties"] for f in resources(synthesized, "AWS::Lambda::Function").values()
+            if "lambdas." in f["Properties"].get("Handler", "")]  # fmt: skip
+    assert {f["Handler"] for f in ours} == {
+        "lambdas.api.handler.lambda_handler",
+        "lambdas.batch_trigger.handler.lambda_handler",
+        "lambdas.pipeline_tasks.handler.lambda_handler",
+    }
+    for function in ours:
+        assert (function["Runtime"], function["Architectures"]) == ("python3.12", ["arm64"])
+        assert function["TracingConfig"] == {"Mode": "Active"}
+        assert "AWSLambdaPowertoolsPythonV3-python312-arm64" in json.dumps(function["Layers"])
+
+
+def test_images_are_resolved_offline_for_every_region_and_the_stack_needs_no_lookup(
+    synthesized: Synthesized,
+) -> None:
+    mappings = synthesized.template_json["Mappings"]
+    [images] = [m for name, m in mappings.items() if name.startswith("Images")]
+    assert set(images) == set(REGIONS)
+    for by_name in images.values():
+        assert set(by_name) == {"job", "serving", "monitor"}
+        assert all(".dkr.ecr." in uri for uri in by_name.values())
+    assert "sagemaker-xgboost" in images["eu-west-1"]["serving"]
+    manifest = json.loads((synthesized.directory / "manifest.json").read_text(encoding="utf-8"))
+    assert "missing" not in manifest
+
+
+def test_monitoring_schedules_run_hourly_once_the_endpoint_exists(synthesized: Synthesized) -> None:
+    schedules = resources(synthesized, "AWS::SageMaker::MonitoringSchedule")
+    assert len(schedules) == 2
+    definition = resources(synthesized, "AWS::SageMaker::DataQualityJobDefinition")
+    [(definition_id, _)] = definition.items()
+    for schedule in schedules.values():
+        assert schedule["Condition"] == "HasModelPackage"
+        config = schedule["Properties"]["MonitoringScheduleConfig"]
+        assert config["ScheduleConfig"]["ScheduleExpression"] == "cron(0 * ? * * *)"
+        if "MonitoringJobDefinitionName" in config:
+            assert definition_id in schedule["DependsOn"]  # the definition has no name attribute to Ref
+        else:  # our drift job under the bring-your-own-container contract
+            job = config["MonitoringJobDefinition"]
+            assert job["Environment"]["publish_cloudwatch_metrics"] == "Enabled"
+            assert all(
+                len(json.dumps(part)) < 400
+                for part in job["MonitoringAppSpecification"]["ContainerEntrypoint"]
+            )
+
+
+def test_retraining_starts_from_the_api_a_schedule_and_the_drift_alarm(synthesized: Synthesized) -> None:
+    config = stage_config(synthesized.stage)
+    rules = [r["Properties"] for r in resources(synthesized, "AWS::Events::Rule").values()]
+    [schedule] = [r for r in rules if "ScheduleExpression" in r]
+    assert schedule["State"] == ("ENABLED" if config.retrain_on_schedule else "DISABLED")
+    [drift] = [r for r in rules if r.get("EventPattern", {}).get("source") == ["aws.cloudwatch"]]
+    assert drift["State"] == ("ENABLED" if config.retrain_on_drift else "DISABLED")
+    for rule in (schedule, drift):
+        assert json.loads(rule["Targets"][0]["Input"]) == {}  # a run with the defaults
+    api_statements = statements_of_role(synthesized, "ClaimsApiHandlerServiceRole")
+    assert any(s["Action"] == "states:StartExecution" for s in api_statements)
+
+
+def test_a_dashboard_shows_the_api_endpoint_drift_pipeline_and_batch(synthesized: Synthesized) -> None:
+    body = json.dumps(one(synthesized, "AWS::CloudWatch::Dashboard")["DashboardBody"])
+    for title in ("API:", "Endpoint:", "Drift", "Retraining and batch", "Alarms"):
+        assert title in body
