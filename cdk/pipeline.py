@@ -18,7 +18,7 @@ from cdk.bundling import REPO_ROOT, job_code_bundling
 from cdk.config import StageConfig
 from cdk.endpoint import KEY_USE
 from cdk.functions import python_function
-from step_functions.state_machine import RUNS_PREFIX, DeploymentGuardrails, definition_json
+from step_functions.state_machine import MODEL_CARD_KEY, RUNS_PREFIX, DeploymentGuardrails, definition_json
 
 JOB_NAME_PREFIX = "claims-risk-"  # every job, model and endpoint config the machine creates
 
@@ -81,7 +81,10 @@ class RetrainingPipeline(Construct):
                 actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{RUNS_PREFIX}/*")]
             )
         )
-        key.grant(self.tasks, "kms:Decrypt")
+        self.tasks.add_to_role_policy(  # the model card it publishes after a deployment
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(MODEL_CARD_KEY)])
+        )
+        key.grant(self.tasks, "kms:Decrypt", "kms:GenerateDataKey")
         self.tasks.add_to_role_policy(
             iam.PolicyStatement(
                 actions=[

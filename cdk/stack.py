@@ -21,8 +21,7 @@ from cdk.pipeline import RetrainingPipeline
 from cdk.policy_findings import acknowledge_findings, skip_checkov_findings
 from cdk.web import WebPage
 from shared.alarms import alarm
-
-MODEL_CARD_KEY = "models/current/manifest.json"
+from step_functions.state_machine import MODEL_CARD_KEY
 
 
 class ClaimsRiskStack(Stack):

@@ -1,4 +1,4 @@
-"""The retraining state machine's own tasks: the gates and the registration.
+"""The retraining state machine's own tasks: the gates, the registration and the model card.
 
 The same decisions as the local runner's (:mod:`shared.promotion`), over the reports the jobs left
 in the artifact store. The pipeline-tasks Lambda parses its payload into these models and calls
@@ -7,6 +7,7 @@ these functions through the ports.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +33,22 @@ class RegisterTask(GatesTask):
     image: str = Field(description="the serving container image")
     model_package_group: str
     run: str = Field(description="the Step Functions execution name")
+
+
+class PublishCardTask(BaseModel):
+    """After the endpoint serves the new model: its manifest becomes the API's model card."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["publish_card"] = "publish_card"
+    model: str = Field(description="URI of the model.tar.gz that now serves")
+    card: str = Field(description="where the API reads the serving model's card")
+
+
+def run_publish_card(task: PublishCardTask, store: ArtifactStore) -> dict[str, Any]:
+    manifest = json.loads(store.read_tar_member(task.model, "manifest.json"))
+    store.write_json(task.card, manifest)
+    return {"card": task.card, "model_version": manifest.get("model_version")}
 
 
 def run_gates(task: GatesTask, store: ArtifactStore) -> dict[str, Any]:

@@ -123,6 +123,12 @@ class ArtifactStore(Protocol):
         """The JSON object at ``uri``; raises ``FileNotFoundError`` naming it when absent."""
         ...
 
+    def read_tar_member(self, uri: str, name: str) -> bytes:
+        """The shallowest file called ``name`` inside the .tar.gz at ``uri``, read as a stream."""
+        ...
+
+    def write_json(self, uri: str, document: Mapping[str, Any]) -> None: ...
+
 
 @dataclass(frozen=True)
 class ModelPackageRequest:

@@ -46,6 +46,7 @@ TRAINING_SCRIPT: Final = "sagemaker_jobs/training/train.py"
 RAW_DATA_PREFIX: Final = "training/raw"  # where an insurer drops the claims to train on
 RUNS_PREFIX: Final = "pipeline/runs"
 RUN_TAG: Final = "claims-risk:run"
+MODEL_CARD_KEY: Final = "models/current/manifest.json"  # the API's model card (GET /models/current)
 
 # Errors worth retrying: throttling and transient service faults, never a job that failed on its own.
 RETRY_SAGEMAKER: Final = {
@@ -492,7 +493,7 @@ def _deploy_states(
                             "StringEqualsPath": "$.deploy.config_name",
                         },
                     ],
-                    "Next": next_state,
+                    "Next": "deploy: model card",
                 },
                 {
                     "Or": [
@@ -503,6 +504,24 @@ def _deploy_states(
                 },
             ],
             "Default": "deploy: wait",
+        },
+        "deploy: model card": {
+            "Type": "Task",
+            "Comment": "the serving model's manifest becomes the API's model card",
+            "Resource": "arn:aws:states:::lambda:invoke",
+            "Parameters": {
+                "FunctionName": _dollar("TasksFunctionArn"),
+                "Payload": {
+                    "action": "publish_card",
+                    "model.$": "$.jobs.train.model",
+                    "card": f"s3://{_dollar('DataBucket')}/{MODEL_CARD_KEY}",
+                },
+            },
+            "ResultSelector": {"card.$": "$.Payload.card"},
+            "ResultPath": "$.deploy.card",
+            "Retry": [RETRY_LAMBDA],
+            "Catch": _catch("deploy"),
+            "Next": next_state,
         },
         "deploy: rolled back": {
             "Type": "Pass",

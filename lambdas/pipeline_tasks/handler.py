@@ -1,23 +1,33 @@
-"""The retraining state machine's Lambda tasks: ``gates`` and ``register`` (see shared.pipeline_tasks)."""
+"""The retraining state machine's Lambda tasks: ``gates``, ``register`` and ``publish_card``
+(see shared.pipeline_tasks)."""
 
 from __future__ import annotations
 
 import os
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from shared.adapters.artifacts import S3ArtifactStore
 from shared.adapters.model_packages import MlflowRestRegistry, SageMakerModelPackages
-from shared.pipeline_tasks import GatesTask, RegisterTask, run_gates, run_register
+from shared.pipeline_tasks import (
+    GatesTask,
+    PublishCardTask,
+    RegisterTask,
+    run_gates,
+    run_publish_card,
+    run_register,
+)
 from shared.ports import ArtifactStore, ModelPackageRegistry, ModelVersionRegistry
 
 logger = Logger(service="claims-risk-pipeline-tasks")
 tracer = Tracer(service="claims-risk-pipeline-tasks")
-TASKS: TypeAdapter[GatesTask | RegisterTask] = TypeAdapter(GatesTask | RegisterTask)
+# The payload's "action" says which task it is.
+Task = Annotated[GatesTask | RegisterTask | PublishCardTask, Field(discriminator="action")]
+TASKS: TypeAdapter[GatesTask | RegisterTask | PublishCardTask] = TypeAdapter(Task)
 
 
 @cache
@@ -43,6 +53,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     task = TASKS.validate_python(event)  # a bad payload fails the state, whose Catch notifies on-call
     if isinstance(task, RegisterTask):
         result = run_register(task, artifact_store(), model_packages(), mlflow_registry())
+    elif isinstance(task, PublishCardTask):
+        result = run_publish_card(task, artifact_store())
     else:
         result = run_gates(task, artifact_store())
     logger.info("pipeline task done", extra={"action": task.action, "result": result})

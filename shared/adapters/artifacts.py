@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import tarfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlparse
 
 
@@ -13,6 +15,21 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
         raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
     return parsed.netloc, parsed.path.lstrip("/")
+
+
+def tar_member(stream: IO[bytes], name: str, where: str) -> bytes:
+    """The shallowest ``name`` in a gzipped tar, read in one pass (no seeking, so S3 streams work)."""
+    found: tuple[int, bytes] | None = None
+    with tarfile.open(fileobj=stream, mode="r|gz") as archive:
+        for member in archive:
+            if member.isfile() and Path(member.name).name == name:
+                depth = len(Path(member.name).parts)
+                if found is None or depth < found[0]:
+                    extracted = archive.extractfile(member)
+                    found = (depth, extracted.read() if extracted else b"")
+    if found is None:
+        raise FileNotFoundError(f"{where} holds no {name}")
+    return found[1]
 
 
 class S3ArtifactStore:
@@ -32,13 +49,44 @@ class S3ArtifactStore:
         document: dict[str, Any] = json.loads(body)
         return document
 
+    def read_tar_member(self, uri: str, name: str) -> bytes:
+        bucket, key = split_s3_uri(uri)
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(f"{uri} does not exist") from None
+        return tar_member(body, name, uri)
+
+    def write_json(self, uri: str, document: Mapping[str, Any]) -> None:
+        bucket, key = split_s3_uri(uri)
+        self.client.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=json.dumps(document, indent=2).encode(),
+            ContentType="application/json",
+        )
+
 
 class LocalArtifactStore:
     """``file://`` URIs or plain paths, as the local runner writes them."""
 
     def read_json(self, uri: str) -> dict[str, Any]:
-        path = Path(urlparse(uri).path if uri.startswith("file://") else uri)
+        path = _local_path(uri)
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: did its job write it?")
         document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return document
+
+    def read_tar_member(self, uri: str, name: str) -> bytes:
+        path = _local_path(uri)
+        with path.open("rb") as stream:
+            return tar_member(stream, name, str(path))
+
+    def write_json(self, uri: str, document: Mapping[str, Any]) -> None:
+        path = _local_path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2), encoding="utf-8")
+
+
+def _local_path(uri: str) -> Path:
+    return Path(urlparse(uri).path if uri.startswith("file://") else uri)

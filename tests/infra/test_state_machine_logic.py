@@ -78,6 +78,7 @@ HAPPY: Final[Responses] = {
     "deploy: create endpoint": None,
     # The endpoint serves the config this run created: the name comes from States.UUID at run time.
     "deploy: status": {"status": "InService", "config.$": "$.deploy.config_name"},
+    "deploy: model card": {"card": f"s3://{BUCKET}/models/current/manifest.json"},
 }
 
 
@@ -324,6 +325,7 @@ def test_happy_path_promotes_through_the_guarded_update(sandbox: Sandbox) -> Non
     assert result.status == "SUCCEEDED", result.cause
     assert result.last_state == "promoted"
     assert "deploy: guarded update" in result.entered
+    assert "deploy: model card" in result.entered  # the API's card names the model that now serves
     assert "deploy: create endpoint" not in result.entered
     assert is_subsequence(step_names(), result.entered), result.entered
     assert not any(name.startswith("failed at") for name in result.entered)

@@ -1,0 +1,143 @@
+"""The state machine's Lambda tasks, through the handler, against moto S3 and moto SageMaker."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from lambdas.pipeline_tasks import handler
+from tests.unit.test_gates import GOOD_QUALITY, evaluation
+
+BUCKET = "claims-risk-data"
+RUN = f"s3://{BUCKET}/pipeline/runs/abc123"
+
+
+class Context:
+    function_name = "pipeline-tasks"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:pipeline-tasks"
+    aws_request_id = "req-1"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_REGION": "eu-west-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "MLFLOW_TRACKING_URI": "",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        for cached in (handler.artifact_store, handler.model_packages, handler.mlflow_registry):
+            cached.cache_clear()
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        yield s3
+        for cached in (handler.artifact_store, handler.model_packages, handler.mlflow_registry):
+            cached.cache_clear()
+
+
+def put_json(s3: Any, key: str, document: dict[str, Any]) -> None:
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(document).encode())
+
+
+def reports(s3: Any, **test_changes: float) -> None:
+    put_json(s3, "pipeline/runs/abc123/quality/data_quality.json", GOOD_QUALITY)
+    put_json(s3, "pipeline/runs/abc123/evaluation/evaluation.json", evaluation(**test_changes))
+
+
+def gates_event() -> dict[str, Any]:
+    return {
+        "action": "gates",
+        "quality": f"{RUN}/quality/data_quality.json",
+        "evaluation": f"{RUN}/evaluation/evaluation.json",
+        "gates": {},
+    }
+
+
+def test_the_gates_task_passes_a_good_challenger_and_says_why(aws: Any) -> None:
+    reports(aws)
+    answer = handler.lambda_handler(gates_event(), Context())  # type: ignore[arg-type]
+    assert answer["passed"] is True and answer["summary"] == "every gate passed"
+    assert [g["gate"] for g in answer["gates"]] == ["data_quality", "metric_floors", "champion", "fairness"]
+
+
+def test_the_gates_task_rejects_a_weak_challenger_naming_the_shortfall(aws: Any) -> None:
+    reports(aws, roc_auc=0.6)
+    answer = handler.lambda_handler(gates_event(), Context())  # type: ignore[arg-type]
+    assert answer["passed"] is False and "roc_auc 0.600 < 0.800" in answer["summary"]
+
+
+def test_a_missing_report_fails_the_task_with_its_uri(aws: Any) -> None:
+    with pytest.raises(FileNotFoundError, match=r"data_quality\.json"):
+        handler.lambda_handler(gates_event(), Context())  # type: ignore[arg-type]
+
+
+def test_an_unknown_action_is_refused_before_anything_is_read(aws: Any) -> None:
+    with pytest.raises(ValueError, match="action"):
+        handler.lambda_handler({"action": "delete_everything"}, Context())  # type: ignore[arg-type]
+
+
+def register_event() -> dict[str, Any]:
+    return {
+        **gates_event(),
+        "action": "register",
+        "model": f"{RUN}/model/job/output/model.tar.gz",
+        "report": f"{RUN}/evaluation/report.html",
+        "image": "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:3.0-5",
+        "model_package_group": "claims-risk-dev-models",
+        "run": "exec-1",
+    }
+
+
+def test_register_records_an_approved_model_package_with_metrics_and_lineage(aws: Any) -> None:
+    reports(aws)
+    answer = handler.lambda_handler(register_event(), Context())  # type: ignore[arg-type]
+    assert answer["model_version"] == "v2" and answer["mlflow_version"] is None
+    package = boto3.client("sagemaker").describe_model_package(ModelPackageName=answer["model_package_arn"])
+    assert package["ModelApprovalStatus"] == "Approved"
+    assert package["ModelPackageGroupName"] == "claims-risk-dev-models"
+    container = package["InferenceSpecification"]["Containers"][0]
+    assert container["ModelDataUrl"].endswith("model.tar.gz") and "sagemaker-xgboost" in container["Image"]
+    metadata = package["CustomerMetadataProperties"]
+    assert metadata["data_sha256"] == "ab" * 32 and metadata["pipeline_run"] == "exec-1"
+    assert float(metadata["metric_test_roc_auc"]) == pytest.approx(0.9)
+
+
+def test_register_refuses_a_challenger_that_fails_the_gates(aws: Any) -> None:
+    reports(aws, recall=0.1)
+    with pytest.raises(ValueError, match="refusing to register"):
+        handler.lambda_handler(register_event(), Context())  # type: ignore[arg-type]
+    assert boto3.client("sagemaker").list_model_packages()["ModelPackageSummaryList"] == []
+
+
+def test_publish_card_copies_the_serving_models_manifest_for_the_api(aws: Any) -> None:
+    manifest = {"model_version": "v2", "family": "xgboost", "threshold": 0.2}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, body in (("v2/model.ubj", b"x" * 10), ("v2/manifest.json", json.dumps(manifest).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            archive.addfile(info, io.BytesIO(body))
+    aws.put_object(Bucket=BUCKET, Key="pipeline/runs/abc123/model/model.tar.gz", Body=buffer.getvalue())
+    answer = handler.lambda_handler(  # type: ignore[arg-type]
+        {
+            "action": "publish_card",
+            "model": f"{RUN}/model/model.tar.gz",
+            "card": f"s3://{BUCKET}/models/current/manifest.json",
+        },
+        Context(),
+    )
+    assert answer["model_version"] == "v2"
+    card = json.loads(aws.get_object(Bucket=BUCKET, Key="models/current/manifest.json")["Body"].read())
+    assert card == manifest
