@@ -67,25 +67,25 @@ def gates_event() -> dict[str, Any]:
 
 def test_the_gates_task_passes_a_good_challenger_and_says_why(aws: Any) -> None:
     reports(aws)
-    answer = handler.lambda_handler(gates_event(), Context())  # type: ignore[arg-type]
+    answer = handler.lambda_handler(gates_event(), Context())
     assert answer["passed"] is True and answer["summary"] == "every gate passed"
     assert [g["gate"] for g in answer["gates"]] == ["data_quality", "metric_floors", "champion", "fairness"]
 
 
 def test_the_gates_task_rejects_a_weak_challenger_naming_the_shortfall(aws: Any) -> None:
     reports(aws, roc_auc=0.6)
-    answer = handler.lambda_handler(gates_event(), Context())  # type: ignore[arg-type]
+    answer = handler.lambda_handler(gates_event(), Context())
     assert answer["passed"] is False and "roc_auc 0.600 < 0.800" in answer["summary"]
 
 
 def test_a_missing_report_fails_the_task_with_its_uri(aws: Any) -> None:
     with pytest.raises(FileNotFoundError, match=r"data_quality\.json"):
-        handler.lambda_handler(gates_event(), Context())  # type: ignore[arg-type]
+        handler.lambda_handler(gates_event(), Context())
 
 
 def test_an_unknown_action_is_refused_before_anything_is_read(aws: Any) -> None:
     with pytest.raises(ValueError, match="action"):
-        handler.lambda_handler({"action": "delete_everything"}, Context())  # type: ignore[arg-type]
+        handler.lambda_handler({"action": "delete_everything"}, Context())
 
 
 def register_event() -> dict[str, Any]:
@@ -102,7 +102,7 @@ def register_event() -> dict[str, Any]:
 
 def test_register_records_an_approved_model_package_with_metrics_and_lineage(aws: Any) -> None:
     reports(aws)
-    answer = handler.lambda_handler(register_event(), Context())  # type: ignore[arg-type]
+    answer = handler.lambda_handler(register_event(), Context())
     assert answer["model_version"] == "v2" and answer["mlflow_version"] is None
     package = boto3.client("sagemaker").describe_model_package(ModelPackageName=answer["model_package_arn"])
     assert package["ModelApprovalStatus"] == "Approved"
@@ -117,7 +117,7 @@ def test_register_records_an_approved_model_package_with_metrics_and_lineage(aws
 def test_register_refuses_a_challenger_that_fails_the_gates(aws: Any) -> None:
     reports(aws, recall=0.1)
     with pytest.raises(ValueError, match="refusing to register"):
-        handler.lambda_handler(register_event(), Context())  # type: ignore[arg-type]
+        handler.lambda_handler(register_event(), Context())
     assert boto3.client("sagemaker").list_model_packages()["ModelPackageSummaryList"] == []
 
 
@@ -130,7 +130,7 @@ def test_publish_card_copies_the_serving_models_manifest_for_the_api(aws: Any) -
             info.size = len(body)
             archive.addfile(info, io.BytesIO(body))
     aws.put_object(Bucket=BUCKET, Key="pipeline/runs/abc123/model/model.tar.gz", Body=buffer.getvalue())
-    answer = handler.lambda_handler(  # type: ignore[arg-type]
+    answer = handler.lambda_handler(
         {
             "action": "publish_card",
             "model": f"{RUN}/model/model.tar.gz",
