@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import CfnCondition, CfnParameter, Duration, Fn
+from aws_cdk import CfnCondition, CfnParameter, Duration, Fn, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3_assets as assets
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from cdk.bundling import REPO_ROOT
 from cdk.config import StageConfig
 from cdk.data import MONITORING_PREFIX
 from shared.alarms import ALARMS, AlarmDefinition, alarm
+from step_functions.state_machine import MONITORING_BASELINE_PREFIX
 
 DRIFT_JOB_MODULE = "sagemaker_jobs.monitoring.drift"
+RECORD_PREPROCESSOR = REPO_ROOT / "sagemaker_jobs" / "monitoring" / "record_preprocessor.py"
 COMPARISONS = {
     "GreaterThanThreshold": cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
     "GreaterThanOrEqualToThreshold": cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -114,6 +118,17 @@ class ModelMonitoring(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         base = f"s3://{bucket_name}/{MONITORING_PREFIX}"
+        baseline = f"s3://{bucket_name}/{MONITORING_BASELINE_PREFIX}"
+        # Captured requests hold {"instances": [...]}: this script turns each into flat claim records.
+        preprocessor = assets.Asset(self, "RecordPreprocessor", path=str(RECORD_PREPROCESSOR))
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[
+                    f"arn:{Stack.of(self).partition}:s3:::{preprocessor.s3_bucket_name}/{preprocessor.s3_object_key}"
+                ],
+            )
+        )
         resources = sagemaker.CfnDataQualityJobDefinition.MonitoringResourcesProperty(
             cluster_config=sagemaker.CfnDataQualityJobDefinition.ClusterConfigProperty(
                 instance_count=1,
@@ -129,14 +144,14 @@ class ModelMonitoring(Construct):
             job_definition_name=definition_name,
             role_arn=role.role_arn,
             data_quality_app_specification=sagemaker.CfnDataQualityJobDefinition.DataQualityAppSpecificationProperty(
-                image_uri=monitor_image
+                image_uri=monitor_image, record_preprocessor_source_uri=preprocessor.s3_object_url
             ),
             data_quality_baseline_config=sagemaker.CfnDataQualityJobDefinition.DataQualityBaselineConfigProperty(
                 constraints_resource=sagemaker.CfnDataQualityJobDefinition.ConstraintsResourceProperty(
-                    s3_uri=f"{base}baseline/constraints.json"
+                    s3_uri=f"{baseline}/constraints.json"
                 ),
                 statistics_resource=sagemaker.CfnDataQualityJobDefinition.StatisticsResourceProperty(
-                    s3_uri=f"{base}baseline/statistics.json"
+                    s3_uri=f"{baseline}/statistics.json"
                 ),
             ),
             data_quality_job_input=sagemaker.CfnDataQualityJobDefinition.DataQualityJobInputProperty(

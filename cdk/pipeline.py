@@ -38,6 +38,7 @@ class RetrainingPipeline(Construct):
         guardrails: DeploymentGuardrails,
         job_image: str,
         serving_image: str,
+        monitor_image: str,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -134,6 +135,7 @@ class RetrainingPipeline(Construct):
                 "KmsKeyArn": key.key_arn,
                 "JobImage": job_image,
                 "ServingImage": serving_image,
+                "MonitorImage": monitor_image,
                 "CodeUri": self.code.s3_object_url,
                 "TasksFunctionArn": self.tasks.function_arn,
                 "TopicArn": topic.topic_arn,

@@ -61,6 +61,7 @@ class ClaimsRiskStack(Stack):
             guardrails=endpoint.guardrails,
             job_image=images.uri("job"),
             serving_image=images.uri("serving"),
+            monitor_image=images.uri("monitor"),
         )
         api = ClaimsApi(
             self,

@@ -205,7 +205,7 @@ STEPS: Final[tuple[Step, ...]] = (
         module="sagemaker_jobs.processing.validate",
         description="check raw claims against the schema and business rules; split train/validation/test",
         inputs=("raw",),
-        outputs=("train", "validation", "test", "rejected", "quality"),
+        outputs=("train", "validation", "test", "rejected", "quality", "monitor_baseline"),
         instance_type="ml.m5.xlarge",
         input_arguments=(("--spec", "spec"), ("--seed", "seed")),
     ),

@@ -35,6 +35,7 @@ PLACEHOLDERS: Final = (
     "KmsKeyArn",
     "JobImage",
     "ServingImage",
+    "MonitorImage",
     "CodeUri",
     "TasksFunctionArn",
     "TopicArn",
@@ -47,6 +48,8 @@ RAW_DATA_PREFIX: Final = "training/raw"  # where an insurer drops the claims to 
 RUNS_PREFIX: Final = "pipeline/runs"
 RUN_TAG: Final = "claims-risk:run"
 MODEL_CARD_KEY: Final = "models/current/manifest.json"  # the API's model card (GET /models/current)
+# Model Monitor's data-quality baseline of the serving model (statistics.json, constraints.json).
+MONITORING_BASELINE_PREFIX: Final = "monitoring/baseline"
 
 # Errors worth retrying: throttling and transient service faults, never a job that failed on its own.
 RETRY_SAGEMAKER: Final = {
@@ -383,6 +386,60 @@ def _sdk_state(
     return state
 
 
+def _monitoring_baseline_state(step: Step, next_state: str) -> dict[str, Any]:
+    """Model Monitor's analyzer profiles the new model's training claims: the baseline its hourly
+    data-quality job compares captured requests against."""
+    baseline_input = f"{PROCESSING_ROOT}/input/baseline_dataset_input"
+    return {
+        "Type": "Task",
+        "Comment": "the data-quality baseline of the model that now serves",
+        "Resource": SYNC_RESOURCES["processing"],
+        "Parameters": {
+            "ProcessingJobName.$": _job_name("baseline"),
+            "RoleArn": _dollar("SageMakerRoleArn"),
+            "AppSpecification": {"ImageUri": _dollar("MonitorImage")},
+            "Environment": {
+                "dataset_format": json.dumps({"json": {"lines": True}}),
+                "dataset_source": baseline_input,
+                "output_path": f"{PROCESSING_ROOT}/output",
+                "publish_cloudwatch_metrics": "Disabled",
+            },
+            "ProcessingInputs": [
+                {
+                    "InputName": "baseline_dataset_input",
+                    "S3Input": {
+                        "S3Uri.$": _run_uri("monitor_baseline"),
+                        "LocalPath": baseline_input,
+                        "S3DataType": "S3Prefix",
+                        "S3InputMode": "File",
+                    },
+                }
+            ],
+            "ProcessingOutputConfig": {
+                "Outputs": [
+                    {
+                        "OutputName": "baseline",
+                        "S3Output": {
+                            "S3Uri": f"s3://{_dollar('DataBucket')}/{MONITORING_BASELINE_PREFIX}",
+                            "LocalPath": f"{PROCESSING_ROOT}/output",
+                            "S3UploadMode": "EndOfJob",
+                        },
+                    }
+                ],
+                "KmsKeyId": _dollar("KmsKeyArn"),
+            },
+            "ProcessingResources": {"ClusterConfig": {**_resources(step), "InstanceType": "ml.m5.xlarge"}},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "Tags": [{"Key": RUN_TAG, "Value.$": "$$.Execution.Name"}],
+        },
+        "ResultSelector": {"name.$": "$.ProcessingJobName", "status.$": "$.ProcessingJobStatus"},
+        "ResultPath": "$.deploy.baseline",
+        "Retry": [RETRY_SAGEMAKER],
+        "Catch": _catch("deploy"),
+        "Next": next_state,
+    }
+
+
 def _deploy_states(
     step: Step, guardrails: DeploymentGuardrails, next_state: str
 ) -> dict[str, dict[str, Any]]:
@@ -521,8 +578,9 @@ def _deploy_states(
             "ResultPath": "$.deploy.card",
             "Retry": [RETRY_LAMBDA],
             "Catch": _catch("deploy"),
-            "Next": next_state,
+            "Next": "deploy: monitoring baseline",
         },
+        "deploy: monitoring baseline": _monitoring_baseline_state(step, next_state),
         "deploy: rolled back": {
             "Type": "Pass",
             "Parameters": {

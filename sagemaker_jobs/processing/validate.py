@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from shared.feature_spec import FeatureSpec, load_spec
+from sagemaker_jobs.monitoring.record_preprocessor import UNMONITORED_FIELDS
+from shared.feature_spec import ColumnKind, FeatureSpec, load_spec
 from shared.metric_lines import metric_line
 from shared.ml.validation import REASON, ROW_NUMBER, ValidationResult, quality_report, validate_frame
 
@@ -109,6 +110,23 @@ def split(
     return {"train": train_part, "validation": validation_part, "test": test_part}
 
 
+MONITORING_BASELINE_ROWS = 100_000
+
+
+def write_monitoring_baseline(train: pd.DataFrame, spec: FeatureSpec, folder: Path, seed: int) -> Path:
+    """The claims Model Monitor's baseline job profiles: the training split as flat JSON lines with
+    the fields the endpoint's record preprocessor keeps (no target, no free text)."""
+    free_text = {c.name for c in spec.columns if c.kind == ColumnKind.TEXT}
+    dropped = {ROW_NUMBER, SOURCE_FILE, spec.target.column, *free_text, *UNMONITORED_FIELDS}
+    sample = train.sample(n=min(len(train), MONITORING_BASELINE_ROWS), random_state=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "claims.jsonl"
+    sample.drop(columns=[c for c in sample.columns if c in dropped]).to_json(
+        target, orient="records", lines=True, date_format="iso"
+    )
+    return target
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     base = Path(args.base_dir)
     spec_file = base / "input" / "spec" / "feature_spec.json"
@@ -153,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         part.drop(columns=[ROW_NUMBER, SOURCE_FILE]).to_parquet(folder / f"{name}.parquet", index=False)
         (folder / "feature_spec.json").write_text(spec.to_json(), encoding="utf-8")
         (folder / "lineage.json").write_text(json.dumps(lineage, indent=2), encoding="utf-8")
+    write_monitoring_baseline(parts["train"], spec, out / "monitor_baseline", args.seed)
     log(
         f"{report['rows_in']:,} rows: {len(accepted):,} accepted "
         f"({', '.join(f'{k} {len(v):,}' for k, v in parts.items())}), {len(rejected):,} rejected; "

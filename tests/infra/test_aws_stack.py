@@ -159,7 +159,7 @@ def test_the_state_machine_runs_the_pipeline_steps_with_sync_jobs_and_least_priv
         "arn:aws:states:::sagemaker:createTrainingJob.sync",
     } <= resources_used
     assert set(machine["DefinitionSubstitutions"]) == {
-        "SageMakerRoleArn", "DataBucket", "KmsKeyArn", "JobImage", "ServingImage", "CodeUri",
+        "SageMakerRoleArn", "DataBucket", "KmsKeyArn", "JobImage", "ServingImage", "MonitorImage", "CodeUri",
         "TasksFunctionArn", "TopicArn", "EndpointName", "ModelPackageGroup",
     }  # fmt: skip
     role = machine["RoleArn"]["Fn::GetAtt"][0]
@@ -277,7 +277,15 @@ def test_monitoring_schedules_run_hourly_once_the_endpoint_exists(synthesized: S
     schedules = resources(synthesized, "AWS::SageMaker::MonitoringSchedule")
     assert len(schedules) == 2
     definition = resources(synthesized, "AWS::SageMaker::DataQualityJobDefinition")
-    [(definition_id, _)] = definition.items()
+    [(definition_id, data_quality)] = definition.items()
+    app = data_quality["Properties"]["DataQualityAppSpecification"]
+    assert "RecordPreprocessorSourceUri" in app  # captured {"instances": [...]} → flat records
+    baseline = data_quality["Properties"]["DataQualityBaselineConfig"]
+    written = state_machine_definition(synthesized)["States"]["deploy: monitoring baseline"]
+    [output] = written["Parameters"]["ProcessingOutputConfig"]["Outputs"]
+    prefix = output["S3Output"]["S3Uri"].split("}/", 1)[1]  # after the bucket placeholder
+    for kind in ("ConstraintsResource", "StatisticsResource"):
+        assert f"/{prefix}/" in json.dumps(baseline[kind]["S3Uri"])
     for schedule in schedules.values():
         assert schedule["Condition"] == "HasModelPackage"
         config = schedule["Properties"]["MonitoringScheduleConfig"]

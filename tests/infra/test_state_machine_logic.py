@@ -79,6 +79,7 @@ HAPPY: Final[Responses] = {
     # The endpoint serves the config this run created: the name comes from States.UUID at run time.
     "deploy: status": {"status": "InService", "config.$": "$.deploy.config_name"},
     "deploy: model card": {"card": f"s3://{BUCKET}/models/current/manifest.json"},
+    "deploy: monitoring baseline": {"name": "claims-risk-run-baseline", "status": "Completed"},
 }
 
 
@@ -212,6 +213,7 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
             "KmsKeyArn": key_arn,
             "JobImage": f"{image}-jobs:test",
             "ServingImage": f"{image}-serving:test",
+            "MonitorImage": f"{image}-model-monitor-analyzer:test",
             "CodeUri": f"s3://{BUCKET}/code/sourcedir.tar.gz",
             "TasksFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:claims-risk-pipeline-tasks",
             "TopicArn": topic_arn,
@@ -282,7 +284,9 @@ def test_each_job_runs_through_its_sync_integration() -> None:
     sync = {name: s["Resource"] for name, s in states.items() if str(s.get("Resource", "")).endswith(".sync")}
     assert set(sync.values()) <= set(SYNC_RESOURCES.values())
     jobs = {name for name in step_names() if step(name).is_job}
-    assert set(sync) == jobs
+    # Every job step, plus Model Monitor's baselining job inside the deploy step.
+    assert set(sync) == jobs | {"deploy: monitoring baseline"}
+    assert sync["deploy: monitoring baseline"] == SYNC_RESOURCES["processing"]
     for name in jobs:
         assert sync[name] == SYNC_RESOURCES[step(name).kind], name
     assert step("tune").kind == "tuning"
@@ -325,7 +329,10 @@ def test_happy_path_promotes_through_the_guarded_update(sandbox: Sandbox) -> Non
     assert result.status == "SUCCEEDED", result.cause
     assert result.last_state == "promoted"
     assert "deploy: guarded update" in result.entered
-    assert "deploy: model card" in result.entered  # the API's card names the model that now serves
+    assert "deploy: model card" in result.entered
+    assert (
+        "deploy: monitoring baseline" in result.entered
+    )  # Model Monitor's baseline of the new model  # the API's card names the model that now serves
     assert "deploy: create endpoint" not in result.entered
     assert is_subsequence(step_names(), result.entered), result.entered
     assert not any(name.startswith("failed at") for name in result.entered)

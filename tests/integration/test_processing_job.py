@@ -63,6 +63,13 @@ def test_rows_are_split_or_rejected_with_reasons(tmp_path: Path) -> None:
     metrics = parse_metrics(done.stdout, ["data_quality:score", "data_quality:rows_rejected"])
     assert metrics == {"data_quality:score": quality["score"], "data_quality:rows_rejected": 4.0}
 
+    # Model Monitor's baseline data: the training claims as the record preprocessor flattens
+    # captured requests, without the target and the free text.
+    baseline = pd.read_json(out / "monitor_baseline" / "claims.jsonl", lines=True)
+    assert len(baseline) == len(splits["train"])
+    assert {"claim_amount", "claim_type", "customer_age"} <= set(baseline.columns)
+    assert not {"is_high_risk", "description", "claim_id"} & set(baseline.columns)
+
 
 def test_an_id_repeated_across_files_is_rejected_once(tmp_path: Path) -> None:
     raw = tmp_path / "input" / "raw"
