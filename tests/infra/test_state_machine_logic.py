@@ -33,6 +33,7 @@ from step_functions.state_machine import (
     step_states,
     substitute,
 )
+from tests.aws_fakes import offline_credentials
 
 ACCOUNT: Final = "123456789012"
 REGION: Final = "eu-west-1"
@@ -174,17 +175,7 @@ class Run:
 
 @pytest.fixture
 def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SECURITY_TOKEN": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    offline_credentials(monkeypatch, REGION)
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         role_arn = boto3.client("iam").create_role(
             RoleName="claims-risk-pipeline",

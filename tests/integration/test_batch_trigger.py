@@ -21,6 +21,7 @@ from lambdas.batch_trigger import handler
 from shared.adapters.transform_jobs import SageMakerTransformLauncher
 from shared.batch_jobs import BatchSettings, TransformJobSpec, plan_transform_job
 from shared.ports import TransformJobError
+from tests.aws_fakes import FakeLambdaContext, offline_credentials
 
 REGION: Final = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -31,31 +32,19 @@ MODEL = "claims-risk-model-20261101"
 CSV_BODY = b"claim_id,claim_amount\nCLM-1,1200\nCLM-2,50000\n"
 
 
-class Context:
-    function_name = "claims-risk-batch-trigger"
-    function_version = "$LATEST"
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:claims-risk-batch-trigger"
-    memory_limit_in_mb = 256
-    aws_request_id = "b6f1c0de-0000-4000-8000-000000000001"
-    log_group_name = "/aws/lambda/claims-risk-batch-trigger"
-    log_stream_name = "2026/11/02/[$LATEST]0123456789abcdef"
+FUNCTION_NAME = "claims-risk-batch-trigger"
 
-    def get_remaining_time_in_millis(self) -> int:
-        return 25_000
+
+def Context() -> FakeLambdaContext:  # noqa: N802 (reads like the class it stands for)
+    return FakeLambdaContext(FUNCTION_NAME, memory_limit_in_mb=256, remaining_ms=25_000)
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """Fake credentials, moto for every AWS call, and the trigger's resources: a versioned bucket,
     the idempotency table as Powertools expects it, and a serving endpoint with its model."""
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SAGEMAKER"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", Context.function_name)  # the idempotency key's prefix
+    offline_credentials(monkeypatch, REGION)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", FUNCTION_NAME)  # the idempotency key's prefix
     monkeypatch.setenv("IDEMPOTENCY_TABLE", TABLE)
     monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", ENDPOINT)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "ClaimsRisk")
@@ -226,7 +215,7 @@ def test_the_idempotency_record_is_keyed_on_the_object_version(aws: dict[str, An
     invoke(put(aws, "incoming/a.csv"))
     items = boto3.client("dynamodb", region_name=REGION).scan(TableName=TABLE)["Items"]
     [item] = items
-    assert item["id"]["S"].startswith(f"{Context.function_name}.lambdas.batch_trigger.handler.start_job#")
+    assert item["id"]["S"].startswith(f"{FUNCTION_NAME}.lambdas.batch_trigger.handler.start_job#")
     assert item["status"]["S"] == "COMPLETED"
     expiry = int(item["expiration"]["N"]) - int(time.time())
     assert 3 * 24 * 3600 - 60 <= expiry <= 3 * 24 * 3600
@@ -251,7 +240,7 @@ def test_a_file_that_is_not_claims_starts_nothing_and_the_log_says_why(
         "not a claims file: the name does not end with .csv, .jsonl, .json, .parquet"
     )
     assert ignored["level"] == "INFO"
-    assert ignored["function_name"] == Context.function_name  # the Lambda context was injected
+    assert ignored["function_name"] == FUNCTION_NAME  # the Lambda context was injected
 
 
 def test_folder_markers_and_empty_files_are_ignored(aws: dict[str, Any]) -> None:

@@ -13,30 +13,22 @@ import pytest
 from moto import mock_aws
 
 from lambdas.pipeline_tasks import handler
+from tests.aws_fakes import FakeLambdaContext, offline_credentials
 from tests.unit.test_gates import GOOD_QUALITY, evaluation
 
 BUCKET = "claims-risk-data"
 RUN = f"s3://{BUCKET}/pipeline/runs/abc123"
 
 
-class Context:
-    function_name = "pipeline-tasks"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:pipeline-tasks"
-    aws_request_id = "req-1"
+def Context() -> FakeLambdaContext:  # noqa: N802 (reads like the class it stands for)
+    return FakeLambdaContext("claims-risk-pipeline-tasks")
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        "AWS_REGION": "eu-west-1",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "MLFLOW_TRACKING_URI": "",
-    }.items():
-        monkeypatch.setenv(name, value)
+    offline_credentials(monkeypatch)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
     with mock_aws():
         for cached in (handler.artifact_store, handler.model_packages, handler.mlflow_registry):
             cached.cache_clear()

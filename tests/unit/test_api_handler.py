@@ -13,6 +13,7 @@ import pytest
 
 from lambdas.api import handler
 from shared.ports import EndpointError, EndpointRejectedInput, ModelCatalogError
+from tests.aws_fakes import FakeLambdaContext
 from tests.factories import minimal_claim
 
 EVENT = json.loads((Path(__file__).parent / "events" / "apigateway_aws_proxy.json").read_text())
@@ -54,17 +55,8 @@ class FakeEndpoint:
         return "fake"
 
 
-class Context:
-    function_name = "claims-risk-api"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:claims-risk-api"
-    memory_limit_in_mb = 512
-    aws_request_id = "req-1"
-    log_group_name = "/aws/lambda/claims-risk-api"
-    log_stream_name = "stream"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
+def Context() -> FakeLambdaContext:  # noqa: N802 (reads like the class it stands for)
+    return FakeLambdaContext("claims-risk-api")
 
 
 @pytest.fixture
