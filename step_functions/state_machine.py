@@ -200,6 +200,34 @@ def _container_arguments(step: Step) -> str | None:
     return f"States.Array({', '.join(parts)})" if parts else None
 
 
+def _job_task(
+    step: Step,
+    kind: str,
+    parameters: dict[str, Any],
+    result: dict[str, str],
+    next_state: str,
+    *,
+    result_path: str | None = None,
+    comment: str | None = None,
+) -> dict[str, Any]:
+    """A SageMaker job run to its end (``.sync``), tagged with the run, retried on throttling and
+    caught into the step's failure path."""
+    return {
+        "Type": "Task",
+        "Comment": comment or step.description,
+        "Resource": SYNC_RESOURCES[kind],
+        "Parameters": {**parameters, "Tags": [{"Key": RUN_TAG, "Value.$": "$$.Execution.Name"}]},
+        "ResultSelector": result,
+        "ResultPath": result_path or f"$.jobs.{step.name}",
+        "Retry": [RETRY_SAGEMAKER],
+        "Catch": _catch(step.name),
+        "Next": next_state,
+    }
+
+
+PROCESSING_RESULT: Final = {"name.$": "$.ProcessingJobName", "status.$": "$.ProcessingJobStatus"}
+
+
 def _processing_state(step: Step, next_state: str) -> dict[str, Any]:
     code_dir = f"{PROCESSING_ROOT}/input/code"
     # The code arrives as the same sourcedir.tar.gz the training jobs use: unpack, install, run.
@@ -248,26 +276,16 @@ def _processing_state(step: Step, next_state: str) -> dict[str, Any]:
         }
         for name in step.outputs
     ]
-    return {
-        "Type": "Task",
-        "Comment": step.description,
-        "Resource": SYNC_RESOURCES["processing"],
-        "Parameters": {
-            "ProcessingJobName.$": _job_name(step.name),
-            "RoleArn": _dollar("SageMakerRoleArn"),
-            "AppSpecification": app_spec,
-            "ProcessingInputs": inputs,
-            "ProcessingOutputConfig": {"Outputs": outputs, "KmsKeyId": _dollar("KmsKeyArn")},
-            "ProcessingResources": {"ClusterConfig": _resources(step)},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-            "Tags": [{"Key": RUN_TAG, "Value.$": "$$.Execution.Name"}],
-        },
-        "ResultSelector": {"name.$": "$.ProcessingJobName", "status.$": "$.ProcessingJobStatus"},
-        "ResultPath": f"$.jobs.{step.name}",
-        "Retry": [RETRY_SAGEMAKER],
-        "Catch": _catch(step.name),
-        "Next": next_state,
+    parameters = {
+        "ProcessingJobName.$": _job_name(step.name),
+        "RoleArn": _dollar("SageMakerRoleArn"),
+        "AppSpecification": app_spec,
+        "ProcessingInputs": inputs,
+        "ProcessingOutputConfig": {"Outputs": outputs, "KmsKeyId": _dollar("KmsKeyArn")},
+        "ProcessingResources": {"ClusterConfig": _resources(step)},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
     }
+    return _job_task(step, "processing", parameters, PROCESSING_RESULT, next_state)
 
 
 def _training_definition(step: Step) -> dict[str, Any]:
@@ -287,65 +305,47 @@ def _training_definition(step: Step) -> dict[str, Any]:
 
 
 def _tuning_state(step: Step, next_state: str) -> dict[str, Any]:
-    return {
-        "Type": "Task",
-        "Comment": step.description,
-        "Resource": SYNC_RESOURCES["tuning"],
-        "Parameters": {
-            "HyperParameterTuningJobName.$": _job_name(step.name),
-            "HyperParameterTuningJobConfig": {
-                "Strategy": "Bayesian",
-                "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": OBJECTIVE_METRIC},
-                "ResourceLimits": {
-                    "MaxNumberOfTrainingJobs.$": "$.inputs.tuning_trials",
-                    "MaxParallelTrainingJobs": 2,
-                },
-                "ParameterRanges": _hyperparameter_ranges(),
-                "TrainingJobEarlyStoppingType": "Auto",
+    parameters = {
+        "HyperParameterTuningJobName.$": _job_name(step.name),
+        "HyperParameterTuningJobConfig": {
+            "Strategy": "Bayesian",
+            "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": OBJECTIVE_METRIC},
+            "ResourceLimits": {
+                "MaxNumberOfTrainingJobs.$": "$.inputs.tuning_trials",
+                "MaxParallelTrainingJobs": 2,
             },
-            "TrainingJobDefinition": _training_definition(step),
-            "Tags": [{"Key": RUN_TAG, "Value.$": "$$.Execution.Name"}],
+            "ParameterRanges": _hyperparameter_ranges(),
+            "TrainingJobEarlyStoppingType": "Auto",
         },
-        "ResultSelector": {
-            "best_job.$": "$.BestTrainingJob.TrainingJobName",
-            "hyperparameters.$": "$.BestTrainingJob.TunedHyperParameters",
-        },
-        "ResultPath": f"$.jobs.{step.name}",
-        "Retry": [RETRY_SAGEMAKER],
-        "Catch": _catch(step.name),
-        "Next": next_state,
+        "TrainingJobDefinition": _training_definition(step),
     }
+    result = {
+        "best_job.$": "$.BestTrainingJob.TrainingJobName",
+        "hyperparameters.$": "$.BestTrainingJob.TunedHyperParameters",
+    }
+    return _job_task(step, "tuning", parameters, result, next_state)
 
 
 def _training_state(step: Step, next_state: str) -> dict[str, Any]:
     channels = [_channel(name, _run_uri(name)) for name in step.inputs if name != "hyperparameters"]
-    return {
-        "Type": "Task",
-        "Comment": step.description,
-        "Resource": SYNC_RESOURCES["training"],
-        "Parameters": {
-            "TrainingJobName.$": _job_name(step.name),
-            "AlgorithmSpecification": {
-                "TrainingImage": _dollar("JobImage"),
-                "TrainingInputMode": "File",
-                "MetricDefinitions": [dict(d) for d in TRAINING_METRIC_DEFINITIONS],
-            },
-            "RoleArn": _dollar("SageMakerRoleArn"),
-            # Fixed values, then the tuner's best, then the run's own overrides (strings, as SageMaker wants).
-            "HyperParameters.$": "States.JsonMerge(States.JsonMerge($.static_hyperparameters, "
-            "$.jobs.tune.hyperparameters, false), $.inputs.hyperparameters, false)",
-            "InputDataConfig": channels,
-            "OutputDataConfig": {"S3OutputPath.$": _run_uri("model"), "KmsKeyId": _dollar("KmsKeyArn")},
-            "ResourceConfig": _resources(step),
-            "StoppingCondition": {"MaxRuntimeInSeconds": 7200},
-            "Tags": [{"Key": RUN_TAG, "Value.$": "$$.Execution.Name"}],
+    parameters = {
+        "TrainingJobName.$": _job_name(step.name),
+        "AlgorithmSpecification": {
+            "TrainingImage": _dollar("JobImage"),
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [dict(d) for d in TRAINING_METRIC_DEFINITIONS],
         },
-        "ResultSelector": {"name.$": "$.TrainingJobName", "model.$": "$.ModelArtifacts.S3ModelArtifacts"},
-        "ResultPath": f"$.jobs.{step.name}",
-        "Retry": [RETRY_SAGEMAKER],
-        "Catch": _catch(step.name),
-        "Next": next_state,
+        "RoleArn": _dollar("SageMakerRoleArn"),
+        # Fixed values, then the tuner's best, then the run's own overrides (strings, as SageMaker wants).
+        "HyperParameters.$": "States.JsonMerge(States.JsonMerge($.static_hyperparameters, "
+        "$.jobs.tune.hyperparameters, false), $.inputs.hyperparameters, false)",
+        "InputDataConfig": channels,
+        "OutputDataConfig": {"S3OutputPath.$": _run_uri("model"), "KmsKeyId": _dollar("KmsKeyArn")},
+        "ResourceConfig": _resources(step),
+        "StoppingCondition": {"MaxRuntimeInSeconds": 7200},
     }
+    result = {"name.$": "$.TrainingJobName", "model.$": "$.ModelArtifacts.S3ModelArtifacts"}
+    return _job_task(step, "training", parameters, result, next_state)
 
 
 def _tasks_state(
@@ -390,54 +390,52 @@ def _monitoring_baseline_state(step: Step, next_state: str) -> dict[str, Any]:
     """Model Monitor's analyzer profiles the new model's training claims: the baseline its hourly
     data-quality job compares captured requests against."""
     baseline_input = f"{PROCESSING_ROOT}/input/baseline_dataset_input"
-    return {
-        "Type": "Task",
-        "Comment": "the data-quality baseline of the model that now serves",
-        "Resource": SYNC_RESOURCES["processing"],
-        "Parameters": {
-            "ProcessingJobName.$": _job_name("baseline"),
-            "RoleArn": _dollar("SageMakerRoleArn"),
-            "AppSpecification": {"ImageUri": _dollar("MonitorImage")},
-            "Environment": {
-                "dataset_format": json.dumps({"json": {"lines": True}}),
-                "dataset_source": baseline_input,
-                "output_path": f"{PROCESSING_ROOT}/output",
-                "publish_cloudwatch_metrics": "Disabled",
-            },
-            "ProcessingInputs": [
+    parameters = {
+        "ProcessingJobName.$": _job_name("baseline"),
+        "RoleArn": _dollar("SageMakerRoleArn"),
+        "AppSpecification": {"ImageUri": _dollar("MonitorImage")},
+        "Environment": {
+            "dataset_format": json.dumps({"json": {"lines": True}}),
+            "dataset_source": baseline_input,
+            "output_path": f"{PROCESSING_ROOT}/output",
+            "publish_cloudwatch_metrics": "Disabled",
+        },
+        "ProcessingInputs": [
+            {
+                "InputName": "baseline_dataset_input",
+                "S3Input": {
+                    "S3Uri.$": _run_uri("monitor_baseline"),
+                    "LocalPath": baseline_input,
+                    "S3DataType": "S3Prefix",
+                    "S3InputMode": "File",
+                },
+            }
+        ],
+        "ProcessingOutputConfig": {
+            "Outputs": [
                 {
-                    "InputName": "baseline_dataset_input",
-                    "S3Input": {
-                        "S3Uri.$": _run_uri("monitor_baseline"),
-                        "LocalPath": baseline_input,
-                        "S3DataType": "S3Prefix",
-                        "S3InputMode": "File",
+                    "OutputName": "baseline",
+                    "S3Output": {
+                        "S3Uri": f"s3://{_dollar('DataBucket')}/{MONITORING_BASELINE_PREFIX}",
+                        "LocalPath": f"{PROCESSING_ROOT}/output",
+                        "S3UploadMode": "EndOfJob",
                     },
                 }
             ],
-            "ProcessingOutputConfig": {
-                "Outputs": [
-                    {
-                        "OutputName": "baseline",
-                        "S3Output": {
-                            "S3Uri": f"s3://{_dollar('DataBucket')}/{MONITORING_BASELINE_PREFIX}",
-                            "LocalPath": f"{PROCESSING_ROOT}/output",
-                            "S3UploadMode": "EndOfJob",
-                        },
-                    }
-                ],
-                "KmsKeyId": _dollar("KmsKeyArn"),
-            },
-            "ProcessingResources": {"ClusterConfig": {**_resources(step), "InstanceType": "ml.m5.xlarge"}},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-            "Tags": [{"Key": RUN_TAG, "Value.$": "$$.Execution.Name"}],
+            "KmsKeyId": _dollar("KmsKeyArn"),
         },
-        "ResultSelector": {"name.$": "$.ProcessingJobName", "status.$": "$.ProcessingJobStatus"},
-        "ResultPath": "$.deploy.baseline",
-        "Retry": [RETRY_SAGEMAKER],
-        "Catch": _catch("deploy"),
-        "Next": next_state,
+        "ProcessingResources": {"ClusterConfig": {**_resources(step), "InstanceType": "ml.m5.xlarge"}},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
     }
+    return _job_task(
+        step,
+        "processing",
+        parameters,
+        PROCESSING_RESULT,
+        next_state,
+        result_path="$.deploy.baseline",
+        comment="the data-quality baseline of the model that now serves",
+    )
 
 
 def _deploy_states(
