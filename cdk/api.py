@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, Fn, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_iam as iam
@@ -282,6 +282,24 @@ class ClaimsApi(Construct):
             ),
             quota=apigw.QuotaSettings(limit=config.client_daily_quota, period=apigw.Period.DAY),
             api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+        )
+        # The web page's own key, shared by the claims handlers who sign in there: CloudFront adds it
+        # to the page's API calls, so browsers never hold it. Its value is the stack's id (unique,
+        # known only once deployed); the key meters and throttles, Cognito decides who may call.
+        self.web_page_key_value = Fn.select(2, Fn.split("/", Stack.of(self).stack_id))
+        web_plan = self.api.add_usage_plan(
+            "WebPage",
+            name=f"{config.prefix}-web-page",
+            description="the claims handlers' web page, all of them together",
+            throttle=apigw.ThrottleSettings(
+                rate_limit=config.web_page_requests_per_s, burst_limit=2 * config.web_page_requests_per_s
+            ),
+            api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+        )
+        web_plan.add_api_key(
+            self.api.add_api_key(
+                "WebPageKey", api_key_name=f"{config.prefix}-web-page", value=self.web_page_key_value
+            )
         )
         self.claims_system_key = self.api.add_api_key(
             "ClaimsSystemKey",

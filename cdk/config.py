@@ -22,6 +22,7 @@ class StageConfig:
     throttle_burst: int
     client_requests_per_minute: int
     client_daily_quota: int
+    web_page_requests_per_s: int  # all claims handlers on the web page together
     waf_requests_per_5_min_per_ip: int
     lambda_memory_mb: int
     log_retention: logs.RetentionDays
@@ -55,6 +56,7 @@ STAGES = {
         throttle_burst=100,
         client_requests_per_minute=DEFAULT_REQUESTS_PER_MINUTE,
         client_daily_quota=20_000,
+        web_page_requests_per_s=10,
         waf_requests_per_5_min_per_ip=1000,
         lambda_memory_mb=512,
         log_retention=logs.RetentionDays.TWO_WEEKS,
@@ -80,6 +82,7 @@ STAGES = {
         throttle_burst=400,
         client_requests_per_minute=DEFAULT_REQUESTS_PER_MINUTE,
         client_daily_quota=100_000,
+        web_page_requests_per_s=50,
         waf_requests_per_5_min_per_ip=2000,
         lambda_memory_mb=1024,
         log_retention=logs.RetentionDays.THREE_MONTHS,

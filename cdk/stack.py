@@ -114,7 +114,14 @@ class ClaimsRiskStack(Stack):
                 on_call.alarm(function, key, {"FunctionName": function.function_name}, suffix=name)
         on_call.alarm(self, "pipeline-failed", {"StateMachineArn": pipeline.state_machine.state_machine_arn})
         on_call.alarm(self, "batch-failed", {"RuleName": batch.failures.rule_name})
-        web = WebPage(self, "WebPage", api=api.api, key=data.key, access_logs=data.access_logs)
+        web = WebPage(
+            self,
+            "WebPage",
+            api=api.api,
+            api_key_value=api.web_page_key_value,
+            key=data.key,
+            access_logs=data.access_logs,
+        )
         people = api.add_people_client(web.url)
         self._dashboard(config, on_call, endpoint_name, api_dimensions, pipeline, batch)
 

@@ -3,7 +3,8 @@
 The same distribution forwards the API's paths to API Gateway, so the page and the API share one
 origin: no CORS to open, and the page's ``config.json`` just says "same origin". CloudFront never
 caches those paths, and forwards every viewer header except Host (API Gateway answers only to its
-own host name); with caching off, that includes ``Authorization`` and ``x-api-key``.
+own host name); with caching off, that includes ``Authorization``. It adds the web page's own
+usage-plan key as ``x-api-key``, so a claims handler signs in with a token and never needs a key.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ class WebPage(Construct):
         construct_id: str,
         *,
         api: apigw.RestApi,
+        api_key_value: str,
         key: kms.IKey,
         access_logs: s3.IBucket,
     ) -> None:
         super().__init__(scope, construct_id)
-
         self.bucket = s3.Bucket(
             self,
             "Files",
@@ -50,7 +51,8 @@ class WebPage(Construct):
             server_access_logs_bucket=access_logs,
             server_access_logs_prefix="web-files/",
         )
-        api_origin = origins.RestApiOrigin(api)
+        # The page's usage-plan key is added here, at the edge; it replaces any x-api-key a viewer sends.
+        api_origin = origins.RestApiOrigin(api, custom_headers={"x-api-key": api_key_value})
         api_behavior = cloudfront.BehaviorOptions(
             origin=api_origin,
             viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.HTTPS_ONLY,

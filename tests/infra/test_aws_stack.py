@@ -227,10 +227,19 @@ def test_throttling_usage_plans_waf_and_access_logs_hold_the_stage_values(synthe
         config.throttle_burst,
     )
     assert stage["TracingEnabled"] is True and "DestinationArn" in stage["AccessLogSetting"]
-    plan = one(synthesized, "AWS::ApiGateway::UsagePlan")
-    assert plan["Throttle"] == {"RateLimit": round(config.client_requests_per_minute / 60), "BurstLimit": 100}
-    assert plan["Quota"] == {"Limit": config.client_daily_quota, "Period": "DAY"}
-    assert one(synthesized, "AWS::ApiGateway::UsagePlanKey")["KeyType"] == "API_KEY"
+    plans = {
+        p["Properties"]["UsagePlanName"]: p["Properties"]
+        for p in resources(synthesized, "AWS::ApiGateway::UsagePlan").values()
+    }
+    machine = plans[f"{config.prefix}-machine-clients"]
+    assert machine["Throttle"] == {
+        "RateLimit": round(config.client_requests_per_minute / 60),
+        "BurstLimit": 100,
+    }
+    assert machine["Quota"] == {"Limit": config.client_daily_quota, "Period": "DAY"}
+    web = plans[f"{config.prefix}-web-page"]
+    assert web["Throttle"]["RateLimit"] == config.web_page_requests_per_s
+    assert len(resources(synthesized, "AWS::ApiGateway::UsagePlanKey")) == 2
     acl = one(synthesized, "AWS::WAFv2::WebACL")
     rules = {r["Name"]: r for r in acl["Rules"]}
     assert (
@@ -243,6 +252,21 @@ def test_throttling_usage_plans_waf_and_access_logs_hold_the_stage_values(synthe
     for response in resources(synthesized, "AWS::ApiGateway::GatewayResponse").values():
         body = json.loads(response["Properties"]["ResponseTemplates"]["application/json"])
         assert set(body) == {"error", "correlation_id"}
+
+
+def test_the_web_page_calls_the_api_with_its_own_key_added_at_the_edge(synthesized: Synthesized) -> None:
+    """Claims handlers sign in with a token; CloudFront adds the page's usage-plan key, whatever the
+    browser sends, so the key never reaches a browser and every predict route still gets one."""
+    keys = {
+        k["Properties"]["Name"]: k["Properties"]
+        for k in resources(synthesized, "AWS::ApiGateway::ApiKey").values()
+    }
+    web_key = keys[f"{stage_config(synthesized.stage).prefix}-web-page"]
+    distribution = one(synthesized, "AWS::CloudFront::Distribution")["DistributionConfig"]
+    [api_origin] = [o for o in distribution["Origins"] if "CustomOriginConfig" in o]
+    headers = {h["HeaderName"]: h["HeaderValue"] for h in api_origin["OriginCustomHeaders"]}
+    assert headers["x-api-key"] == web_key["Value"]
+    assert "AWS::StackId" in json.dumps(web_key["Value"])  # unique per stack, absent from the template
 
 
 def test_every_function_is_python_312_on_arm_with_powertools_and_xray(synthesized: Synthesized) -> None:
