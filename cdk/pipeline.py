@@ -18,7 +18,13 @@ from cdk.bundling import REPO_ROOT, job_code_bundling
 from cdk.config import StageConfig
 from cdk.endpoint import KEY_USE
 from cdk.functions import python_function
-from step_functions.state_machine import MODEL_CARD_KEY, RUNS_PREFIX, DeploymentGuardrails, definition_json
+from step_functions.state_machine import (
+    CHAMPION_MODEL_KEY,
+    MODEL_CARD_KEY,
+    RUNS_PREFIX,
+    DeploymentGuardrails,
+    definition_json,
+)
 
 JOB_NAME_PREFIX = "claims-risk-"  # every job, model and endpoint config the machine creates
 
@@ -83,7 +89,13 @@ class RetrainingPipeline(Construct):
             )
         )
         self.tasks.add_to_role_policy(  # the model card it publishes after a deployment
-            iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(MODEL_CARD_KEY)])
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[
+                    bucket.arn_for_objects(MODEL_CARD_KEY),
+                    bucket.arn_for_objects(CHAMPION_MODEL_KEY),
+                ],
+            )
         )
         key.grant(self.tasks, "kms:Decrypt", "kms:GenerateDataKey")
         self.tasks.add_to_role_policy(

@@ -43,12 +43,14 @@ class PublishCardTask(BaseModel):
     action: Literal["publish_card"] = "publish_card"
     model: str = Field(description="URI of the model.tar.gz that now serves")
     card: str = Field(description="where the API reads the serving model's card")
+    champion: str = Field(description="where the next run's evaluation finds the model to beat")
 
 
 def run_publish_card(task: PublishCardTask, store: ArtifactStore) -> dict[str, Any]:
     manifest = json.loads(store.read_tar_member(task.model, "manifest.json"))
+    store.copy(task.model, task.champion)
     store.write_json(task.card, manifest)
-    return {"card": task.card, "model_version": manifest.get("model_version")}
+    return {"card": task.card, "champion": task.champion, "model_version": manifest.get("model_version")}
 
 
 def run_gates(task: GatesTask, store: ArtifactStore) -> dict[str, Any]:

@@ -129,6 +129,8 @@ class ArtifactStore(Protocol):
 
     def write_json(self, uri: str, document: Mapping[str, Any]) -> None: ...
 
+    def copy(self, source: str, target: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class ModelPackageRequest:

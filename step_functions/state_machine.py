@@ -48,6 +48,7 @@ RAW_DATA_PREFIX: Final = "training/raw"  # where an insurer drops the claims to 
 RUNS_PREFIX: Final = "pipeline/runs"
 RUN_TAG: Final = "claims-risk:run"
 MODEL_CARD_KEY: Final = "models/current/manifest.json"  # the API's model card (GET /models/current)
+CHAMPION_MODEL_KEY: Final = "models/current/model.tar.gz"  # the serving model, for the champion gate
 # Model Monitor's data-quality baseline of the serving model (statistics.json, constraints.json).
 MONITORING_BASELINE_PREFIX: Final = "monitoring/baseline"
 
@@ -242,6 +243,12 @@ def _processing_state(step: Step, next_state: str) -> dict[str, Any]:
     arguments = _container_arguments(step)
     if arguments:
         app_spec["ContainerArguments.$"] = arguments
+    # The evaluate job scores the serving model too, for the champion gate (absent on the first run).
+    environment = (
+        {"CLAIMS_RISK_CHAMPION_URI": f"s3://{_dollar('DataBucket')}/{CHAMPION_MODEL_KEY}"}
+        if "champion" in step.optional_inputs
+        else {}
+    )
     inputs = [
         {
             "InputName": "code",
@@ -284,6 +291,7 @@ def _processing_state(step: Step, next_state: str) -> dict[str, Any]:
         "ProcessingOutputConfig": {"Outputs": outputs, "KmsKeyId": _dollar("KmsKeyArn")},
         "ProcessingResources": {"ClusterConfig": _resources(step)},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        **({"Environment": environment} if environment else {}),
     }
     return _job_task(step, "processing", parameters, PROCESSING_RESULT, next_state)
 
@@ -562,7 +570,8 @@ def _deploy_states(
         },
         "deploy: model card": {
             "Type": "Task",
-            "Comment": "the serving model's manifest becomes the API's model card",
+            "Comment": "the serving model's manifest becomes the API's model card, and the model the "
+            "next run's challenger must beat",
             "Resource": "arn:aws:states:::lambda:invoke",
             "Parameters": {
                 "FunctionName": _dollar("TasksFunctionArn"),
@@ -570,6 +579,7 @@ def _deploy_states(
                     "action": "publish_card",
                     "model.$": "$.jobs.train.model",
                     "card": f"s3://{_dollar('DataBucket')}/{MODEL_CARD_KEY}",
+                    "champion": f"s3://{_dollar('DataBucket')}/{CHAMPION_MODEL_KEY}",
                 },
             },
             "ResultSelector": {"card.$": "$.Payload.card"},

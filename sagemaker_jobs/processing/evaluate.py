@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from shared.adapters.artifacts import split_s3_uri
 from shared.metric_lines import metric_line
 from shared.ml.evaluation import (
     classification_metrics,
@@ -121,6 +123,35 @@ def evaluate(
     return result
 
 
+# In AWS the state machine names the serving model's copy here; the local runner mounts a folder.
+CHAMPION_URI_ENV = "CLAIMS_RISK_CHAMPION_URI"
+
+
+def champion_tarball(channel: Path, workdir: Path) -> Path | None:
+    """The model to beat: the ``champion`` input if mounted, else the object at
+    ``$CLAIMS_RISK_CHAMPION_URI`` if it exists, else none (the first model has no champion)."""
+    mounted = sorted(channel.glob("*.tar.gz")) if channel.is_dir() else []
+    if mounted:
+        return mounted[0]
+    uri = os.environ.get(CHAMPION_URI_ENV, "")
+    if not uri:
+        return None
+    import boto3
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3_uri(uri)
+    target = workdir / "champion.tar.gz"
+    try:
+        boto3.client("s3").download_file(bucket, key, str(target))
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey"}:
+            log(f"no champion at {uri}: this is the first model")
+            return None
+        raise
+    log(f"champion from {uri}")
+    return target
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     base = Path(args.base_dir)
     inputs = base / "input"
@@ -132,13 +163,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         splits = {name: read_parquet_folder(inputs / name) for name in ("train", "validation", "test")}
         truth_files = sorted((inputs / "truth").glob("*.parquet")) if (inputs / "truth").is_dir() else []
         truth = pd.concat([pd.read_parquet(f) for f in truth_files]) if truth_files else None
-        champion_files = (
-            sorted((inputs / "champion").glob("*.tar.gz")) if (inputs / "champion").is_dir() else []
-        )
+        champion_file = champion_tarball(inputs / "champion", Path(tmp))
         champion = (
-            RiskModel.load(unpack_model(champion_files[0], Path(tmp) / "champion"))
-            if champion_files
-            else None
+            RiskModel.load(unpack_model(champion_file, Path(tmp) / "champion")) if champion_file else None
         )
         result = evaluate(model, splits, truth, args.cv_folds, args.seed, champion)
     screen_file = inputs / "features" / "feature_report.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,6 +58,11 @@ class S3ArtifactStore:
             raise FileNotFoundError(f"{uri} does not exist") from None
         return tar_member(body, name, uri)
 
+    def copy(self, source: str, target: str) -> None:
+        source_bucket, source_key = split_s3_uri(source)
+        bucket, key = split_s3_uri(target)
+        self.client.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)  # multipart if large
+
     def write_json(self, uri: str, document: Mapping[str, Any]) -> None:
         bucket, key = split_s3_uri(uri)
         self.client.put_object(
@@ -81,6 +87,11 @@ class LocalArtifactStore:
         path = _local_path(uri)
         with path.open("rb") as stream:
             return tar_member(stream, name, str(path))
+
+    def copy(self, source: str, target: str) -> None:
+        destination = _local_path(target)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_local_path(source), destination)
 
     def write_json(self, uri: str, document: Mapping[str, Any]) -> None:
         path = _local_path(uri)

@@ -152,6 +152,9 @@ def test_the_state_machine_runs_the_pipeline_steps_with_sync_jobs_and_least_priv
     assert machine["TracingConfiguration"] == {"Enabled": True}
     asl = state_machine_definition(synthesized)
     assert step_states(asl) == step_names()  # the same step list as the local runner's
+    # The champion gate has the serving model to compare with: published after each deployment.
+    champion = asl["States"]["evaluate"]["Parameters"]["Environment"]["CLAIMS_RISK_CHAMPION_URI"]
+    assert champion == asl["States"]["deploy: model card"]["Parameters"]["Payload"]["champion"]
     resources_used = {s.get("Resource") for s in asl["States"].values()}
     assert {
         "arn:aws:states:::sagemaker:createProcessingJob.sync",

@@ -113,7 +113,9 @@ def test_register_refuses_a_challenger_that_fails_the_gates(aws: Any) -> None:
     assert boto3.client("sagemaker").list_model_packages()["ModelPackageSummaryList"] == []
 
 
-def test_publish_card_copies_the_serving_models_manifest_for_the_api(aws: Any) -> None:
+def test_publish_card_copies_the_serving_models_manifest_for_the_api_and_keeps_it_as_champion(
+    aws: Any,
+) -> None:
     manifest = {"model_version": "v2", "family": "xgboost", "threshold": 0.2}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
@@ -127,9 +129,13 @@ def test_publish_card_copies_the_serving_models_manifest_for_the_api(aws: Any) -
             "action": "publish_card",
             "model": f"{RUN}/model/model.tar.gz",
             "card": f"s3://{BUCKET}/models/current/manifest.json",
+            "champion": f"s3://{BUCKET}/models/current/model.tar.gz",
         },
         Context(),
     )
     assert answer["model_version"] == "v2"
     card = json.loads(aws.get_object(Bucket=BUCKET, Key="models/current/manifest.json")["Body"].read())
     assert card == manifest
+    # The next run's challenger is judged against this model.
+    champion = aws.get_object(Bucket=BUCKET, Key="models/current/model.tar.gz")["Body"].read()
+    assert champion == buffer.getvalue()
