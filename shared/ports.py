@@ -176,3 +176,20 @@ class TransformJobLauncher(Protocol):
     def model_name(self, endpoint_name: str) -> str:
         """The model now serving behind an endpoint; raises :class:`TransformJobError`."""
         ...
+
+
+@dataclass(frozen=True)
+class MetricDatum:
+    """One measurement: CloudWatch's shape, so the local sink and CloudWatch hold the same thing."""
+
+    name: str
+    value: float
+    dimensions: Mapping[str, str] = field(default_factory=dict)
+    unit: str = "None"
+    timestamp: float | None = None  # seconds since the epoch; None means now
+
+
+class MetricsPublisher(Protocol):
+    """Where jobs publish metrics (CloudWatch in AWS, a JSON Lines file here)."""
+
+    def publish(self, namespace: str, metrics: Sequence[MetricDatum]) -> None: ...
