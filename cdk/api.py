@@ -54,17 +54,27 @@ def _error_template(code: str, details: str | None) -> str:
     return body.replace('"DETAILS"', f'["{details}"]' if details else "[]")
 
 
-def request_schemas() -> dict[str, dict[str, object]]:
+def request_models() -> dict[str, apigw.JsonSchema]:
     """Coarse JSON Schema (draft 4) checks at the gateway; the handler's pydantic models decide."""
-    claim = {"type": "object", "required": Claim.model_json_schema()["required"]}
     return {
-        "Claim": claim,
-        "ClaimBatch": {
-            "type": "object",
-            "required": ["claims"],
-            "properties": {"claims": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_CLAIMS}},
-        },
-        "RetrainRequest": {"type": "object"},
+        "Claim": apigw.JsonSchema(
+            schema=apigw.JsonSchemaVersion.DRAFT4,
+            type=apigw.JsonSchemaType.OBJECT,
+            required=list(Claim.model_json_schema()["required"]),
+        ),
+        "ClaimBatch": apigw.JsonSchema(
+            schema=apigw.JsonSchemaVersion.DRAFT4,
+            type=apigw.JsonSchemaType.OBJECT,
+            required=["claims"],
+            properties={
+                "claims": apigw.JsonSchema(
+                    type=apigw.JsonSchemaType.ARRAY, min_items=1, max_items=MAX_BATCH_CLAIMS
+                )
+            },
+        ),
+        "RetrainRequest": apigw.JsonSchema(
+            schema=apigw.JsonSchemaVersion.DRAFT4, type=apigw.JsonSchemaType.OBJECT
+        ),
     }
 
 
@@ -230,24 +240,8 @@ class ClaimsApi(Construct):
             "Validator", validate_request_body=True, validate_request_parameters=True
         )
         models = {
-            name: self.api.add_model(
-                name,
-                content_type="application/json",
-                model_name=name,
-                schema=apigw.JsonSchema(
-                    schema=apigw.JsonSchemaVersion.DRAFT4,
-                    type=apigw.JsonSchemaType.OBJECT,
-                    required=schema.get("required"),  # type: ignore[arg-type]
-                    properties={
-                        "claims": apigw.JsonSchema(
-                            type=apigw.JsonSchemaType.ARRAY, min_items=1, max_items=MAX_BATCH_CLAIMS
-                        )
-                    }
-                    if name == "ClaimBatch"
-                    else None,
-                ),
-            )
-            for name, schema in request_schemas().items()
+            name: self.api.add_model(name, content_type="application/json", model_name=name, schema=schema)
+            for name, schema in request_models().items()
         }
         # Public: the load balancer's health check and the API's own documentation.
         self.api.root.add_resource("health").add_method("GET", integration)

@@ -18,7 +18,7 @@ from cdk.bundling import REPO_ROOT
 from cdk.config import StageConfig
 from cdk.data import MONITORING_PREFIX
 from shared.alarms import ALARMS, AlarmDefinition, alarm
-from step_functions.state_machine import MONITORING_BASELINE_PREFIX
+from step_functions.state_machine import CHAMPION_MODEL_KEY, MONITORING_BASELINE_PREFIX
 
 DRIFT_JOB_MODULE = "sagemaker_jobs.monitoring.drift"
 RECORD_PREPROCESSOR = REPO_ROOT / "sagemaker_jobs" / "monitoring" / "record_preprocessor.py"
@@ -252,6 +252,8 @@ class ModelMonitoring(Construct):
                     environment={
                         "publish_cloudwatch_metrics": "Enabled",
                         "CLAIMS_RISK_ENDPOINT": endpoint_name,
+                        # The serving model, whose artifact carries the baseline statistics.
+                        "CLAIMS_RISK_MODEL_URI": f"s3://{bucket_name}/{CHAMPION_MODEL_KEY}",
                     },
                     network_config=sagemaker.CfnMonitoringSchedule.NetworkConfigProperty(
                         enable_inter_container_traffic_encryption=True

@@ -322,6 +322,7 @@ def test_monitoring_schedules_run_hourly_once_the_endpoint_exists(synthesized: S
         else:  # our drift job under the bring-your-own-container contract
             job = config["MonitoringJobDefinition"]
             assert job["Environment"]["publish_cloudwatch_metrics"] == "Enabled"
+            assert "models/current/model.tar.gz" in json.dumps(job["Environment"]["CLAIMS_RISK_MODEL_URI"])
             assert all(
                 len(json.dumps(part)) < 400
                 for part in job["MonitoringAppSpecification"]["ContainerEntrypoint"]
