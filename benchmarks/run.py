@@ -7,7 +7,15 @@ import sys
 
 from benchmarks.harness import Figure, save, table
 
-BENCHMARKS = ("bench_generation", "bench_training", "bench_pipeline", "bench_serving", "bench_lambda")
+BENCHMARKS = (
+    "bench_generation",
+    "bench_training",
+    "bench_pipeline",
+    "bench_serving",
+    "bench_lambda",
+    "bench_batch",
+    "bench_monitoring",
+)
 
 
 def main(names: list[str]) -> int:

@@ -315,7 +315,21 @@ def _serve(host: str, api_port: int, model_port: int) -> None:
         shutdown()
         console.print(f"[red]could not start: {error}; see {logs}[/]")
         raise SystemExit(1) from None
+    # The drop folder's watcher and the alarm sink run beside the servers, as in AWS.
+    from local.alarm_sink import start_alarm_loop
+    from local.dropbox import default_folder, start_watcher
+
+    watcher = start_watcher(home())
+    alarms = start_alarm_loop(home())
     _print_where_to_look(api_url, model_url, model_dir, logs, local_token(home()))
+    incoming = default_folder(home()) / "incoming"
+    console.print(
+        f"  {'Drop folder':<14} {incoming}   (scored/, rejected/, summaries/ beside it)",
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(f"  {'Alarms':<14} {home() / 'monitoring' / 'alarms.jsonl'}", markup=False, soft_wrap=True)
+    console.file.flush()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -328,6 +342,8 @@ def _serve(host: str, api_port: int, model_port: int) -> None:
     except KeyboardInterrupt:
         console.print("stopping…")
     finally:
+        alarms.stop()
+        watcher.stop()
         shutdown()
 
 
@@ -382,6 +398,20 @@ def serve_api(model_url: str, host: str, port: int) -> None:
     from local.api_server import create_api
 
     uvicorn.run(create_api(model_url, home()), host=host, port=port, log_level="warning", access_log=False)
+
+
+def _register_groups() -> None:
+    """The drop folder's and the monitors' commands live in modules of their own."""
+    from local.cli_batch import batch
+    from local.cli_monitor import monitor
+    from local.cli_quality import quality
+
+    monitor.add_command(quality)
+    main.add_command(batch)
+    main.add_command(monitor)
+
+
+_register_groups()
 
 
 @main.command(help="Delete the local data folder (generated data, runs, models, logs).")

@@ -3,13 +3,25 @@
 Serves ``GET /ping``, ``POST /invocations`` and sagemaker-runtime's
 ``POST /endpoints/<name>/invocations``, so an unchanged boto3 client reaches it when
 ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` points here.
+
+Like a SageMaker endpoint it also captures requests and responses (``<home>/capture``, sampled, personal
+fields dropped or pseudonymized: see :func:`shared.capture.capture_policy_from_env`) and publishes its
+per-minute invocation metrics under ``AWS/SageMaker`` to ``<home>/monitoring/metrics.jsonl``, where the
+local alarm sink evaluates the endpoint alarms on them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,11 +29,133 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sagemaker_jobs.inference import inference
+from shared.adapters.metrics import LocalMetricsSink
+from shared.capture import CaptureWriter, capture_policy_from_env
+from shared.feature_spec import ColumnRole
 from shared.ml.features import InvalidFeatureValue
 from shared.ml.model import RiskModel
 from shared.payloads import PayloadError
+from shared.ports import MetricDatum, MetricsPublisher
 
 log = logging.getLogger("claims_risk.model_server")
+
+SAGEMAKER_NAMESPACE: Final = "AWS/SageMaker"
+DEFAULT_ENDPOINT: Final = "claims-risk"
+VARIANT: Final = "AllTraffic"  # the one variant the AWS endpoint has
+# Per minute, at most this many latency values go to the sink: all of them on a quiet minute, else
+# evenly spaced quantiles, so a p95 over the minute stays within a percentile of the exact one.
+LATENCY_VALUES_PER_MINUTE: Final = 100
+
+
+class EndpointMetrics:
+    """SageMaker's invocation metrics, aggregated per minute as SageMaker publishes them.
+
+    :meth:`record` is a dictionary update under a lock; a background thread publishes each minute once
+    it is over (and everything on :meth:`close`). Timestamps are the minute's start, as CloudWatch's.
+    """
+
+    def __init__(
+        self,
+        publisher: MetricsPublisher,
+        *,
+        variant: str = VARIANT,
+        flush_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.publisher, self.variant, self.clock = publisher, variant, clock
+        self.flush_interval_s = flush_interval_s
+        self._lock = threading.Lock()
+        # (endpoint, minute start) -> [invocations, 4xx, 5xx, latencies in microseconds]
+        self._minutes: dict[tuple[str, int], tuple[list[int], list[float]]] = {}
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def record(self, endpoint: str, status: int, latency_us: float) -> None:
+        minute = int(self.clock() // 60) * 60
+        with self._lock:
+            counts, latencies = self._minutes.setdefault((endpoint, minute), ([0, 0, 0], []))
+            counts[0] += 1
+            counts[1] += 400 <= status < 500
+            counts[2] += status >= 500
+            latencies.append(latency_us)
+        if self._thread is None:
+            self._start()
+
+    def flush(self, everything: bool = False) -> None:
+        """Publish the minutes that are over (or all of them)."""
+        current = int(self.clock() // 60) * 60
+        with self._lock:
+            done = [key for key in self._minutes if everything or key[1] < current]
+            taken = [(key, self._minutes.pop(key)) for key in done]
+        data = []
+        for (endpoint, minute), (counts, latencies) in sorted(taken, key=lambda item: item[0][1]):
+            dims = {"EndpointName": endpoint, "VariantName": self.variant}
+            when = float(minute)
+            for name, value in zip(
+                ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors"), counts, strict=True
+            ):
+                data.append(MetricDatum(name, value, dims, "Count", when))
+            data += [
+                MetricDatum("ModelLatency", v, dims, "Microseconds", when)
+                for v in _representatives(latencies)
+            ]
+        if data:
+            self.publisher.publish(SAGEMAKER_NAMESPACE, data)
+
+    def close(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush(everything=True)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="endpoint-metrics", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.flush_interval_s):
+            try:
+                self.flush()
+            except OSError:
+                log.exception("endpoint metrics could not be written")
+
+
+def _representatives(values: list[float]) -> list[float]:
+    if len(values) <= LATENCY_VALUES_PER_MINUTE:
+        return values
+    ordered = sorted(values)
+    n, k = len(ordered), LATENCY_VALUES_PER_MINUTE
+    return [ordered[min(n - 1, int((i + 0.5) * n / k))] for i in range(k)]
+
+
+@dataclass
+class ServerMonitoring:
+    """What the server records besides answering: data capture and endpoint metrics (each optional)."""
+
+    capture: CaptureWriter | None = None
+    metrics: EndpointMetrics | None = None
+    endpoint: str = DEFAULT_ENDPOINT  # the name /invocations is recorded under
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def monitoring_from_env(model: RiskModel, home: Path | None = None) -> ServerMonitoring:
+    """Capture into ``<home>/capture`` (see :func:`shared.capture.capture_policy_from_env`; percent 0
+    turns it off) and metrics into ``<home>/monitoring/metrics.jsonl``; ``CLAIMS_RISK_HOME``, default
+    ``data``, as the CLI. ``CLAIMS_RISK_ENDPOINT`` names the endpoint (default claims-risk)."""
+    root = home or Path(os.environ.get("CLAIMS_RISK_HOME", "data")).resolve()
+    policy = capture_policy_from_env(model.spec)
+    columns = [c.name for c in model.spec.columns if c.role != ColumnRole.IGNORE]
+    capture = CaptureWriter(root / "capture", policy, csv_columns=columns) if policy.percent > 0 else None
+    metrics = EndpointMetrics(LocalMetricsSink(root / "monitoring" / "metrics.jsonl"))
+    return ServerMonitoring(capture, metrics, os.environ.get("CLAIMS_RISK_ENDPOINT", DEFAULT_ENDPOINT))
 
 
 def _error(status: int, code: str, message: str, as_runtime: bool) -> Response:
@@ -37,8 +171,18 @@ def _error(status: int, code: str, message: str, as_runtime: bool) -> Response:
     return JSONResponse(body, status_code=424, headers={"x-amzn-ErrorType": "ModelError"})
 
 
-def create_model_server(model_dir: str | Path) -> Starlette:
+_FROM_ENV: Final[Literal["env"]] = "env"
+
+
+def create_model_server(
+    model_dir: str | Path, monitoring: ServerMonitoring | Literal["env"] | None = _FROM_ENV
+) -> Starlette:
+    """The app; ``monitoring`` defaults to what the environment configures, None records nothing."""
     model: RiskModel = inference.model_fn(str(model_dir))  # loaded once, before the first request
+    watch = monitoring_from_env(model) if isinstance(monitoring, str) else monitoring
+    capture = watch.capture if watch else None
+    metrics = watch.metrics if watch else None
+    default_endpoint = watch.endpoint if watch else DEFAULT_ENDPOINT
 
     async def ping(_: Request) -> Response:
         return Response(status_code=200)  # liveness only: never touches the model
@@ -48,20 +192,38 @@ def create_model_server(model_dir: str | Path) -> Starlette:
         content_type = request.headers.get("content-type", "application/json")
         accept = request.headers.get("accept", "application/json")
         # On sagemaker-runtime's path, errors take the runtime's shape so boto3 raises ModelError.
+        endpoint = request.path_params.get("endpoint_name", default_endpoint)
         as_runtime = "endpoint_name" in request.path_params
+        started = time.perf_counter()
         try:
             payload, media = inference.handle(model, body, content_type, accept)
         except (PayloadError, InvalidFeatureValue) as error:
+            _record(endpoint, 400, started)
             return _error(400, "invalid_input", str(error), as_runtime)
         except Exception:
+            _record(endpoint, 500, started)
             log.exception("prediction failed")
             return _error(500, "model_error", "prediction failed", as_runtime)
+        _record(endpoint, 200, started)
+        if capture is not None:  # only answered requests are captured: a failed body may not be readable
+            capture.submit(endpoint, body, content_type, payload, media)
         return Response(payload, media_type=media, headers={"X-Model-Version": model.version})
+
+    def _record(endpoint: str, status: int, started: float) -> None:
+        if metrics is not None:
+            metrics.record(endpoint, status, (time.perf_counter() - started) * 1e6)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        if watch is not None:
+            watch.close()  # queued capture lines and the current minute's metrics reach the disk
 
     return Starlette(
         routes=[
             Route("/ping", ping, methods=["GET"]),
             Route("/invocations", invocations, methods=["POST"]),
             Route("/endpoints/{endpoint_name}/invocations", invocations, methods=["POST"]),
-        ]
+        ],
+        lifespan=lifespan,
     )

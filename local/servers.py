@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import os
 import socket
 import subprocess
 import sys
@@ -44,10 +47,11 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout_s: floa
 
 
 def start_model_server(
-    model_dir: Path, host: str, port: int, log_file: Path | None = None
+    model_dir: Path, host: str, port: int, log_file: Path | None = None, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
+    """``env`` adds to this process's environment: the data folder for captures and metrics, say."""
     return _start(
-        ["serve-model", "--model-dir", str(model_dir), "--host", host, "--port", str(port)], log_file
+        ["serve-model", "--model-dir", str(model_dir), "--host", host, "--port", str(port)], log_file, env
     )
 
 
@@ -57,9 +61,17 @@ def start_api_server(
     return _start(["serve-api", "--model-url", model_url, "--host", host, "--port", str(port)], log_file)
 
 
-def _start(args: list[str], log_file: Path | None) -> subprocess.Popen[bytes]:
+def _start(
+    args: list[str], log_file: Path | None, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     out = log_file.open("ab") if log_file else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "local.cli", *args], cwd=REPO_ROOT, stdout=out, stderr=out)
+    return subprocess.Popen(
+        [sys.executable, "-m", "local.cli", *args],
+        cwd=REPO_ROOT,
+        stdout=out,
+        stderr=out,
+        env={**os.environ, **env} if env else None,
+    )
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:

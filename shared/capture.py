@@ -7,15 +7,47 @@ to S3. Reading the same format in both places keeps the local and AWS monitors o
 
 from __future__ import annotations
 
+import atexit
 import base64
+import csv
+import hashlib
+import hmac
+import io
 import json
-from collections.abc import Iterator
+import logging
+import os
+import queue
+import random
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
+
+if TYPE_CHECKING:  # annotations only: the drift job reads captures without the feature spec's imports
+    from shared.feature_spec import FeatureSpec
 
 EVENT_VERSION = "0"
+log = logging.getLogger("claims_risk.capture")
+
+try:  # orjson when present (the model server has it): the writer thread then holds the GIL ~5x less
+    import orjson
+
+    def _loads(text: str) -> Any:
+        return orjson.loads(text)
+
+    def _dumps(value: Any) -> str:
+        return orjson.dumps(value).decode("utf-8")
+
+except ImportError:  # pragma: no cover (the standard library, for jobs without orjson)
+
+    def _loads(text: str) -> Any:
+        return json.loads(text)
+
+    def _dumps(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"))
 
 
 def _encoding(content_type: str) -> str:
@@ -112,3 +144,284 @@ def parse_capture_line(line: str) -> CapturedExchange:
 def iter_capture_files(root: Path) -> Iterator[Path]:
     """Capture files under ``root`` in time order (their folders are yyyy/mm/dd/hh)."""
     yield from sorted(p for p in root.rglob("*.jsonl") if p.is_file())
+
+
+# --- Capture policy: sampling and personal fields --------------------------------------------------
+
+PiiMode = Literal["drop", "pseudonymize"]
+PII_MODES: Final[tuple[str, ...]] = ("drop", "pseudonymize")
+PSEUDONYM_PREFIX: Final = "pii:"
+
+
+@dataclass(frozen=True)
+class CapturePolicy:
+    """Which exchanges are kept (a percentage, as SageMaker samples) and what becomes of personal fields."""
+
+    percent: float = 100.0
+    pii: PiiMode = "drop"
+    key: bytes = b""
+    personal_fields: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.percent <= 100:
+            raise ValueError(f"capture percent must be within 0..100, got {self.percent}")
+        if self.pii not in PII_MODES:
+            raise ValueError(f"personal fields are dropped or pseudonymized, not {self.pii!r}")
+        if self.pii == "pseudonymize" and not self.key:
+            # A random key would change every token on each restart: tokens could no longer be matched.
+            raise ValueError("pseudonymizing personal fields needs a key (CLAIMS_RISK_CAPTURE_KEY)")
+
+
+def personal_fields(spec: FeatureSpec) -> frozenset[str]:
+    """Free text (it may name people) and protected attributes (gender, age, ...), as the spec marks them."""
+    from shared.feature_spec import ColumnKind, ColumnRole
+
+    return frozenset(
+        c.name for c in spec.columns if c.kind == ColumnKind.TEXT or c.role == ColumnRole.PROTECTED
+    )
+
+
+def pseudonym(value: Any, key: bytes) -> str:
+    """A keyed hash of the value: equal values give equal tokens under one key; without it, no way back."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    digest = hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+    return PSEUDONYM_PREFIX + digest[:32]  # 128 bits: no collisions at any capture volume
+
+
+def redact_claim(claim: Mapping[str, Any], policy: CapturePolicy) -> dict[str, Any]:
+    if policy.pii == "drop":
+        return {k: v for k, v in claim.items() if k not in policy.personal_fields}
+    return {
+        k: pseudonym(v, policy.key) if k in policy.personal_fields and v is not None else v
+        for k, v in claim.items()
+    }
+
+
+def _redact_json(payload: Any, policy: CapturePolicy) -> Any:
+    if isinstance(payload, dict) and isinstance(payload.get("instances"), list):
+        return {**payload, "instances": [_redact_json(c, policy) for c in payload["instances"]]}
+    if isinstance(payload, list):
+        return [_redact_json(c, policy) for c in payload]
+    if isinstance(payload, dict):
+        return redact_claim(payload, policy)
+    return payload
+
+
+def _redact_csv(text: str, policy: CapturePolicy, csv_columns: Sequence[str]) -> str:
+    rows = list(csv.reader(io.StringIO(text)))
+    header = list(csv_columns)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    # A header row is recognised as the model server recognises it: its first cell is the id column.
+    if rows and csv_columns and rows[0] and rows[0][0].strip() == csv_columns[0]:
+        header = [c.strip() for c in rows[0]]
+        writer.writerow(rows[0])
+        rows = rows[1:]
+    personal = [i for i, name in enumerate(header) if name in policy.personal_fields]
+    for row in rows:
+        redacted = list(row)
+        for i in personal:
+            if i < len(redacted) and redacted[i] != "":
+                # Dropping empties the cell: CSV without a header is read by position.
+                redacted[i] = "" if policy.pii == "drop" else pseudonym(redacted[i], policy.key)
+        writer.writerow(redacted)
+    return out.getvalue()
+
+
+def redact_body(
+    body: bytes, content_type: str, policy: CapturePolicy, csv_columns: Sequence[str] = ()
+) -> bytes | None:
+    """The request body with its personal fields handled, in its own format; None when it cannot be read
+    (an unreadable body might hold anything, so it is not captured)."""
+    if not policy.personal_fields:
+        return body
+    media = content_type.split(";", maxsplit=1)[0].strip().lower()
+    try:
+        text = body.decode("utf-8")
+        if media == "application/json":
+            return _dumps(_redact_json(_loads(text), policy)).encode("utf-8")
+        if media in {"application/jsonlines", "application/x-jsonlines", "application/jsonl"}:
+            lines = [_dumps(_redact_json(_loads(x), policy)) for x in text.splitlines() if x.strip()]
+            return ("\n".join(lines) + "\n").encode()
+        if media == "text/csv":
+            return _redact_csv(text, policy, csv_columns).encode()
+    except (UnicodeDecodeError, ValueError, csv.Error):  # JSON decode errors are ValueErrors
+        return None
+    return None
+
+
+def redact(
+    record: dict[str, Any], policy: CapturePolicy, csv_columns: Sequence[str] = ()
+) -> dict[str, Any] | None:
+    """A capture record (see :func:`capture_record`) with the request's personal fields handled."""
+    endpoint_input = record["captureData"]["endpointInput"]
+    request_type = str(endpoint_input.get("observedContentType", ""))
+    body = redact_body(_decoded(endpoint_input), request_type, policy, csv_columns)
+    if body is None:
+        return None
+    data, encoding = _encoded(body, request_type)
+    endpoint_input = {**endpoint_input, "data": data, "encoding": encoding}
+    return {**record, "captureData": {**record["captureData"], "endpointInput": endpoint_input}}
+
+
+# --- The writer: sampling on the caller's thread, everything else on a background thread ----------
+
+
+@dataclass(frozen=True)
+class _Exchange:
+    endpoint: str
+    request: bytes
+    request_type: str
+    response: bytes
+    response_type: str
+    when: datetime
+
+
+_STOP: Final = object()
+
+
+class CaptureWriter:
+    """Appends sampled exchanges in the capture format under ``root``, one file per hour and process.
+
+    :meth:`submit` decides the sample and queues the exchange; redaction, encoding and writing happen on
+    a background thread, so a request pays for one random number and, if kept, one queue put.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        policy: CapturePolicy,
+        *,
+        variant: str = "AllTraffic",
+        csv_columns: Sequence[str] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.root, self.policy, self.variant = root, policy, variant
+        self.csv_columns = list(csv_columns)
+        self._threshold = policy.percent / 100.0
+        self._rng = rng or random.Random()
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._files: dict[Path, TextIO] = {}
+        self._file_id = uuid.uuid4().hex[:12]
+        self.written = 0
+        self.skipped = 0  # bodies that could not be redacted
+
+    def sampled(self) -> bool:
+        if self._threshold >= 1.0:
+            return True
+        return self._threshold > 0.0 and self._rng.random() < self._threshold
+
+    def submit(
+        self,
+        endpoint: str,
+        request: bytes,
+        request_type: str,
+        response: bytes,
+        response_type: str,
+        when: datetime | None = None,
+    ) -> bool:
+        """Queue the exchange if the sample keeps it; whether it was kept."""
+        if not self.sampled():
+            return False
+        if self._thread is None:
+            self._start()
+        exchange = _Exchange(
+            endpoint, request, request_type, response, response_type, when or datetime.now(UTC)
+        )
+        self._queue.put(exchange)
+        return True
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Returns once everything submitted so far is on disk."""
+        if self._thread is None:
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout_s)
+
+    def close(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(_STOP)
+            thread.join(timeout=10)
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="data-capture", daemon=True)
+                self._thread.start()
+                atexit.register(self.close)  # lines still queued at exit are written, not lost
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                if isinstance(item, threading.Event):
+                    self._flush_files()
+                    item.set()
+                    continue
+                if isinstance(item, _Exchange):
+                    try:
+                        self._write(item)
+                    except (OSError, ValueError):
+                        log.exception("data capture: an exchange could not be written")
+                if self._queue.empty():
+                    self._flush_files()  # readers see whole lines as soon as the burst is over
+        finally:
+            for handle in self._files.values():
+                handle.close()
+            self._files.clear()
+
+    def _write(self, exchange: _Exchange) -> None:
+        record = capture_record(
+            exchange.request,
+            exchange.request_type,
+            exchange.response,
+            exchange.response_type,
+            event_id=str(uuid.uuid4()),
+            when=exchange.when,
+        )
+        redacted = redact(record, self.policy, self.csv_columns)
+        if redacted is None:
+            self.skipped += 1
+            return
+        folder = capture_folder(self.root, exchange.endpoint, self.variant, exchange.when)
+        handle = self._files.get(folder)
+        if handle is None:
+            # A new hour: the previous hour's file is finished, as SageMaker rolls its files.
+            for old in self._files.values():
+                old.close()
+            self._files.clear()
+            folder.mkdir(parents=True, exist_ok=True)
+            name = exchange.when.astimezone(UTC).strftime("%M-%S-%f")[:-3] + f"-{self._file_id}.jsonl"
+            handle = self._files[folder] = (folder / name).open("a", encoding="utf-8")
+        handle.write(_dumps(redacted) + "\n")
+        self.written += 1
+
+    def _flush_files(self) -> None:
+        for handle in self._files.values():
+            handle.flush()
+
+
+def capture_policy_from_env(spec: FeatureSpec | None = None) -> CapturePolicy:
+    """``CLAIMS_RISK_CAPTURE_PERCENT`` (default 100), ``CLAIMS_RISK_CAPTURE_PII`` (drop|pseudonymize,
+    default drop), ``CLAIMS_RISK_CAPTURE_KEY`` and ``CLAIMS_RISK_CAPTURE_PII_FIELDS`` (comma-separated;
+    default: the spec's text and protected columns)."""
+    fields = os.environ.get("CLAIMS_RISK_CAPTURE_PII_FIELDS")
+    if fields is not None:
+        personal = frozenset(f.strip() for f in fields.split(",") if f.strip())
+    else:
+        personal = personal_fields(spec) if spec is not None else frozenset()
+    mode = os.environ.get("CLAIMS_RISK_CAPTURE_PII", "drop").strip().lower()
+    if mode not in PII_MODES:
+        raise ValueError(f"CLAIMS_RISK_CAPTURE_PII must be drop or pseudonymize, not {mode!r}")
+    return CapturePolicy(
+        percent=float(os.environ.get("CLAIMS_RISK_CAPTURE_PERCENT", "100")),
+        pii="pseudonymize" if mode == "pseudonymize" else "drop",
+        key=os.environ.get("CLAIMS_RISK_CAPTURE_KEY", "").encode("utf-8"),
+        personal_fields=personal,
+    )

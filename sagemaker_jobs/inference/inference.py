@@ -2,20 +2,51 @@
 
 SageMaker calls ``model_fn`` once when the container starts, then ``input_fn`` → ``predict_fn`` →
 ``output_fn`` for every request or batch-transform mini-batch.
+
+**Batch transform.** The batch trigger starts every transform job with ``CLAIMS_RISK_REJECTED_S3_URI``
+in its environment; a real-time endpoint never has it. In a transform job, a CSV or JSON Lines body
+(one mini-batch of lines, ``SplitType=Line``) and a Parquet body (a whole file) are scored row by row
+with :func:`shared.ml.batch_scoring.score_lines`, the code that scores files locally: each line gives
+exactly one output line, its prediction or an error naming why it was rejected, so one bad row
+never fails its mini-batch and nothing is lost. Real-time requests keep the all-or-nothing
+behaviour (a bad body is one 4xx).
 """
 
 from __future__ import annotations
 
 import gc
+import os
+from dataclasses import dataclass
 from typing import Any
 
+from shared.batch_jobs import REJECTED_URI_ENV
 from shared.feature_spec import ColumnRole
 from shared.ml.model import RiskModel
-from shared.payloads import media_type, parse_records, render_predictions
+from shared.payloads import CSV, JSON_LINES, media_type, parse_records, render_predictions
 
 # Batch transform sends CSV lines without a header; such lines are read in the spec's column order,
 # which model_fn records here because input_fn is not given the model.
 _csv_columns: list[str] = []
+PARQUET = "application/x-parquet"
+
+
+@dataclass(frozen=True)
+class LineBatch:
+    """A batch-transform body, scored row by row."""
+
+    body: bytes
+    media_type: str
+
+
+@dataclass(frozen=True)
+class LineResults:
+    """One result per input row: a prediction or ``{"claim_id", "error"}``."""
+
+    results: list[dict[str, Any]]
+
+
+def in_batch_transform() -> bool:
+    return bool(os.environ.get(REJECTED_URI_ENV))
 
 
 def model_fn(model_dir: str) -> RiskModel:
@@ -28,15 +59,34 @@ def model_fn(model_dir: str) -> RiskModel:
     return model
 
 
-def input_fn(request_body: bytes | str, request_content_type: str) -> list[dict[str, Any]]:
+def input_fn(request_body: bytes | str, request_content_type: str) -> list[dict[str, Any]] | LineBatch:
+    if in_batch_transform():
+        base = (request_content_type or "").split(";")[0].strip().lower()
+        kind = PARQUET if base == PARQUET else media_type(request_content_type)
+        if kind in (CSV, JSON_LINES, PARQUET):
+            body = request_body.encode("utf-8") if isinstance(request_body, str) else request_body
+            return LineBatch(body, kind)
     return parse_records(request_body, request_content_type, _csv_columns)
 
 
-def predict_fn(records: list[dict[str, Any]], model: RiskModel) -> list[dict[str, Any]]:
+def predict_fn(
+    records: list[dict[str, Any]] | LineBatch, model: RiskModel
+) -> list[dict[str, Any]] | LineResults:
+    if isinstance(records, LineBatch):
+        from shared.ml.batch_scoring import InputFormat, score_lines
+
+        kind = {CSV: InputFormat.CSV, JSON_LINES: InputFormat.JSON_LINES}.get(
+            records.media_type, InputFormat.PARQUET
+        )
+        return LineResults(score_lines(model, records.body, kind))
     return model.predict_records(records)
 
 
-def output_fn(predictions: list[dict[str, Any]], accept: str) -> bytes:
+def output_fn(predictions: list[dict[str, Any]] | LineResults, accept: str) -> bytes:
+    if isinstance(predictions, LineResults):
+        from shared.ml.batch_scoring import render_line_results
+
+        return render_line_results(predictions.results, as_csv=media_type(accept) == CSV)
     body, _ = render_predictions(predictions, accept)
     return body
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -41,7 +42,11 @@ class _Reasons:
         self.text = np.full(n, "", dtype=object)
         self.counts: Counter[str] = Counter()
 
-    def add(self, mask: np.ndarray | pd.Series, rule: str, message: str | pd.Series) -> None:
+    def add(
+        self, mask: np.ndarray | pd.Series, rule: str, message: str | Callable[[np.ndarray], Any]
+    ) -> None:
+        """``message`` is one text for every failing row, or builds the texts of the failing rows
+        from their positions: most rows pass, so their messages are never built."""
         where = np.flatnonzero(np.asarray(mask, dtype=bool))
         if len(where) == 0:
             return
@@ -49,7 +54,7 @@ class _Reasons:
         if isinstance(message, str):
             self.text[where] = self.text[where] + message + "; "
         else:
-            self.text[where] = self.text[where] + message.to_numpy(dtype=object)[where] + "; "
+            self.text[where] = self.text[where] + np.asarray(message(where), dtype=object) + "; "
 
     @property
     def failed(self) -> np.ndarray:
@@ -66,8 +71,8 @@ def _as_text(series: pd.Series) -> pd.Series:
     return series.astype("string").str.strip()
 
 
-def _number_text(values: pd.Series) -> pd.Series:
-    return values.map(lambda v: f"{v:g}").astype("string")
+def _number_texts(values: pd.Series, where: np.ndarray) -> np.ndarray:
+    return np.array([f"{v:g}" for v in values.to_numpy()[where]], dtype=object)
 
 
 def _check_column(
@@ -80,17 +85,22 @@ def _check_column(
     present = pd.Series(~missing, index=raw.index)
     if col.required:
         reasons.add(missing, f"{name}:required", f"{name}: missing")
-    shown = "'" + text.fillna("") + "'"
+
+    def shown(where: np.ndarray) -> np.ndarray:
+        """The given values of the failing rows, quoted."""
+        return np.asarray("'" + text.iloc[where].fillna("") + "'", dtype=object)
 
     if col.kind in (ColumnKind.NUMERIC, ColumnKind.INTEGER):
         source = raw if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw) else text
         values = pd.to_numeric(source.where(present), errors="coerce").astype("float64")
         bad = present & values.isna()
-        reasons.add(bad, f"{name}:not_a_number", name + ": " + shown + " is not a number")
+        reasons.add(bad, f"{name}:not_a_number", lambda w: name + ": " + shown(w) + " is not a number")
         ok = present & ~bad
         if col.kind == ColumnKind.INTEGER:
             fractional = ok & (values % 1 != 0)
-            reasons.add(fractional, f"{name}:not_whole", name + ": " + shown + " is not a whole number")
+            reasons.add(
+                fractional, f"{name}:not_whole", lambda w: name + ": " + shown(w) + " is not a whole number"
+            )
             ok &= ~fractional
         if col.minimum is not None:
             below = ok & ((values <= col.minimum) if col.exclusive_minimum else (values < col.minimum))
@@ -98,7 +108,7 @@ def _check_column(
             reasons.add(
                 below,
                 f"{name}:minimum",
-                name + ": " + _number_text(values) + f" must be {word} {col.minimum:g}",
+                lambda w: name + ": " + _number_texts(values, w) + f" must be {word} {col.minimum:g}",
             )
             ok &= ~below
         if col.maximum is not None:
@@ -106,7 +116,7 @@ def _check_column(
             reasons.add(
                 above,
                 f"{name}:maximum",
-                name + ": " + _number_text(values) + f" is above the maximum {col.maximum:g}",
+                lambda w: name + ": " + _number_texts(values, w) + f" is above the maximum {col.maximum:g}",
             )
             ok &= ~above
         values = values.where(ok)
@@ -117,7 +127,7 @@ def _check_column(
         truth = lowered.isin(_TRUE)
         falsity = lowered.isin(_FALSE)
         bad = present & ~truth & ~falsity
-        reasons.add(bad, f"{name}:not_a_boolean", name + ": " + shown + " is not true or false")
+        reasons.add(bad, f"{name}:not_a_boolean", lambda w: name + ": " + shown(w) + " is not true or false")
         values = pd.Series(pd.NA, index=raw.index, dtype="boolean")
         values[present & truth] = True
         values[present & falsity] = False
@@ -130,15 +140,20 @@ def _check_column(
             parsed = pd.to_datetime(text.where(present), format=col.date_format or "ISO8601", errors="coerce")
         bad = present & parsed.isna()
         expected = col.date_format or "YYYY-MM-DD"
-        reasons.add(bad, f"{name}:not_a_date", name + ": " + shown + f" is not a date ({expected})")
+        reasons.add(
+            bad, f"{name}:not_a_date", lambda w: name + ": " + shown(w) + f" is not a date ({expected})"
+        )
         return parsed.where(present & ~bad).astype("datetime64[ns]"), present
 
     # Categorical, text and identifier columns stay strings.
     ok = present.copy()
     if col.allowed is not None:
-        outside = ok & ~text.isin(col.allowed)
+        allowed = col.allowed
+        outside = ok & ~text.isin(allowed)
         reasons.add(
-            outside, f"{name}:not_allowed", name + ": " + shown + f" is not one of {', '.join(col.allowed)}"
+            outside,
+            f"{name}:not_allowed",
+            lambda w: name + ": " + shown(w) + f" is not one of {', '.join(allowed)}",
         )
         ok &= ~outside
     if col.max_length is not None:
@@ -148,7 +163,9 @@ def _check_column(
     if col.pattern is not None:
         mismatched = ok & ~text.str.fullmatch(col.pattern).fillna(False).astype(bool)
         reasons.add(
-            mismatched, f"{name}:pattern", name + ": " + shown + " has characters that are not allowed"
+            mismatched,
+            f"{name}:pattern",
+            lambda w: name + ": " + shown(w) + " has characters that are not allowed",
         )
         ok &= ~mismatched
     return text.where(ok).astype("string"), present
@@ -210,7 +227,9 @@ def validate_frame(
             first = pd.Series(np.arange(n), index=raw.index).groupby(ids).transform("min")
             first_row = (first + 1 + row_offset).astype("Int64").astype("string")
             reasons.add(
-                duplicate, f"{spec.id_column}:duplicate", spec.id_column + ": duplicate of row " + first_row
+                duplicate,
+                f"{spec.id_column}:duplicate",
+                lambda w: spec.id_column + ": duplicate of row " + first_row.to_numpy(dtype=object)[w],
             )
 
     target_column = spec.target.column
@@ -235,7 +254,12 @@ def validate_frame(
             reasons.add(
                 unknown_label.to_numpy(dtype=bool),
                 f"{target_column}:not_a_label",
-                target_column + ": '" + label_text.fillna("") + "' is not a known label",
+                lambda w: (
+                    target_column
+                    + ": '"
+                    + label_text.iloc[w].fillna("").to_numpy(dtype=object)
+                    + "' is not a known label"
+                ),
             )
             typed[target_column] = positive.astype("int64")
 

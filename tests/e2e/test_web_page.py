@@ -34,7 +34,11 @@ def api(trained_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> I
     children: list[subprocess.Popen[bytes]] = []
     try:
         model_port, api_port = free_port(), free_port()
-        children.append(start_model_server(model_dir, "127.0.0.1", model_port, home / "model.log"))
+        children.append(
+            start_model_server(
+                model_dir, "127.0.0.1", model_port, home / "model.log", {"CLAIMS_RISK_HOME": str(home)}
+            )
+        )
         wait_until_ready(f"http://127.0.0.1:{model_port}/ping", children[-1])
         children.append(
             start_api_server(f"http://127.0.0.1:{model_port}", "127.0.0.1", api_port, home / "api.log")

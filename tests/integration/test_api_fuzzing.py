@@ -38,7 +38,9 @@ def local_api(trained_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory
     home = tmp_path_factory.mktemp("fuzz-home")
     model_dir = Path(LocalModelStore(home / "models").deploy(trained_run.model_tarball))
     port = free_port()
-    server = start_model_server(model_dir, "127.0.0.1", port, home / "model.log")
+    server = start_model_server(
+        model_dir, "127.0.0.1", port, home / "model.log", {"CLAIMS_RISK_HOME": str(home)}
+    )
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/ping", server)
         handler.use_ports(

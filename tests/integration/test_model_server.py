@@ -22,7 +22,7 @@ RESPONSE_FIELDS = {"claim_id", "risk_level", "risk_score", "confidence", "risk_f
 
 @pytest.fixture(scope="module")
 def client(model_dir: Path) -> TestClient:
-    return TestClient(create_model_server(model_dir))
+    return TestClient(create_model_server(model_dir, monitoring=None))  # capture is tested elsewhere
 
 
 def assert_prediction(prediction: dict[str, Any], claim_id: str) -> None:
@@ -125,7 +125,9 @@ def test_bad_input_gets_400_with_the_reason(
 def running_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("logs") / "model_server.log"
-    process = start_model_server(model_dir, "127.0.0.1", port, log)
+    with pytest.MonkeyPatch.context() as env:  # its capture and metrics go to a test folder, not ./data
+        env.setenv("CLAIMS_RISK_HOME", str(tmp_path_factory.mktemp("home")))
+        process = start_model_server(model_dir, "127.0.0.1", port, log)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/ping", process)
         yield f"http://127.0.0.1:{port}"

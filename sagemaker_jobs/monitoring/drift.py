@@ -1,0 +1,661 @@
+"""The drift monitoring job, under Model Monitor's bring-your-own-container contract.
+
+Model Monitor runs ``python -m sagemaker_jobs.monitoring.drift`` every hour with the window's data
+capture copied to ``dataset_source`` and collects whatever the job leaves in ``output_path``:
+
+- ``constraint_violations.json`` in Model Monitor's structure (an empty list when nothing drifted;
+  with violations the execution ends *CompletedWithViolations*, so the exit code stays 0),
+- ``drift_report.json`` with every number, and ``report.html`` with the plots.
+
+Personal fields (protected attributes and free text) are not monitored: the capture drops or
+pseudonymizes them (:func:`shared.capture.personal_fields`), so their absence is no drift.
+The baseline comes from the model artifact (``baseline_statistics.json`` and ``feature_spec.json``),
+not from Model Monitor's ``baseline_statistics``/``baseline_constraints`` files, which describe the
+built-in analyzer's own format. The three alarmed metrics go to CloudWatch when
+``publish_cloudwatch_metrics=Enabled`` and to ``<home>/monitoring/metrics.jsonl`` otherwise.
+
+Environment read (command-line options, when given, win):
+
+==============================  ============================================================
+``dataset_source``              the capture folder (``--capture``); files under
+                                ``<endpoint>/<variant>/yyyy/mm/dd/hh/``
+``output_path``                 where the outputs go (``--out``)
+``start_time``, ``end_time``    the window, ISO 8601 (``--since``, ``--until``); both optional
+``CLAIMS_RISK_MODEL_URI``       the model: an ``s3://…/model.tar.gz``, a local tarball or folder
+                                (``--model-dir`` takes a folder)
+``CLAIMS_RISK_ENDPOINT``        the metrics' ``Endpoint`` dimension (``--endpoint``), else
+``sagemaker_endpoint_name``     Model Monitor's name for it, else the capture's one endpoint
+                                folder, else ``local``
+``publish_cloudwatch_metrics``  ``Enabled``: CloudWatch; else the local sink in
+``CLAIMS_RISK_HOME``            ``<home>/monitoring/metrics.jsonl``
+==============================  ============================================================
+
+Exit codes: 0 when the job ran (drift or not), 2 when an input could not be read (the message says
+which and why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from shared.alarms import FEATURE_DRIFT_METRIC, MISSING_RATE_METRIC, MONITORING_NAMESPACE
+from shared.capture import iter_capture_files, personal_fields
+from shared.feature_spec import ColumnRole, FeatureSpec
+from shared.ml.drift import (
+    FEATURE_DRIFT_ALARM,
+    PREDICTION_DRIFT_ALARM,
+    DriftAccumulator,
+    DriftReport,
+    FeatureDrift,
+)
+from shared.ml.model import BASELINE_FILE, MANIFEST, SPEC_FILE, unpack_model
+from shared.payloads import CSV, CSV_OUTPUT_COLUMNS, JSON_LINES, PayloadError, media_type, parse_records
+from shared.ports import MetricDatum, MetricsPublisher
+
+VIOLATIONS_FILE: Final = "constraint_violations.json"
+REPORT_JSON: Final = "drift_report.json"
+REPORT_HTML: Final = "report.html"
+CHUNK_CLAIMS: Final = 50_000  # claims held before they are binned: bounds memory, keeps numpy busy
+EXIT_UNREADABLE: Final = 2
+# Below this (about 350k single-claim exchanges), starting worker processes costs more than it saves.
+PARALLEL_BYTES: Final = 512 * 2**20
+MAX_WORKERS: Final = 8
+DEFAULT_CAPTURE: Final = "/opt/ml/processing/input/endpoint"
+DEFAULT_OUTPUT: Final = "/opt/ml/processing/output"
+_SCORE_COLUMN: Final = CSV_OUTPUT_COLUMNS.index("risk_score")
+
+
+class DriftJobError(RuntimeError):
+    """An input the job cannot read; the message says which and why."""
+
+
+def log(message: str) -> None:
+    print(f"[drift] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration: Model Monitor's environment, overridden by options.
+
+
+@dataclass(frozen=True)
+class DriftJobConfig:
+    capture: Path
+    output: Path
+    model: str  # a model folder, a local model.tar.gz or an s3:// URI of one
+    endpoint: str
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 (``Z`` allowed); a time without zone is UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise DriftJobError(f"not an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _capture_endpoint(capture: Path) -> str | None:
+    """The endpoint folder's name when the capture holds exactly one endpoint."""
+    if not capture.is_dir():
+        return None
+    names = [p.name for p in capture.iterdir() if p.is_dir()]
+    return names[0] if len(names) == 1 else None
+
+
+def config_from(argv: Sequence[str] | None, env: Mapping[str, str]) -> DriftJobConfig:
+    parser = argparse.ArgumentParser(prog="python -m sagemaker_jobs.monitoring.drift", description=__doc__)
+    parser.add_argument("--capture", type=Path, help="capture folder (env dataset_source)")
+    parser.add_argument("--out", type=Path, help="output folder (env output_path)")
+    parser.add_argument("--model-dir", type=Path, help="model folder (env CLAIMS_RISK_MODEL_URI)")
+    parser.add_argument("--since", help="window start, ISO 8601 (env start_time)")
+    parser.add_argument("--until", help="window end, ISO 8601, exclusive (env end_time)")
+    parser.add_argument("--endpoint", help="the metrics' Endpoint dimension (env CLAIMS_RISK_ENDPOINT)")
+    args = parser.parse_args(argv)
+    capture = args.capture or Path(env.get("dataset_source") or DEFAULT_CAPTURE)
+    model = str(args.model_dir) if args.model_dir else env.get("CLAIMS_RISK_MODEL_URI", "")
+    if not model:
+        raise DriftJobError("no model: give --model-dir or set CLAIMS_RISK_MODEL_URI (s3://…/model.tar.gz)")
+    since = args.since or env.get("start_time") or ""
+    until = args.until or env.get("end_time") or ""
+    endpoint = (
+        args.endpoint
+        or env.get("CLAIMS_RISK_ENDPOINT")
+        or env.get("sagemaker_endpoint_name")
+        or _capture_endpoint(capture)
+        or "local"
+    )
+    return DriftJobConfig(
+        capture=capture,
+        output=args.out or Path(env.get("output_path") or DEFAULT_OUTPUT),
+        model=model,
+        endpoint=endpoint,
+        start=parse_time(since) if since else None,
+        end=parse_time(until) if until else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The baseline, from the model artifact.
+
+
+@dataclass(frozen=True)
+class Baseline:
+    spec: FeatureSpec
+    statistics: dict[str, Any]
+    model_version: str
+
+    @property
+    def csv_columns(self) -> list[str]:
+        """The column order of CSV requests without a header, as the inference script reads them."""
+        return [c.name for c in self.spec.columns if c.role != ColumnRole.IGNORE]
+
+
+def model_folder(model: str, scratch: Path) -> Path:
+    """A folder holding the artifact's files: given, unpacked from a tarball, or fetched from S3."""
+    if model.startswith("s3://"):
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, key = model[len("s3://") :].partition("/")
+        tarball = scratch / "model.tar.gz"
+        try:
+            boto3.client("s3").download_file(bucket, key, str(tarball))
+        except (BotoCoreError, ClientError) as error:
+            raise DriftJobError(f"cannot download the model {model}: {error}") from error
+        return unpack_model(tarball, scratch / "model")
+    path = Path(model)
+    if path.is_file():
+        try:
+            return unpack_model(path, scratch / "model")
+        except (OSError, ValueError) as error:  # tarfile's errors are ValueErrors or OSErrors
+            raise DriftJobError(f"cannot unpack the model {path}: {error}") from error
+    if path.is_dir():
+        return path
+    raise DriftJobError(f"no model at {model}")
+
+
+def load_baseline(model_dir: Path) -> Baseline:
+    try:
+        statistics = json.loads((model_dir / BASELINE_FILE).read_text(encoding="utf-8"))
+        spec = FeatureSpec.model_validate_json((model_dir / SPEC_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DriftJobError(f"the model in {model_dir} has no readable baseline: {error}") from error
+    if not isinstance(statistics, dict) or "features" not in statistics:
+        raise DriftJobError(f"{model_dir / BASELINE_FILE} is not a baseline (no 'features')")
+    version = ""
+    manifest = model_dir / MANIFEST
+    if manifest.is_file():
+        version = str(json.loads(manifest.read_text(encoding="utf-8")).get("model_version", ""))
+    return Baseline(spec, statistics, version)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the capture: streaming, in the window, in chunks.
+
+
+def _capture_time(moment: datetime) -> str:
+    """A time as SageMaker writes ``inferenceTime``, so that times compare as text."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _hour_of(path: Path) -> datetime | None:
+    """The hour a capture file's folders (…/yyyy/mm/dd/hh/file) name, if they name one."""
+    parts = path.parent.parts[-4:]
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return None
+    year, month, day, hour = (int(p) for p in parts)
+    try:
+        return datetime(year, month, day, hour, tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def files_in_window(capture: Path, start: datetime | None, end: datetime | None) -> list[Path]:
+    """Capture files whose hour overlaps the window (lines are filtered by their own time too)."""
+    files = []
+    for path in iter_capture_files(capture):
+        hour = _hour_of(path)
+        if hour is not None:
+            if start is not None and hour.timestamp() + 3600 <= start.timestamp():
+                continue
+            if end is not None and hour >= end:
+                continue
+        files.append(path)
+    return files
+
+
+def _body(part: Mapping[str, Any]) -> str | bytes:
+    data = part.get("data", "")
+    if part.get("encoding") == "BASE64":
+        return base64.b64decode(str(data))
+    return str(data)
+
+
+def decode_scores(body: str | bytes, content_type: str) -> list[Any]:
+    """The risk scores of a response body (JSON, JSON Lines or the endpoint's CSV)."""
+    kind = media_type(content_type)
+    if kind == CSV:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        return [row.split(",")[_SCORE_COLUMN] for row in text.splitlines() if row.strip()]
+    if kind == JSON_LINES:
+        rows = [orjson.loads(line) for line in (body.splitlines() if body else []) if line.strip()]
+    else:
+        payload = orjson.loads(body)
+        rows = payload.get("predictions", []) if isinstance(payload, dict) else payload
+    return [row.get("risk_score") for row in rows if isinstance(row, dict)]
+
+
+@dataclass
+class CaptureCounts:
+    files: int = 0
+    lines: int = 0
+    in_window: int = 0
+    unreadable_lines: int = 0
+    unreadable_requests: int = 0
+    unreadable_responses: int = 0
+    first_error: str = ""
+    seconds: float = 0.0
+
+    def error(self, message: str) -> None:
+        self.first_error = self.first_error or message
+
+    def merge(self, other: CaptureCounts) -> None:
+        self.files += other.files
+        self.lines += other.lines
+        self.in_window += other.in_window
+        self.unreadable_lines += other.unreadable_lines
+        self.unreadable_requests += other.unreadable_requests
+        self.unreadable_responses += other.unreadable_responses
+        self.error(other.first_error)
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    try:
+        with path.open("rb") as lines:
+            yield from lines
+    except OSError as error:
+        raise DriftJobError(f"cannot read the capture file {path}: {error}") from error
+
+
+def _read_files(
+    files: Sequence[Path], accumulator: DriftAccumulator, csv_columns: Sequence[str], since: str, until: str
+) -> CaptureCounts:
+    """Feed the claims and scores of the files' lines in the window (``since`` <= time < ``until``,
+    as capture time text; empty for no bound) to the accumulator."""
+    counts = CaptureCounts(files=len(files))
+    records: list[dict[str, Any]] = []
+    scores: list[Any] = []
+    for path in files:
+        for number, line in enumerate(_lines(path), start=1):
+            if not line.strip():
+                continue
+            counts.lines += 1
+            try:
+                row = orjson.loads(line)
+                request, response = (
+                    row["captureData"]["endpointInput"],
+                    row["captureData"].get("endpointOutput"),
+                )
+                when = str(row.get("eventMetadata", {}).get("inferenceTime", ""))
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+                counts.unreadable_lines += 1
+                counts.error(f"{path}: line {number} is not a data capture line ({error})")
+                continue
+            if (since and not since <= when) or (until and not when < until):
+                continue
+            counts.in_window += 1
+            try:
+                claims = parse_records(_body(request), request.get("observedContentType"), csv_columns)
+            except (PayloadError, ValueError) as error:
+                counts.unreadable_requests += 1
+                counts.error(f"{path}: line {number}: the request cannot be read ({error})")
+                continue
+            records.extend(claims)
+            if response:
+                try:
+                    scores.extend(decode_scores(_body(response), str(response.get("observedContentType"))))
+                except (PayloadError, ValueError, IndexError, AttributeError) as error:
+                    counts.unreadable_responses += 1
+                    counts.error(f"{path}: line {number}: the response cannot be read ({error})")
+            if len(records) >= CHUNK_CLAIMS:
+                accumulator.add_records(records)
+                accumulator.add_scores(scores)
+                records, scores = [], []
+    accumulator.add_records(records)
+    accumulator.add_scores(scores)
+    return counts
+
+
+def _read_share(
+    files: Sequence[Path], baseline: Baseline, since: str, until: str
+) -> tuple[DriftAccumulator, CaptureCounts]:
+    """One worker's share of the files: its own accumulator, merged by the parent."""
+    accumulator = DriftAccumulator(
+        baseline.spec, baseline.statistics, baseline.model_version, personal_fields(baseline.spec)
+    )
+    return accumulator, _read_files(files, accumulator, baseline.csv_columns, since, until)
+
+
+def _shares(files: Sequence[Path], parts: int) -> list[list[Path]]:
+    """Files dealt into ``parts`` groups of about equal bytes, largest first."""
+    groups: list[list[Path]] = [[] for _ in range(parts)]
+    loads = [0] * parts
+    for path in sorted(files, key=lambda p: -p.stat().st_size):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(path)
+        loads[lightest] += path.stat().st_size
+    return [sorted(g) for g in groups if g]
+
+
+def read_capture(
+    files: Sequence[Path],
+    baseline: Baseline,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    workers: int | None = None,
+) -> tuple[DriftAccumulator, CaptureCounts]:
+    """Every captured claim and score in the window, binned against the baseline. Above
+    :data:`PARALLEL_BYTES` of capture the files are shared among processes, one per CPU."""
+    started = time.perf_counter()
+    since = _capture_time(start) if start is not None else ""
+    until = _capture_time(end) if end is not None else ""
+    size = sum(p.stat().st_size for p in files)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, MAX_WORKERS) if size >= PARALLEL_BYTES else 1
+    groups = _shares(files, max(1, min(workers, len(files))))
+    if len(groups) <= 1:
+        accumulator, counts = _read_share(files, baseline, since, until)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # Not fork: numpy's BLAS threads are running, and a forked copy of a threaded process may hang.
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(len(groups), mp_context=context) as pool:
+            futures = [pool.submit(_read_share, group, baseline, since, until) for group in groups]
+            results = [future.result() for future in futures]
+        accumulator, counts = results[0]
+        for other, other_counts in results[1:]:
+            accumulator.merge(other)
+            counts.merge(other_counts)
+    counts.seconds = time.perf_counter() - started
+    if counts.lines and counts.unreadable_lines == counts.lines:
+        raise DriftJobError(f"none of the {counts.lines} capture lines could be read: {counts.first_error}")
+    if counts.in_window and counts.unreadable_requests == counts.in_window:
+        raise DriftJobError(
+            f"none of the {counts.in_window} captured requests could be read: {counts.first_error}"
+        )
+    return accumulator, counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs: the violations file, the numbers, the readable page and the metrics.
+
+
+def metric_data(report: DriftReport, endpoint: str) -> list[MetricDatum]:
+    """The alarmed metrics (dimension Endpoint) and, per feature, the same names with a Feature
+    dimension: another dimension set is another CloudWatch metric, which no alarm watches."""
+    data = [
+        MetricDatum(name, value, {"Endpoint": endpoint}) for name, value in report.metric_values().items()
+    ]
+    for f in report.features:
+        if f.rows:
+            dimensions = {"Endpoint": endpoint, "Feature": f.name}
+            data.append(MetricDatum(FEATURE_DRIFT_METRIC, f.psi, dimensions))
+            data.append(MetricDatum(MISSING_RATE_METRIC, f.missing_rate_increase, dimensions))
+    return data
+
+
+def write_outputs(report: DriftReport, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"violations": out / VIOLATIONS_FILE, "report": out / REPORT_JSON, "html": out / REPORT_HTML}
+    paths["violations"].write_text(json.dumps(report.constraint_violations(), indent=2), encoding="utf-8")
+    paths["report"].write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8")
+    paths["html"].write_text(render_html(report), encoding="utf-8")
+    return paths
+
+
+def run(config: DriftJobConfig, metrics: MetricsPublisher | None = None) -> DriftReport:
+    """The whole job; ``metrics`` defaults to the publisher the environment names."""
+    if not config.capture.is_dir():
+        raise DriftJobError(f"no capture folder at {config.capture} (is data capture on?)")
+    with tempfile.TemporaryDirectory(prefix="drift-model-") as scratch:
+        baseline = load_baseline(model_folder(config.model, Path(scratch)))
+    files = files_in_window(config.capture, config.start, config.end)
+    log(f"model {baseline.model_version or '?'}; {len(files)} capture file(s) in {config.capture}")
+    accumulator, counts = read_capture(files, baseline, config.start, config.end)
+    report = accumulator.report()
+    notes = [
+        f"{counts.in_window:,} exchanges in the window from {counts.lines:,} capture lines in "
+        f"{counts.files} file(s), read in {counts.seconds:.1f} s"
+    ]
+    skipped = counts.unreadable_lines + counts.unreadable_requests + counts.unreadable_responses
+    if skipped:
+        notes.append(
+            f"skipped {counts.unreadable_lines} unreadable lines, {counts.unreadable_requests} requests "
+            f"and {counts.unreadable_responses} responses; first: {counts.first_error}"
+        )
+    unmonitored = sorted(personal_fields(baseline.spec))
+    if unmonitored:
+        notes.append(f"not monitored (the capture drops or pseudonymizes them): {', '.join(unmonitored)}")
+    if report.claims == 0:
+        notes.append("no captured claims in the window: nothing to compare, no metrics published")
+    window = {
+        "start": config.start.isoformat() if config.start else "",
+        "end": config.end.isoformat() if config.end else "",
+        "endpoint": config.endpoint,
+    }
+    report = replace(report, window=window, notes=notes)
+    paths = write_outputs(report, config.output)
+    if report.claims:
+        if metrics is None:
+            from shared.adapters.metrics import metrics_from_env
+
+            metrics = metrics_from_env()
+        metrics.publish(MONITORING_NAMESPACE, metric_data(report, config.endpoint))
+    verdict = f"ALARM ({', '.join(report.alarms())})" if report.alarmed else "no alarm"
+    log(
+        f"{report.claims:,} claims, {report.scored:,} scores: {verdict}; "
+        f"max feature PSI {report.feature_drift_psi_max:.3f}, prediction PSI "
+        f"{report.prediction_drift_psi:.3f}; drifted: {', '.join(report.drifted_features) or 'none'}"
+    )
+    log(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        run(config_from(argv, os.environ))
+    except DriftJobError as error:
+        print(f"[drift] failed: {error}", file=sys.stderr, flush=True)
+        return EXIT_UNREADABLE
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The readable report: one self-contained page, plots inlined as PNG (as the evaluation report).
+
+_STYLE: Final = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+color:#1f2933}h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d9e2ec}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #d9e2ec;padding:.3rem .6rem;
+text-align:right}th{background:#f0f4f8}td:first-child,th:first-child{text-align:left}
+.alarm{color:#b42318;font-weight:600}.ok{color:#0b7a3e;font-weight:600}.note{color:#52606d;font-size:.9rem}
+figure{margin:0}figcaption{font-size:.85rem;color:#52606d;text-align:center}
+"""
+
+
+FEATURE_COLUMNS: Final = (
+    "feature",
+    "role",
+    "kind",
+    "PSI",
+    "test",
+    "statistic",
+    "p-value",
+    "missing (training)",
+    "missing now",
+    "wrong type",
+)
+
+
+@dataclass
+class _Page:
+    parts: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str) -> None:
+        def cell(value: Any) -> str:
+            return f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
+
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in rows)
+        self.add(f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to memory
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(figure: Any, caption: str, plot_id: str) -> str:
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)  # laid out by tight_layout: one drawing, not two
+    plt.close(figure)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (
+        f'<figure id="{plot_id}"><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _psi_plot(report: DriftReport) -> str:
+    plt = _pyplot()
+    features = [f for f in report.features if f.rows]
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(features) + 1.2))
+    names = [f.name for f in features][::-1]
+    values = [f.psi for f in features][::-1]
+    colors = ["#b42318" if v > FEATURE_DRIFT_ALARM.threshold else "#3e7cb1" for v in values]
+    ax.barh(names, values, color=colors)
+    ax.axvline(FEATURE_DRIFT_ALARM.threshold, color="#b42318", linestyle="--", label="alarm threshold")
+    ax.set(xlabel="PSI against the training data", title="Feature drift (PSI)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return _png(fig, "PSI per feature; the dashed line is the alarm's threshold", "plot-psi")
+
+
+def _shares_plot(drifts: Sequence[FeatureDrift], plot_id: str, caption: str) -> str:
+    plt = _pyplot()
+    columns = 3
+    rows = (len(drifts) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(12, 2.6 * rows), squeeze=False)
+    for ax in axes.flat[len(drifts) :]:
+        ax.axis("off")
+    for ax, f in zip(axes.flat, drifts, strict=False):
+        positions = range(len(f.bins))
+        ax.bar([p - 0.2 for p in positions], f.baseline_shares, width=0.4, label="training", color="#9fb3c8")
+        ax.bar([p + 0.2 for p in positions], f.current_shares, width=0.4, label="traffic", color="#3e7cb1")
+        ax.set_xticks(list(positions), f.bins, rotation=60, ha="right", fontsize=6)
+        drifted = " (drift)" if f.psi > FEATURE_DRIFT_ALARM.threshold else ""
+        ax.set_title(
+            f"{f.name}: PSI {f.psi:.3f}{drifted}", fontsize=9, color="#b42318" if drifted else "#1f2933"
+        )
+        ax.tick_params(axis="y", labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig, caption, plot_id)
+
+
+def _missing_cells(f: FeatureDrift) -> tuple[float, float, int]:
+    return f.baseline_missing_rate, f.current_missing_rate, f.wrong_type
+
+
+def render_html(report: DriftReport) -> str:
+    page = _Page()
+    title = f"Drift of {html.escape(report.window.get('endpoint', '') or 'the endpoint')}"
+    page.add(f"<h1>{title}</h1>")
+    start, end = report.window.get("start") or "the start", report.window.get("end") or "now"
+    page.add(
+        f'<p class="note">model {html.escape(report.model_version or "?")} · from {html.escape(start)} '
+        f"to {html.escape(end)} · {report.claims:,} claims · {report.scored:,} scores</p>"
+    )
+    for note in report.notes:
+        page.add(f'<p class="note">{html.escape(note)}</p>')
+    if report.alarmed:
+        page.add(f'<p class="alarm" id="verdict">ALARM: {html.escape(", ".join(report.alarms()))}</p>')
+    else:
+        page.add('<p class="ok" id="verdict">No drift alarm</p>')
+    page.add("<h2>Alarmed metrics</h2>")
+    thresholds = report.to_dict()["thresholds"]
+    page.table(
+        ["metric", "value", "alarm above"],
+        [[name, value, thresholds[name]["threshold"]] for name, value in report.metric_values().items()],
+        "metrics-table",
+    )
+    violations = report.violations()
+    page.add(f"<h2>Violations ({len(violations)})</h2>")
+    page.table(
+        ["feature", "check", "description"],
+        [[v.feature_name, v.constraint_check_type, v.description] for v in violations],
+        "violations-table",
+    )
+    if report.claims == 0:
+        page.add('<p class="note">No traffic to compare.</p>')
+        return _wrap(page)
+    page.add("<h2>Features</h2>")
+    page.table(
+        FEATURE_COLUMNS,
+        [
+            (f.name, f.role, f.kind, f.psi, f.test, f.statistic, f.p_value, *_missing_cells(f))
+            for f in report.features
+        ],
+        "features-table",
+    )
+    page.add(_psi_plot(report))
+    if report.prediction is not None and report.prediction.rows:
+        p = report.prediction
+        page.add(
+            f"<h2>Risk scores</h2><p>PSI {p.psi:.3f} (alarm above {PREDICTION_DRIFT_ALARM.threshold:g}),"
+            f" KS {p.statistic:.3f} (p={p.p_value:.2g}) over {p.rows:,} scores</p>"
+        )
+        page.add(_shares_plot([p], "plot-prediction", "Risk score deciles of the validation set: shares"))
+    page.add("<h2>Distributions: training against traffic</h2>")
+    shown = [f for f in report.features if f.rows]
+    page.add(_shares_plot(shown, "plot-features", "Share of values per baseline bin or level"))
+    return _wrap(page)
+
+
+def _wrap(page: _Page) -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Drift report</title>'
+        f"<style>{_STYLE}</style></head><body>{''.join(page.parts)}</body></html>"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

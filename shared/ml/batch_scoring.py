@@ -1,0 +1,742 @@
+"""Scoring a claims file row by row: CSV, JSON Lines or Parquet in; scores, rejected rows and a summary out.
+
+The same code scores a file dropped into the local drop folder (``local/dropbox.py``), a file named on
+the command line (``claims-risk batch score``) and, in AWS, each mini-batch of lines that SageMaker
+batch transform sends to the inference script (``score_lines``), so nothing is lost anywhere: every
+data row ends either **scored** or **rejected with its reason**, and the counts are checked at the end.
+
+How a file is read (never whole; ``chunk_rows`` rows at a time, so memory stays bounded):
+
+- **CSV**: one claim per line, as SageMaker's ``SplitType=Line`` cuts a file. The first non-blank line
+  is the header when one of its cells names a spec column; otherwise the columns are the spec's, in
+  order (as batch transform sends them). Each line is decoded and parsed on its own, so a line that
+  is not UTF-8, has broken quoting (an unclosed quote cannot swallow the lines after it) or has more
+  or fewer fields than the header is rejected alone. A newline inside a quoted field is therefore
+  not supported: SageMaker would cut the row there too.
+- **JSON Lines** (``.jsonl``, and ``.json`` read as lines, as the AWS trigger does): one JSON object
+  per line; a line that is not UTF-8, not JSON or not an object is rejected alone.
+- **Parquet**: record batches through pyarrow; a file pyarrow cannot read fails as a whole.
+
+Blank lines are not rows. Row numbers are 1-based over data rows (the header excluded).
+
+Every readable row is checked by :func:`shared.ml.validation.validate_frame`, with the rules the
+validate job and the API apply (types, bounds, allowed values, dates, cross-field rules), plus: a
+claim id already seen earlier in the file is rejected as a duplicate (within a chunk by
+``validate_frame``, across chunks here), so the scored output has one answer per claim id. A label
+column, if the file has one, is ignored. Valid rows are encoded from their typed values (the path the
+training job takes: numbers stay numpy arrays) and scored with the model's compiled score and
+explanation pass, the same pieces :meth:`RiskModel.predict_records` runs.
+
+A file that cannot be scored at all (unknown suffix, unreadable header, a required column missing
+from the header, a corrupt Parquet file) raises :class:`BatchFileError`; the caller decides what
+happens to it (the drop folder moves it to ``failed/``).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any, Final, Protocol
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from shared.feature_spec import ColumnRole, FeatureSpec
+from shared.ml.model import RiskModel
+from shared.ml.validation import REASON, ROW_NUMBER, validate_frame
+
+CHUNK_ROWS: Final = 50_000  # rows read, validated and scored together: ~100 MB at most
+SCORED_COLUMNS: Final = (
+    "row_number",
+    "claim_id",
+    "risk_level",
+    "risk_score",
+    "confidence",
+    "model_version",
+    "risk_factors",
+)
+REJECTED_COLUMNS: Final = ("row_number", "claim_id", "reason", "raw")
+QUANTILES: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+_READ_RULE: Final = "read"  # rule-count key prefix of rows that could not be read
+
+
+class BatchFileError(ValueError):
+    """The file cannot be scored at all; the message says why."""
+
+
+class BatchInvariantError(RuntimeError):
+    """Scored plus rejected rows do not add up to the rows read: a bug, never silently accepted."""
+
+
+class InputFormat(StrEnum):
+    CSV = "csv"
+    JSON_LINES = "jsonl"
+    PARQUET = "parquet"
+
+
+_SUFFIXES: Final = {
+    ".csv": InputFormat.CSV,
+    ".jsonl": InputFormat.JSON_LINES,
+    ".json": InputFormat.JSON_LINES,
+    ".parquet": InputFormat.PARQUET,
+}
+
+
+def input_format(path: Path) -> InputFormat:
+    found = _SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise BatchFileError(f"not a claims file: the name must end with {', '.join(_SUFFIXES)}")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading: chunks of rows, each row readable (raw values in the frame) or not (with the reason).
+
+
+@dataclass
+class RowChunk:
+    """Consecutive data rows. Unreadable rows keep their place in ``frame`` with every value missing."""
+
+    first_row: int  # 1-based number of the chunk's first row
+    frame: pd.DataFrame
+    unreadable: dict[int, tuple[str, str]] = field(default_factory=dict)  # position → (rule, reason)
+    lines: list[str] | None = None  # each row as read (CSV, JSON Lines); None: rendered on demand
+    salvaged_ids: dict[int, str] = field(default_factory=dict)  # unreadable rows' ids, read leniently
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def raw_text(self, position: int) -> str:
+        if self.lines is not None:
+            return self.lines[position]
+        row = self.frame.iloc[position]
+        return orjson.dumps({k: v for k, v in row.items() if not _is_missing(v)}, default=str).decode()
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)  # noqa: PLR0124 - NaN check
+
+
+def _decode(line: bytes) -> tuple[str, str | None]:
+    """The line's text, and why it is not UTF-8 (None when it is)."""
+    try:
+        return line.decode("utf-8").rstrip("\r\n"), None
+    except UnicodeDecodeError as error:
+        shown = line.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+        return shown, f"not UTF-8: invalid byte at position {error.start + 1} of the line"
+
+
+def _parse_csv_line(text: str) -> tuple[list[str] | None, str | None]:
+    try:
+        return next(csv.reader((text,), strict=True)), None
+    except csv.Error as error:
+        return None, f"broken quoting: {error}"
+    except StopIteration:  # pragma: no cover - a non-blank line always yields a row
+        return None, "empty line"
+
+
+def csv_header(first_line: bytes, spec: FeatureSpec) -> tuple[list[str], bool]:
+    """The columns, and whether ``first_line`` was the header (not a data row)."""
+    text, not_utf8 = _decode(first_line)
+    known = {c.name for c in spec.columns} | {spec.target.column}
+    cells, broken = _parse_csv_line(text.lstrip("\ufeff"))
+    is_header = cells is not None and any(c.strip() in known for c in cells)
+    if not is_header:
+        return spec_csv_columns(spec), False
+    if not_utf8 or broken or cells is None:
+        raise BatchFileError(f"the header line cannot be read: {not_utf8 or broken}")
+    header = [c.strip() for c in cells]
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise BatchFileError(f"the header repeats columns: {', '.join(repeated)}")
+    missing = [c.name for c in spec.columns if c.required and c.name not in header]
+    if missing:
+        raise BatchFileError(f"the header lacks required columns: {', '.join(missing)}")
+    return header, True
+
+
+def spec_csv_columns(spec: FeatureSpec) -> list[str]:
+    """The column order of a CSV without a header (what the inference script assumes too)."""
+    return [c.name for c in spec.columns if c.role != ColumnRole.IGNORE]
+
+
+def csv_chunk(lines: Sequence[bytes], header: Sequence[str], first_row: int, id_column: str) -> RowChunk:
+    """Parse non-blank CSV lines, each on its own; a line that cannot be read is kept with its reason."""
+    width = len(header)
+    id_index = header.index(id_column) if id_column in header else -1
+    rows: list[list[str] | list[None]] = []
+    texts: list[str] = []
+    unreadable: dict[int, tuple[str, str]] = {}
+    blank: list[None] = [None] * width
+    for position, line in enumerate(lines):
+        text, not_utf8 = _decode(line)
+        texts.append(text)
+        cells, broken = (None, None) if not_utf8 else _parse_csv_line(text)
+        if not_utf8 or broken or cells is None:
+            rule = "not_utf8" if not_utf8 else "quoting"
+            unreadable[position] = (rule, str(not_utf8 or broken))
+            rows.append(blank)
+        elif len(cells) != width:
+            extra = "an extra column" if len(cells) > width else "a column short"
+            unreadable[position] = (
+                "field_count",
+                f"{len(cells)} fields where the header has {width} ({extra})",
+            )
+            rows.append(blank)
+        else:
+            rows.append(cells)
+    frame = pd.DataFrame(rows, columns=list(header), dtype=object)
+    chunk = RowChunk(first_row, frame, unreadable, texts)
+    if id_index >= 0 and unreadable:
+        _salvage_ids(chunk, id_index, id_column)
+    return chunk
+
+
+def _salvage_ids(chunk: RowChunk, id_index: int, id_column: str) -> None:
+    """Best effort: an unreadable row's claim id, read leniently, so its rejection names the claim."""
+    assert chunk.lines is not None
+    for position in chunk.unreadable:
+        cells = next(csv.reader((chunk.lines[position],)), [])
+        if len(cells) > id_index:
+            chunk.salvaged_ids[position] = cells[id_index].strip()
+
+
+def jsonl_chunk(lines: Sequence[bytes], first_row: int, spec: FeatureSpec) -> RowChunk:
+    records: list[dict[str, Any]] = []
+    texts: list[str] = []
+    unreadable: dict[int, tuple[str, str]] = {}
+    for position, line in enumerate(lines):
+        text, not_utf8 = _decode(line)
+        texts.append(text)
+        record: Any = {}
+        if not_utf8:
+            unreadable[position] = ("not_utf8", not_utf8)
+        else:
+            try:
+                record = orjson.loads(text)
+            except orjson.JSONDecodeError as error:
+                unreadable[position] = ("not_json", f"not JSON: {error}")
+                record = {}
+            if not isinstance(record, dict):
+                unreadable[position] = ("not_an_object", "not a JSON object")
+                record = {}
+        records.append(record)
+    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    # Every spec column exists, so a field a row leaves out reads as missing, not as a missing column.
+    for name in spec_csv_columns(spec):
+        if name not in frame.columns:
+            frame[name] = None
+    frame.index = pd.RangeIndex(len(records))
+    return RowChunk(first_row, frame.astype(object), unreadable, texts)
+
+
+def _line_batches(source: IO[bytes], chunk_rows: int) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for line in source:
+        if not line.strip():
+            continue
+        batch.append(line)
+        if len(batch) >= chunk_rows:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def read_chunks(path: Path, spec: FeatureSpec, chunk_rows: int = CHUNK_ROWS) -> Iterator[RowChunk]:
+    """The file's rows, ``chunk_rows`` at a time."""
+    kind = input_format(path)
+    if kind == InputFormat.PARQUET:
+        yield from _parquet_chunks(path, spec, chunk_rows)
+        return
+    with path.open("rb") as source:
+        batches = _line_batches(source, chunk_rows)
+        next_row = 1
+        if kind == InputFormat.CSV:
+            first = next(batches, None)
+            if first is None:
+                raise BatchFileError("the file has no rows")
+            header, had_header = csv_header(first[0], spec)
+            pending = [first[1:] if had_header else first]
+            for lines in _chain(pending, batches):
+                if lines:
+                    yield csv_chunk(lines, header, next_row, spec.id_column)
+                    next_row += len(lines)
+        else:
+            for lines in batches:
+                yield jsonl_chunk(lines, next_row, spec)
+                next_row += len(lines)
+    if next_row == 1:
+        raise BatchFileError("the file has no rows")
+
+
+def _chain(first: list[list[bytes]], rest: Iterator[list[bytes]]) -> Iterator[list[bytes]]:
+    yield from first
+    yield from rest
+
+
+def _parquet_chunks(source: Path | IO[bytes], spec: FeatureSpec, chunk_rows: int) -> Iterator[RowChunk]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(source)
+    except (pa.ArrowException, OSError) as error:
+        raise BatchFileError(f"not a readable Parquet file: {error}") from None
+    missing = [c.name for c in spec.columns if c.required and c.name not in parquet.schema_arrow.names]
+    if missing:
+        raise BatchFileError(f"the file lacks required columns: {', '.join(missing)}")
+    next_row = 1
+    try:
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            frame = batch.to_pandas()
+            for name in spec_csv_columns(spec):
+                if name not in frame.columns:
+                    frame[name] = None
+            yield RowChunk(next_row, frame)
+            next_row += len(frame)
+    except pa.ArrowException as error:
+        raise BatchFileError(f"the Parquet file is corrupt after row {next_row - 1}: {error}") from None
+    if next_row == 1:
+        raise BatchFileError("the file has no rows")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring a chunk.
+
+
+@dataclass
+class ChunkOutcome:
+    scored: pd.DataFrame  # SCORED_COLUMNS; risk_factors as lists of dicts
+    rejected: pd.DataFrame  # REJECTED_COLUMNS
+    scores: np.ndarray  # the scored rows' risk scores, for the summary
+    rule_counts: Counter[str]
+
+
+class BatchScorer:
+    """Validates and scores chunks of one file, remembering the claim ids seen so far."""
+
+    def __init__(self, model: RiskModel, *, explain: bool = True, today: dt.date | None = None) -> None:
+        self.model = model
+        self.explain = explain
+        self.today = today
+        self.spec = model.spec
+        self._first_row_of_id: dict[str, int] = {}
+        self._levels = list(model.encoder.categories)  # fields whose factor value is the claim's level
+
+    def score_chunk(self, chunk: RowChunk) -> ChunkOutcome:
+        spec, n = self.spec, len(chunk)
+        raw = chunk.frame.drop(columns=[spec.target.column], errors="ignore")
+        checked = validate_frame(
+            raw, spec, require_target=False, row_offset=chunk.first_row - 1, today=self.today
+        )
+        reasons = np.full(n, "", dtype=object)
+        rejected_at = checked.rejected[ROW_NUMBER].to_numpy(dtype=np.int64) - chunk.first_row
+        reasons[rejected_at] = checked.rejected[REASON].to_numpy(dtype=object)
+        counts = Counter(checked.rule_counts)
+        for position, (rule, reason) in chunk.unreadable.items():
+            # The row's values are all missing, so validation blamed the fields; the read error is the cause.
+            reasons[position] = reason
+            counts[f"{_READ_RULE}:{rule}"] += 1
+        accepted_at = np.flatnonzero(np.isin(np.arange(n), rejected_at, invert=True))
+        typed = checked.accepted
+        if chunk.unreadable:  # a spec without required columns could accept an all-missing row
+            keep = ~np.isin(accepted_at, list(chunk.unreadable))
+            typed, accepted_at = typed[keep].reset_index(drop=True), accepted_at[keep]
+        typed, accepted_at = self._drop_repeated_ids(typed, accepted_at, chunk.first_row, reasons, counts)
+        scored, scores = self._score(typed, accepted_at + chunk.first_row)
+        rejected = self._rejected(chunk, raw, np.flatnonzero(reasons != ""), reasons)
+        return ChunkOutcome(scored, rejected, scores, counts)
+
+    def _drop_repeated_ids(
+        self,
+        typed: pd.DataFrame,
+        accepted_at: np.ndarray,
+        first_row: int,
+        reasons: np.ndarray,
+        counts: Counter[str],
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Reject rows whose claim id an earlier chunk already scored; remember this chunk's ids."""
+        id_column = self.spec.id_column
+        if id_column not in typed.columns or typed.empty:
+            return typed, accepted_at
+        ids = typed[id_column].astype(object).where(typed[id_column].notna(), None).tolist()
+        seen = self._first_row_of_id
+        repeated = np.fromiter((i is not None and i in seen for i in ids), dtype=bool, count=len(ids))
+        for index in np.flatnonzero(repeated):
+            reasons[accepted_at[index]] = f"{id_column}: duplicate of row {seen[ids[index]]}"
+        counts[f"{id_column}:duplicate"] += int(repeated.sum())
+        for claim_id, position in zip(ids, accepted_at.tolist(), strict=True):
+            if claim_id is not None:
+                seen.setdefault(claim_id, position + first_row)
+        if repeated.any():
+            return typed[~repeated].reset_index(drop=True), accepted_at[~repeated]
+        return typed, accepted_at
+
+    def _score(self, typed: pd.DataFrame, row_numbers: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        model, n = self.model, len(typed)
+        if n == 0:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORED_COLUMNS}), np.zeros(0)
+        matrix = model.encoder.transform(typed, n)
+        if self.explain:
+            # The steps of RiskModel.predict_records, from typed columns instead of JSON records.
+            margin, column_contributions = model.family.explain(matrix)
+            scores = model.manifest.calibration.apply(margin)
+            level_rows = self._level_rows(typed)
+            factors: list[Any] = model._top_factors(
+                matrix,
+                model._factor_sums(column_contributions),
+                level_rows,
+            )
+        else:
+            scores = model.probabilities(matrix)
+            factors = [[] for _ in range(n)]
+        threshold = model.manifest.threshold
+        high = scores >= threshold
+        ids = typed[self.spec.id_column] if self.spec.id_column in typed.columns else pd.Series([""] * n)
+        scored = pd.DataFrame(
+            {
+                "row_number": row_numbers.astype(np.int64),
+                "claim_id": ids.fillna("").astype(str).to_numpy(dtype=object),
+                "risk_level": np.where(high, "high", "low").astype(object),
+                "risk_score": np.round(scores, 6),
+                "confidence": np.round(np.where(high, scores, 1.0 - scores), 6),
+                "model_version": model.version,
+                "risk_factors": factors,
+            }
+        )
+        return scored, np.asarray(scores, dtype=np.float64)
+
+    def _level_rows(self, typed: pd.DataFrame) -> list[dict[str, Any]]:
+        """Each row's categorical levels, which the top factors report as the claim's own values."""
+        if not self._levels:
+            return [{} for _ in range(len(typed))]
+        columns = [
+            typed[name].astype(object).where(typed[name].notna(), None).tolist()
+            if name in typed.columns
+            else [None] * len(typed)
+            for name in self._levels
+        ]
+        return [dict(zip(self._levels, values, strict=True)) for values in zip(*columns, strict=True)]
+
+    def _rejected(
+        self, chunk: RowChunk, raw: pd.DataFrame, positions: np.ndarray, reasons: np.ndarray
+    ) -> pd.DataFrame:
+        id_column = self.spec.id_column
+        ids: list[str] = []
+        for position in positions.tolist():
+            value = raw[id_column].iat[position] if id_column in raw.columns else None
+            if position in chunk.unreadable:
+                value = chunk.salvaged_ids.get(position)
+            ids.append("" if _is_missing(value) else str(value).strip())
+        return pd.DataFrame(
+            {
+                "row_number": (positions + chunk.first_row).astype(np.int64),
+                "claim_id": ids,
+                "reason": reasons[positions].astype(str),
+                "raw": [chunk.raw_text(p) for p in positions.tolist()],
+            }
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: the scored and rejected rows in the input's format family, appended chunk by chunk.
+
+
+class RowWriter(Protocol):
+    def write(self, frame: pd.DataFrame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _factors_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    if "risk_factors" not in frame.columns:
+        return frame
+    out = frame.copy()
+    out["risk_factors"] = [orjson.dumps(f).decode() for f in frame["risk_factors"]]
+    return out
+
+
+class CsvRowWriter:
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self._file = path.open("w", encoding="utf-8", newline="")
+        self._columns = list(columns)
+        csv.writer(self._file, lineterminator="\n").writerow(self._columns)
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if len(frame):
+            _factors_as_text(frame)[self._columns].to_csv(
+                self._file, header=False, index=False, lineterminator="\n"
+            )
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class JsonLinesRowWriter:
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self._file = path.open("wb")
+        self._columns = list(columns)
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if not len(frame):
+            return
+        columns = [frame[c].tolist() for c in self._columns]
+        option = orjson.OPT_APPEND_NEWLINE
+        self._file.write(
+            b"".join(
+                orjson.dumps(dict(zip(self._columns, row, strict=True)), option=option)
+                for row in zip(*columns, strict=True)
+            )
+        )
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ParquetRowWriter:
+    def __init__(self, path: Path, columns: Sequence[str], types: Mapping[str, str]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        kinds = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
+        self._schema = pa.schema([(c, kinds[types[c]]) for c in columns])
+        self._writer = pq.ParquetWriter(path, self._schema)
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+
+        if len(frame):
+            table = pa.Table.from_pandas(_factors_as_text(frame), schema=self._schema, preserve_index=False)
+            self._writer.write_table(table)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+_PARQUET_TYPES: Final = {
+    "row_number": "int64",
+    "claim_id": "string",
+    "risk_level": "string",
+    "risk_score": "float64",
+    "confidence": "float64",
+    "model_version": "string",
+    "risk_factors": "string",
+    "reason": "string",
+    "raw": "string",
+}
+
+
+def open_writer(path: Path, kind: InputFormat, columns: Sequence[str]) -> RowWriter:
+    if kind == InputFormat.CSV:
+        return CsvRowWriter(path, columns)
+    if kind == InputFormat.JSON_LINES:
+        return JsonLinesRowWriter(path, columns)
+    return ParquetRowWriter(path, columns, _PARQUET_TYPES)
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole file.
+
+
+@dataclass
+class FileOutputs:
+    scored: Path
+    rejected: Path
+
+
+class Cancelled(Exception):
+    """Scoring stopped between chunks because the caller asked (its outputs are incomplete)."""
+
+
+def score_file(
+    model: RiskModel,
+    source: Path,
+    outputs: FileOutputs,
+    *,
+    explain: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+    today: dt.date | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, Any]:
+    """Score ``source`` into the two output files and return the summary (see :func:`summarise`)."""
+    started, started_at = time.perf_counter(), dt.datetime.now(dt.UTC)
+    kind = input_format(source)
+    scorer = BatchScorer(model, explain=explain, today=today)
+    rows_in = scored_rows = rejected_rows = 0
+    counts: Counter[str] = Counter()
+    scores: list[np.ndarray] = []
+    writers = [open_writer(outputs.scored, kind, SCORED_COLUMNS)]
+    try:
+        writers.append(open_writer(outputs.rejected, kind, REJECTED_COLUMNS))
+        for chunk in read_chunks(source, model.spec, chunk_rows):
+            if should_stop():
+                raise Cancelled(f"stopped after {rows_in} rows")
+            outcome = scorer.score_chunk(chunk)
+            writers[0].write(outcome.scored)
+            writers[1].write(outcome.rejected)
+            rows_in += len(chunk)
+            scored_rows += len(outcome.scored)
+            rejected_rows += len(outcome.rejected)
+            counts.update(outcome.rule_counts)
+            scores.append(outcome.scores.astype(np.float32))  # 4 bytes a row: 4 MB for 1M claims
+    finally:
+        for writer in writers:
+            writer.close()
+    if scored_rows + rejected_rows != rows_in:
+        raise BatchInvariantError(
+            f"{source.name}: {scored_rows} scored + {rejected_rows} rejected != {rows_in} rows read"
+        )
+    return summarise(
+        model,
+        source,
+        rows_in=rows_in,
+        rejected=rejected_rows,
+        scores=np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32),
+        rule_counts=counts,
+        seconds=time.perf_counter() - started,
+        started_at=started_at,
+        explain=explain,
+    )
+
+
+def summarise(
+    model: RiskModel,
+    source: Path,
+    *,
+    rows_in: int,
+    rejected: int,
+    scores: np.ndarray,
+    rule_counts: Counter[str],
+    seconds: float,
+    started_at: dt.datetime,
+    explain: bool,
+) -> dict[str, Any]:
+    """Counts, the score distribution (quantiles and the share per risk level), time and model."""
+    threshold = model.manifest.threshold
+    scored = len(scores)
+    high = int(np.count_nonzero(scores >= threshold))
+    distribution: dict[str, Any] = {
+        "mean": round(float(scores.mean()), 6) if scored else None,
+        "quantiles": {f"p{round(q * 100):02d}": round(float(np.quantile(scores, q)), 6) for q in QUANTILES}
+        if scored
+        else {},
+        "share_by_risk_level": {
+            "high": round(high / scored, 6) if scored else 0.0,
+            "low": round((scored - high) / scored, 6) if scored else 0.0,
+        },
+        "count_by_risk_level": {"high": high, "low": scored - high},
+    }
+    return {
+        "file": source.name,
+        "rows_in": rows_in,
+        "scored": scored,
+        "rejected": rejected,
+        "rejections_by_rule": dict(sorted((k, v) for k, v in rule_counts.items() if v)),
+        "score_distribution": distribution,
+        "model_version": model.version,
+        "threshold": threshold,
+        "risk_factors": explain,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+        "claims_per_second": round(rows_in / seconds, 1) if seconds > 0 else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# SageMaker batch transform: one mini-batch of lines in, exactly one result per non-blank line out.
+
+
+def score_lines(
+    model: RiskModel, body: bytes, kind: InputFormat, *, explain: bool = True
+) -> list[dict[str, Any]]:
+    """Score one request body of CSV or JSON Lines lines (``SplitType=Line``), in order; or a whole
+    Parquet file (which SageMaker sends unsplit), row by row.
+
+    Each non-blank line (Parquet: each row) gives one result: the prediction (the fields
+    :meth:`RiskModel.predict_records` returns), or ``{"claim_id", "error"}`` naming why the line was
+    rejected. A CSV header line (the
+    file's first mini-batch carries it) gives ``{"header": true}``, which the renderer turns into the
+    output's header. Rows are checked as in a file, but a mini-batch knows nothing of the others, so
+    a repeated claim id is caught only within one mini-batch.
+    """
+    spec = model.spec
+    if kind == InputFormat.PARQUET:
+        scorer = BatchScorer(model, explain=explain)
+        results: list[dict[str, Any]] = []
+        for parquet_chunk in _parquet_chunks(io.BytesIO(body), spec, CHUNK_ROWS):
+            results.extend(_in_row_order(model, parquet_chunk, scorer.score_chunk(parquet_chunk)))
+        return results
+    lines = [line for line in body.splitlines() if line.strip()]
+    if not lines:
+        return []
+    header_line: list[dict[str, Any]] = []
+    if kind == InputFormat.CSV:
+        header, had_header = csv_header(lines[0], spec)
+        if had_header:
+            header_line, lines = [{"header": True}], lines[1:]
+        chunk = csv_chunk(lines, header, 1, spec.id_column)
+    elif kind == InputFormat.JSON_LINES:
+        chunk = jsonl_chunk(lines, 1, spec)
+    else:  # pragma: no cover - every InputFormat is handled above
+        raise BatchFileError(f"{kind} cannot be split into lines")
+    return header_line + _in_row_order(model, chunk, BatchScorer(model, explain=explain).score_chunk(chunk))
+
+
+def _in_row_order(model: RiskModel, chunk: RowChunk, outcome: ChunkOutcome) -> list[dict[str, Any]]:
+    """One result per row of the chunk: its prediction, or its claim id and the error."""
+    results: list[dict[str, Any]] = [{} for _ in range(len(chunk))]
+    first = chunk.first_row
+    threshold = model.manifest.threshold
+    scored = outcome.scored
+    columns = [c for c in SCORED_COLUMNS if c != "row_number"]
+    values = zip(*(scored[c].tolist() for c in columns), strict=True)
+    for row_number, row in zip(scored["row_number"].tolist(), values, strict=True):
+        results[row_number - first] = {**dict(zip(columns, row, strict=True)), "threshold": threshold}
+    rejected = outcome.rejected
+    for row_number, claim_id, reason in zip(
+        rejected["row_number"].tolist(),
+        rejected["claim_id"].tolist(),
+        rejected["reason"].tolist(),
+        strict=True,
+    ):
+        results[row_number - first] = {"claim_id": claim_id, "error": reason}
+    return results
+
+
+LINE_CSV_COLUMNS: Final = (
+    "claim_id",
+    "risk_level",
+    "risk_score",
+    "confidence",
+    "model_version",
+    "risk_factors",
+    "error",
+)
+
+
+def render_line_results(results: Iterable[dict[str, Any]], as_csv: bool) -> bytes:
+    """One output line per result: JSON Lines, or CSV with an ``error`` column (empty when scored)."""
+    if not as_csv:
+        option = orjson.OPT_APPEND_NEWLINE
+        return b"".join(orjson.dumps(r, option=option) for r in results if "header" not in r)
+    out: list[list[Any]] = []
+    for result in results:
+        if "header" in result:
+            out.append(list(LINE_CSV_COLUMNS))
+        elif "error" in result:
+            out.append([result["claim_id"], "", "", "", "", "", result["error"]])
+        else:
+            factors = orjson.dumps(result["risk_factors"]).decode()
+            out.append([*(result[c] for c in LINE_CSV_COLUMNS[:5]), factors, ""])
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(out)
+    return buffer.getvalue().encode("utf-8")

@@ -1,0 +1,150 @@
+"""Outcomes that arrive later are joined to the captured predictions; a fall in recall raises an alarm."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from starlette.testclient import TestClient
+
+from local.cli_quality import EXIT_QUALITY_ALARM, quality
+from local.model_server import EndpointMetrics, ServerMonitoring, create_model_server
+from shared.adapters.metrics import LocalMetricsSink
+from shared.capture import CapturePolicy, CaptureWriter, iter_capture_files, parse_capture_line
+from shared.ml.quality import Baseline, predictions_from_capture, quality_report
+from tests.factories import minimal_claim
+
+DAY1 = dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC)  # a Monday
+DAY2 = DAY1 + dt.timedelta(days=1)
+BASELINE = Baseline(precision=0.80, recall=0.90, false_negative_rate=0.10, split="test", model_version="m1")
+
+
+def scored_day(
+    writer: CaptureWriter, when: dt.datetime, prefix: str, tp: int, fn: int, fp: int, tn: int
+) -> dict[str, int]:
+    """Capture one day of predictions with a known confusion matrix; its labels."""
+    labels: dict[str, int] = {}
+    groups = [("tp", tp, "high", 1), ("fn", fn, "low", 1), ("fp", fp, "high", 0), ("tn", tn, "low", 0)]
+    for kind, count, level, outcome in groups:
+        for i in range(count):
+            claim_id = f"{prefix}-{kind}-{i}"
+            labels[claim_id] = outcome
+            prediction = {"claim_id": claim_id, "risk_level": level, "risk_score": 0.5, "model_version": "m1"}
+            writer.submit(
+                "claims-risk",
+                json.dumps({"instances": [minimal_claim(claim_id=claim_id)]}).encode(),
+                "application/json",
+                json.dumps({"predictions": [prediction]}).encode(),
+                "application/json",
+                when=when,
+            )
+    return labels
+
+
+def write_labels(path: Path, labels: dict[str, int]) -> Path:
+    path.write_text("claim_id,outcome\n" + "".join(f"{k},{v}\n" for k, v in labels.items()))
+    return path
+
+
+@pytest.fixture
+def captured_days(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    writer = CaptureWriter(tmp_path / "capture", CapturePolicy())
+    labels = scored_day(writer, DAY1, "a", tp=36, fn=4, fp=9, tn=51)  # recall 0.90, precision 0.80
+    labels |= scored_day(writer, DAY2, "b", tp=20, fn=20, fp=5, tn=55)  # recall 0.50, precision 0.80
+    writer.close()
+    return tmp_path / "capture", labels
+
+
+def test_precision_recall_and_fnr_per_day(captured_days: tuple[Path, dict[str, int]]) -> None:
+    capture, labels = captured_days
+    truth = {k: bool(v) for k, v in labels.items()}
+    report = quality_report(predictions_from_capture(capture), truth, BASELINE, "day")
+    first, second = report.buckets
+    assert (first.start, second.start) == (DAY1.date(), DAY2.date())
+    assert first.metrics.recall == pytest.approx(0.90) and first.metrics.precision == pytest.approx(0.80)
+    assert second.metrics.recall == pytest.approx(0.50) and second.metrics.false_negative_rate == 0.5
+    assert first.drops == () and second.drops and "recall 0.50" in second.drops[0]
+    assert report.judged == second and report.alarm
+    # Per week, the two days are one bucket.
+    [week] = quality_report(predictions_from_capture(capture), truth, BASELINE, "week").buckets
+    assert week.metrics.labelled == 200 and week.metrics.recall == pytest.approx(56 / 80)
+
+
+def test_too_few_labels_give_no_verdict(captured_days: tuple[Path, dict[str, int]]) -> None:
+    capture, labels = captured_days
+    few = {k: bool(v) for k, v in list(labels.items())[:10]}
+    report = quality_report(predictions_from_capture(capture), few, BASELINE, "day")
+    assert report.judged is None and not report.alarm and report.notes
+
+
+def manifest_dir(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    metrics = {"test": {"precision": 0.80, "recall": 0.90, "false_negative_rate": 0.10}}
+    (root / "manifest.json").write_text(json.dumps({"model_version": "m1", "metrics": metrics}))
+    return root
+
+
+def test_the_quality_command_raises_and_clears_the_alarm(
+    tmp_path: Path, captured_days: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    capture, labels = captured_days
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLAIMS_RISK_HOME", str(home))
+    monkeypatch.delenv("CLAIMS_RISK_ALARM_WEBHOOK", raising=False)
+    model = manifest_dir(tmp_path / "model")
+    args = ["--capture", str(capture), "--model-dir", str(model)]
+
+    dropped = CliRunner().invoke(quality, ["--labels", str(write_labels(tmp_path / "l.csv", labels)), *args])
+    assert dropped.exit_code == EXIT_QUALITY_ALARM, dropped.output
+    assert "recall 0.50" in dropped.output
+
+    # On review, 18 of day two's missed claims were fine after all: its recall is 20 / 22 again.
+    fixed = {**labels, **{f"b-fn-{i}": 0 for i in range(2, 20)}}
+    cleared = CliRunner().invoke(
+        quality, ["--labels", str(write_labels(tmp_path / "fixed.csv", fixed)), "--json", *args]
+    )
+    assert cleared.exit_code == 0, cleared.output
+    assert json.loads(cleared.output)["alarm"] is False
+
+    log = [json.loads(x) for x in (home / "monitoring" / "alarms.jsonl").read_text().splitlines()]
+    assert [(r["key"], r["new_state"]) for r in log] == [("model-quality", "ALARM"), ("model-quality", "OK")]
+    assert log[0]["quality"]["recall"] == 0.5
+
+
+def test_the_model_server_captures_what_the_quality_report_reads(model_dir: Path, tmp_path: Path) -> None:
+    policy = CapturePolicy(personal_fields=frozenset({"description", "gender"}))
+    watch = ServerMonitoring(
+        CaptureWriter(tmp_path / "capture", policy),
+        EndpointMetrics(LocalMetricsSink(tmp_path / "metrics.jsonl")),
+    )
+    claims: list[dict[str, Any]] = [
+        minimal_claim(claim_id=f"SRV-{i}", description="Jane Doe says the van was stolen", gender="female")
+        for i in range(5)
+    ]
+    with TestClient(create_model_server(model_dir, watch)) as client:  # leaving it flushes the capture
+        answer = client.post("/invocations", json={"instances": claims})
+        assert answer.status_code == 200
+        assert (
+            client.post(
+                "/invocations", content=b"{broken", headers={"Content-Type": "application/json"}
+            ).status_code
+            == 400
+        )
+
+    files = list(iter_capture_files(tmp_path / "capture"))
+    text = "".join(p.read_text() for p in files)
+    assert "Jane Doe" not in text and "female" not in text
+    [exchange] = [parse_capture_line(line) for line in text.splitlines()]
+    assert json.loads(exchange.response) == answer.json()
+    predictions = list(predictions_from_capture(tmp_path / "capture"))
+    assert [p.claim_id for p in predictions] == [c["claim_id"] for c in claims]
+
+    published = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    totals = {m["name"]: m["value"] for m in published if m["name"] != "ModelLatency"}
+    assert totals == {"Invocations": 2, "Invocation4XXErrors": 1, "Invocation5XXErrors": 0}
+    assert {m["dimensions"]["EndpointName"] for m in published} == {"claims-risk"}
+    assert sum(m["name"] == "ModelLatency" for m in published) == 2
