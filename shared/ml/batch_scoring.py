@@ -466,18 +466,29 @@ def _factors_as_text(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 class CsvRowWriter:
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
-        self._file = path.open("w", encoding="utf-8", newline="")
-        self._columns = list(columns)
-        csv.writer(self._file, lineterminator="\n").writerow(self._columns)
+    """Arrow's CSV writer (C++), quoting only where needed: pandas' writer took a seventh of the
+    batch path's time on a million claims."""
+
+    def __init__(self, path: Path, columns: Sequence[str], types: Mapping[str, str]) -> None:
+        import pyarrow.csv as pa_csv
+
+        self._schema = _arrow_schema(columns, types)
+        self._file = path.open("wb")
+        self._writer = pa_csv.CSVWriter(
+            self._file,
+            self._schema,
+            write_options=pa_csv.WriteOptions(include_header=True, quoting_style="needed"),
+        )
 
     def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+
         if len(frame):
-            _factors_as_text(frame)[self._columns].to_csv(
-                self._file, header=False, index=False, lineterminator="\n"
-            )
+            table = pa.Table.from_pandas(_factors_as_text(frame), schema=self._schema, preserve_index=False)
+            self._writer.write_table(table)
 
     def close(self) -> None:
+        self._writer.close()
         self._file.close()
 
 
@@ -504,11 +515,9 @@ class JsonLinesRowWriter:
 
 class ParquetRowWriter:
     def __init__(self, path: Path, columns: Sequence[str], types: Mapping[str, str]) -> None:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        kinds = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
-        self._schema = pa.schema([(c, kinds[types[c]]) for c in columns])
+        self._schema = _arrow_schema(columns, types)
         self._writer = pq.ParquetWriter(path, self._schema)
 
     def write(self, frame: pd.DataFrame) -> None:
@@ -522,7 +531,7 @@ class ParquetRowWriter:
         self._writer.close()
 
 
-_PARQUET_TYPES: Final = {
+_COLUMN_TYPES: Final = {  # of the scored and rejected files, for Arrow
     "row_number": "int64",
     "claim_id": "string",
     "risk_level": "string",
@@ -535,12 +544,19 @@ _PARQUET_TYPES: Final = {
 }
 
 
+def _arrow_schema(columns: Sequence[str], types: Mapping[str, str]) -> Any:
+    import pyarrow as pa
+
+    kinds = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
+    return pa.schema([(c, kinds[types[c]]) for c in columns])
+
+
 def open_writer(path: Path, kind: InputFormat, columns: Sequence[str]) -> RowWriter:
     if kind == InputFormat.CSV:
-        return CsvRowWriter(path, columns)
+        return CsvRowWriter(path, columns, _COLUMN_TYPES)
     if kind == InputFormat.JSON_LINES:
         return JsonLinesRowWriter(path, columns)
-    return ParquetRowWriter(path, columns, _PARQUET_TYPES)
+    return ParquetRowWriter(path, columns, _COLUMN_TYPES)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -125,10 +125,19 @@ class FittedEncoder(BaseModel):
                 out[:, j] = values == level
                 j += 1
         for name, tokens in self.vocabulary.items():
-            token_sets = [_tokens(v) for v in to_str(data.get(name), n)]
-            for token in tokens:
-                out[:, j] = np.fromiter((token in ts for ts in token_sets), dtype=bool, count=n)
-                j += 1
+            # One pass over the texts: a row's few words set its columns, rather than a pass a word.
+            column_of = {token: j + k for k, token in enumerate(tokens)}
+            out[:, j : j + len(tokens)] = 0.0
+            rows: list[int] = []
+            columns: list[int] = []
+            for i, text in enumerate(to_str(data.get(name), n)):
+                for token in _tokens(text):
+                    column = column_of.get(token)
+                    if column is not None:
+                        rows.append(i)
+                        columns.append(column)
+            out[rows, columns] = 1.0
+            j += len(tokens)
         # A ratio over a tiny denominator, or a number beyond float32, is not a measurement: missing.
         out[~np.isfinite(out)] = np.nan
         return out
