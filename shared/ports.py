@@ -131,6 +131,8 @@ class ArtifactStore(Protocol):
 
     def copy(self, source: str, target: str) -> None: ...
 
+    def write_bytes(self, uri: str, body: bytes) -> None: ...
+
 
 @dataclass(frozen=True)
 class ModelPackageRequest:

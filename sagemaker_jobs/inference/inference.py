@@ -8,8 +8,9 @@ in its environment; a real-time endpoint never has it. In a transform job, a CSV
 (one mini-batch of lines, ``SplitType=Line``) and a Parquet body (a whole file) are scored row by row
 with :func:`shared.ml.batch_scoring.score_lines`, the code that scores files locally: each line gives
 exactly one output line, its prediction or an error naming why it was rejected, so one bad row
-never fails its mini-batch and nothing is lost. Real-time requests keep the all-or-nothing
-behaviour (a bad body is one 4xx).
+never fails its mini-batch and nothing is lost. The rejected rows also go, with their reasons, to
+a JSON Lines part under that rejected prefix (``rejected/<file>/``). Real-time requests keep the
+all-or-nothing behaviour (a bad body is one 4xx).
 """
 
 from __future__ import annotations
@@ -78,8 +79,34 @@ def predict_fn(
         kind = {CSV: InputFormat.CSV, JSON_LINES: InputFormat.JSON_LINES}.get(
             records.media_type, InputFormat.PARQUET
         )
-        return LineResults(score_lines(model, records.body, kind))
+        results = score_lines(model, records.body, kind)
+        publish_rejections(results)
+        return LineResults(results)
     return model.predict_records(records)
+
+
+def publish_rejections(results: list[dict[str, Any]]) -> str | None:
+    """The mini-batch's rejected rows, with their reasons, as one JSON Lines part under the job's
+    rejected prefix (its place in the batch is its line in the ``.out`` file too); the part's URI."""
+    rejected = [
+        {"line_in_batch": i + 1, "claim_id": r.get("claim_id", ""), "reason": r["error"]}
+        for i, r in enumerate(results)
+        if "error" in r
+    ]
+    if not rejected:
+        return None
+    import uuid
+
+    import orjson
+
+    from shared.adapters.artifacts import store_for
+
+    prefix = os.environ[REJECTED_URI_ENV].rstrip("/")
+    uri = f"{prefix}/part-{uuid.uuid4().hex}.jsonl"
+    store_for(uri).write_bytes(
+        uri, b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in rejected)
+    )
+    return uri
 
 
 def output_fn(predictions: list[dict[str, Any]] | LineResults, accept: str) -> bytes:

@@ -63,6 +63,10 @@ class S3ArtifactStore:
         bucket, key = split_s3_uri(target)
         self.client.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)  # multipart if large
 
+    def write_bytes(self, uri: str, body: bytes) -> None:
+        bucket, key = split_s3_uri(uri)
+        self.client.put_object(Bucket=bucket, Key=key, Body=body)
+
     def write_json(self, uri: str, document: Mapping[str, Any]) -> None:
         bucket, key = split_s3_uri(uri)
         self.client.put_object(
@@ -93,6 +97,11 @@ class LocalArtifactStore:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_local_path(source), destination)
 
+    def write_bytes(self, uri: str, body: bytes) -> None:
+        path = _local_path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+
     def write_json(self, uri: str, document: Mapping[str, Any]) -> None:
         path = _local_path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,3 +110,8 @@ class LocalArtifactStore:
 
 def _local_path(uri: str) -> Path:
     return Path(urlparse(uri).path if uri.startswith("file://") else uri)
+
+
+def store_for(uri: str) -> S3ArtifactStore | LocalArtifactStore:
+    """The store that holds ``uri``: S3 for s3:// URIs, the file system otherwise."""
+    return S3ArtifactStore() if uri.startswith("s3://") else LocalArtifactStore()

@@ -206,7 +206,7 @@ def test_a_file_that_cannot_be_read_at_all_fails_with_a_clear_reason(
 
 
 def test_batch_transform_gives_one_line_per_input_line_even_for_bad_rows(
-    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     model = inference.model_fn(str(model_dir))
     columns = [c.name for c in model.spec.columns]  # batch transform's CSV: no header, the spec's order
@@ -221,12 +221,18 @@ def test_batch_transform_gives_one_line_per_input_line_even_for_bad_rows(
     with pytest.raises(PayloadError):
         inference.handle(model, body, "text/csv", "application/jsonlines")
 
-    monkeypatch.setenv(REJECTED_URI_ENV, "s3://bucket/rejected/claims.csv/")
+    # A local folder stands for the job's rejected prefix (s3://bucket/rejected/claims.csv/ in AWS).
+    rejected_prefix = tmp_path / "rejected" / "claims.csv"
+    monkeypatch.setenv(REJECTED_URI_ENV, str(rejected_prefix))
     out, _ = inference.handle(model, body, "text/csv", "application/jsonlines")
     results = [json.loads(line) for line in out.decode().splitlines()]
     assert [r["claim_id"] for r in results] == ["CLM-1", "CLM-2", "CLM-3"]
     assert "extra column" in results[1]["error"]
     assert results[0]["risk_factors"] and "error" not in results[0]
+    [part] = rejected_prefix.glob("part-*.jsonl")
+    [rejection] = [json.loads(line) for line in part.read_text().splitlines()]
+    assert rejection["line_in_batch"] == 2 and rejection["claim_id"] == "CLM-2"
+    assert "extra column" in rejection["reason"]
 
     out, _ = inference.handle(model, body, "text/csv", "text/csv")
     rows = list(csv.reader(io.StringIO(out.decode())))
