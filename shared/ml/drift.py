@@ -383,7 +383,23 @@ def _edge_labels(edges: Sequence[float]) -> list[str]:
     return inner
 
 
-class NumericAccumulator:
+class _Counts:
+    """Binned counts of a feature over the window, with its missing and wrongly typed values;
+    merged across the worker processes that read the capture files."""
+
+    counts: np.ndarray
+    rows: int
+    missing: int
+    wrong_type: int
+
+    def merge(self, other: _Counts) -> None:
+        self.counts += other.counts
+        self.rows += other.rows
+        self.missing += other.missing
+        self.wrong_type += other.wrong_type
+
+
+class NumericAccumulator(_Counts):
     def __init__(self, name: str, role: str, stats: Mapping[str, Any]) -> None:
         self.name, self.role = name, role
         self.edges: list[float] = list(stats.get("bin_edges", []))
@@ -400,12 +416,6 @@ class NumericAccumulator:
         self.wrong_type += wrong_type
         if len(self.counts) and len(present):
             self.counts += np.bincount(bin_index(present, self.edges), minlength=len(self.counts))
-
-    def merge(self, other: NumericAccumulator) -> None:
-        self.counts += other.counts
-        self.rows += other.rows
-        self.missing += other.missing
-        self.wrong_type += other.wrong_type
 
     def result(self) -> FeatureDrift:
         present = int(self.counts.sum())
@@ -431,7 +441,7 @@ class NumericAccumulator:
         )
 
 
-class LevelAccumulator:
+class LevelAccumulator(_Counts):
     """Categorical levels (with an ``other`` level) or a boolean's false/true."""
 
     def __init__(self, name: str, role: str, stats: Mapping[str, Any], boolean: bool) -> None:
@@ -469,12 +479,6 @@ class LevelAccumulator:
                     self.wrong_type += count
             else:
                 self.counts[self.position.get(level, len(self.levels) - 1)] += count
-
-    def merge(self, other: LevelAccumulator) -> None:
-        self.counts += other.counts
-        self.rows += other.rows
-        self.missing += other.missing
-        self.wrong_type += other.wrong_type
 
     def result(self) -> FeatureDrift:
         present = int(self.counts.sum())
