@@ -271,6 +271,47 @@ def test_a_batch_is_scored_over_http(system: RunningSystem, contract: dict[str, 
     assert all(p["risk_factors"] for p in body["predictions"])
 
 
+def test_make_run_scores_a_dropped_file_and_captures_traffic(system: RunningSystem) -> None:
+    """`make run` starts the drop folder's watcher beside the servers, and the model server captures
+    what it scores, as a SageMaker endpoint would."""
+    home = Path(system.output).parent
+    incoming = home / "dropbox" / "incoming"
+    claims = [minimal_claim(claim_id=f"DROP-{i}") for i in range(3)]
+    bad = {**minimal_claim(claim_id="DROP-BAD"), "claim_amount": -5}
+    staged = home / "drop.jsonl.part"  # copied under a temporary name, then renamed, as a system would
+    staged.write_text("".join(json.dumps(c) + "\n" for c in [*claims, bad]), encoding="utf-8")
+    incoming.mkdir(parents=True, exist_ok=True)
+    staged.rename(incoming / "drop.jsonl")
+    summary_file = home / "dropbox" / "summaries" / "drop.jsonl.json"
+    for _ in range(600):  # bounded: the watcher polls every second and waits for the file to settle
+        if summary_file.is_file():
+            break
+        time.sleep(0.1)
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    assert (summary["rows_in"], summary["scored"], summary["rejected"]) == (4, 3, 1)
+    scored = (home / "dropbox" / "scored" / "drop.jsonl").read_text(encoding="utf-8").splitlines()
+    assert sorted(json.loads(line)["claim_id"] for line in scored) == ["DROP-0", "DROP-1", "DROP-2"]
+    rejected = (home / "dropbox" / "rejected" / "drop.jsonl").read_text(encoding="utf-8")
+    assert "DROP-BAD" in rejected and "claim_amount" in rejected
+    # A request to the API reaches the model server, which captures it in SageMaker's format.
+    status, _, _ = http(
+        "POST",
+        f"{system.api}/api/v1/predict",
+        json.dumps(minimal_claim(claim_id="CAPTURED-1")).encode(),
+        {"Content-Type": "application/json", **system.auth},
+    )
+    assert status == 200
+    captured = list((home / "capture").rglob("*.jsonl"))
+    for _ in range(100):
+        if captured and "CAPTURED-1" in "".join(p.read_text(encoding="utf-8") for p in captured):
+            break
+        time.sleep(0.1)
+        captured = list((home / "capture").rglob("*.jsonl"))
+    lines = [json.loads(line) for p in captured for line in p.read_text(encoding="utf-8").splitlines()]
+    [ours] = [r for r in lines if "CAPTURED-1" in r["captureData"]["endpointInput"]["data"]]
+    assert ours["captureData"]["endpointOutput"]["mode"] == "OUTPUT" and ours["eventMetadata"]["eventId"]
+
+
 def test_a_second_run_reuses_the_model_and_stopping_frees_the_ports(
     system: RunningSystem, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
