@@ -18,6 +18,7 @@ from cdk.bundling import REPO_ROOT, job_code_bundling
 from cdk.config import StageConfig
 from cdk.endpoint import KEY_USE
 from cdk.functions import python_function
+from shared.alarms import RETRAIN_ON_ALARMS, alarm
 from step_functions.state_machine import (
     CHAMPION_MODEL_KEY,
     MODEL_CARD_KEY,
@@ -261,7 +262,7 @@ class RetrainingPipeline(Construct):
                 source=["aws.cloudwatch"],
                 detail_type=["CloudWatch Alarm State Change"],
                 detail={
-                    "alarmName": [f"{config.prefix}-{k}" for k in ("feature-drift", "prediction-drift")],
+                    "alarmName": [alarm(k).alarm_name(config.prefix) for k in sorted(RETRAIN_ON_ALARMS)],
                     "state": {"value": ["ALARM"]},
                 },
             ),

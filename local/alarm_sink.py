@@ -24,14 +24,13 @@ from shared.adapters.metrics import LocalMetricsSink
 from shared.adapters.notify import LocalNotifier
 from shared.adapters.webhook import WebhookError, WebhookNotifier
 from shared.alarm_evaluation import INITIAL_STATE, AlarmState, Datapoint, evaluate
-from shared.alarms import ALARMS, AlarmDefinition
+from shared.alarms import ALARMS, RETRAIN_ON_ALARMS, AlarmDefinition
 from shared.ports import Notifier, PipelineStarter, PipelineStartError
 
 log = logging.getLogger("claims_risk.alarms")
 
 PREFIX: Final = "claims-risk"
 # The alarms whose ALARM starts a retraining run: the same two as the AWS stack's OnDrift rule.
-DRIFT_ALARMS: Final = frozenset({"feature-drift", "prediction-drift"})
 # The endpoint's metrics are written once a minute, after the minute ends: evaluating periods that
 # end this long ago means a period is never judged before its data has landed.
 DEFAULT_DELAY_S: Final = 75.0
@@ -192,7 +191,11 @@ class AlarmSink:
 
     def _report(self, transition: Transition) -> None:
         message = transition.message()
-        if transition.new_state == "ALARM" and transition.key in DRIFT_ALARMS and self.retrain is not None:
+        if (
+            transition.new_state == "ALARM"
+            and transition.key in RETRAIN_ON_ALARMS
+            and self.retrain is not None
+        ):
             execution_id = "drift-" + dt.datetime.fromtimestamp(transition.at, dt.UTC).strftime(
                 "%Y%m%d-%H%M%S"
             )

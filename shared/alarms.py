@@ -213,6 +213,10 @@ ALARMS: Final[tuple[AlarmDefinition, ...]] = (
 )
 
 
+# The alarms that may start a retraining run (off unless the stage, or the local run, opts in).
+RETRAIN_ON_ALARMS: Final = frozenset({"feature-drift", "prediction-drift"})
+
+
 def alarm(key: str) -> AlarmDefinition:
     for definition in ALARMS:
         if definition.key == key:
