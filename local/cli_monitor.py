@@ -37,13 +37,17 @@ def monitor() -> None:
     pass
 
 
-@monitor.command("run", help="Run the drift job now over the local data capture.")
-@click.option(
+# The local data capture, read by every monitor command.
+capture_option = click.option(
     "--capture",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="capture folder; default <home>/capture",
+    help="data capture folder; default <home>/capture",
 )
+
+
+@monitor.command("run", help="Run the drift job now over the local data capture.")
+@capture_option
 @click.option(
     "--model-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),

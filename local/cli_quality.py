@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from local.cli_monitor import capture_option
 from shared.ml.quality import (
     DEFAULT_MIN_POSITIVES,
     DEFAULT_TOLERANCE,
@@ -98,12 +99,7 @@ def _print(report: QualityReport) -> None:
     required=True,
     help="CSV with claim_id and the outcome (1/0, true/false, high/low)",
 )
-@click.option(
-    "--capture",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="data capture folder (default: <home>/capture)",
-)
+@capture_option
 @click.option("--bucket", type=click.Choice(["day", "week"]), default="day", show_default=True)
 @click.option(
     "--model-dir",

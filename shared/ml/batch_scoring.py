@@ -722,15 +722,8 @@ def _in_row_order(model: RiskModel, chunk: RowChunk, outcome: ChunkOutcome) -> l
     return results
 
 
-LINE_CSV_COLUMNS: Final = (
-    "claim_id",
-    "risk_level",
-    "risk_score",
-    "confidence",
-    "model_version",
-    "risk_factors",
-    "error",
-)
+# A transform job's CSV output: the real-time API's columns and the reason a row was rejected.
+LINE_CSV_COLUMNS: Final = (*CSV_OUTPUT_COLUMNS, "error")
 
 
 def render_line_results(results: Iterable[dict[str, Any]], as_csv: bool) -> bytes:
