@@ -109,6 +109,15 @@ HYPERPARAMETERS: Final[tuple[Hyperparameter, ...]] = (
         help="maximum epochs; early stopping on validation loss ends most runs sooner",
     ),
     Hyperparameter("nn_patience", "int", 6, 1, 50, tunable=False, family="keras"),
+    Hyperparameter(
+        "max_rows",
+        "int",
+        0,
+        0,
+        10**9,
+        tunable=False,
+        help="train on a stratified sample of at most this many rows (0: all); a tuning trial's budget",
+    ),
     # Every family
     Hyperparameter("early_stopping_rounds", "int", 40, 5, 200, tunable=False, family="xgboost"),
     Hyperparameter("seed", "int", 0, 0, 2**31 - 1, tunable=False),
@@ -156,13 +165,32 @@ TRAINING_METRICS: Final[tuple[str, ...]] = (
 TRAINING_METRIC_DEFINITIONS: Final = metric_definitions(list(TRAINING_METRICS))
 
 
+# Names SageMaker adds to a job's hyperparameters on its own: the tuner's objective
+# (``_tuning_objective_metric``, and any other name with a leading underscore), and the framework
+# toolkits' ``sagemaker_*`` settings and ``model_dir``. They are SageMaker's, never a typo of ours.
+SAGEMAKER_RESERVED_PREFIXES: Final = ("_", "sagemaker_")
+SAGEMAKER_RESERVED_NAMES: Final = frozenset({"model_dir"})
+
+
+def is_reserved_hyperparameter(name: str) -> bool:
+    return name.startswith(SAGEMAKER_RESERVED_PREFIXES) or name in SAGEMAKER_RESERVED_NAMES
+
+
+def split_reserved(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ours, SageMaker's reserved ones)."""
+    reserved = {k: v for k, v in raw.items() if is_reserved_hyperparameter(k)}
+    return {k: v for k, v in raw.items() if k not in reserved}, reserved
+
+
 def parse_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
-    """Defaults overlaid with the given values, each parsed and range-checked; unknown names fail."""
-    unknown = sorted(set(raw) - set(HYPERPARAMETERS_BY_NAME))
+    """Defaults overlaid with the given values, each parsed and range-checked; unknown names fail,
+    except SageMaker's reserved ones, which are left out (the caller logs them)."""
+    ours, _ = split_reserved(raw)
+    unknown = sorted(set(ours) - set(HYPERPARAMETERS_BY_NAME))
     if unknown:
         raise ValueError(f"unknown hyperparameters: {unknown}")
     values = {hp.name: hp.default for hp in HYPERPARAMETERS}
-    for name, value in raw.items():
+    for name, value in ours.items():
         values[name] = HYPERPARAMETERS_BY_NAME[name].parse(value)
     return values
 
@@ -344,3 +372,45 @@ def step(name: str) -> Step:
         if candidate.name == name:
             return candidate
     raise KeyError(name)
+
+
+def static_hyperparameters(inputs: PipelineInputs) -> dict[str, str]:
+    """What every training job of a run gets besides the tuned values, as the strings SageMaker
+    passes: the fixed settings, the run's seed and its decision costs."""
+    fixed = {hp.name: str(hp.default) for hp in HYPERPARAMETERS if not hp.tunable}
+    return {
+        **fixed,
+        "seed": str(inputs.seed),
+        "cost_missed_high_risk": str(inputs.costs.missed_high_risk),
+        "cost_needless_review": str(inputs.costs.needless_review),
+    }
+
+
+def trial_hyperparameters(inputs: PipelineInputs) -> dict[str, str]:
+    """A tuning trial's fixed values: the run's, on a sample of at most ``tuning_max_rows`` rows."""
+    return {**static_hyperparameters(inputs), "max_rows": str(inputs.tuning_max_rows)}
+
+
+# SageMaker's bounds on a tuning job's ResourceLimits (botocore's sagemaker model:
+# MaxNumberOfTrainingJobs >= 1, MaxRuntimeInSeconds in [120, 15768000]).
+TUNING_MIN_RUNTIME_S: Final = 120
+TUNING_MAX_PARALLEL: Final = 2
+
+
+def prepare_run(raw: dict[str, Any]) -> dict[str, Any]:
+    """A run's input as the state machine receives it, checked and completed before any job starts:
+    every default filled (nested ones too), the hyperparameters as SageMaker's strings. A bad input
+    (an unknown field, a typo in a hyperparameter) fails here, before anything is paid for."""
+    inputs = PipelineInputs.model_validate(raw)
+    overrides = {name: str(value) for name, value in inputs.hyperparameters.items()}
+    parse_hyperparameters(overrides)  # a typo or a value out of range fails the run now
+    return {
+        "inputs": inputs.model_dump(mode="json"),
+        "static_hyperparameters": static_hyperparameters(inputs),
+        "trial_hyperparameters": trial_hyperparameters(inputs),
+        "hyperparameter_overrides": overrides,
+        "tuning": {
+            "max_runtime_s": max(TUNING_MIN_RUNTIME_S, int(-(-inputs.tuning_timeout_s // 1))),
+            "max_parallel": max(1, min(TUNING_MAX_PARALLEL, inputs.tuning_trials)),
+        },
+    }

@@ -24,7 +24,6 @@ from step_functions.pipeline import (
     OBJECTIVE_METRIC,
     STEPS,
     TRAINING_METRIC_DEFINITIONS,
-    PipelineInputs,
     Step,
 )
 
@@ -33,17 +32,19 @@ PLACEHOLDERS: Final = (
     "SageMakerRoleArn",
     "DataBucket",
     "KmsKeyArn",
-    "JobImage",
-    "ServingImage",
-    "MonitorImage",
-    "CodeUri",
+    "Image",  # the project's image (sagemaker_jobs/image): every job, the endpoint and transform
     "TasksFunctionArn",
     "TopicArn",
     "EndpointName",
     "ModelPackageGroup",
 )
+# Only with Model Monitor's schedules (an option for accounts that have Model Monitor): its analyzer.
+MODEL_MONITOR_PLACEHOLDERS: Final = ("MonitorImage",)
 PROCESSING_ROOT: Final = "/opt/ml/processing"
-TRAINING_SCRIPT: Final = "sagemaker_jobs/training/train.py"
+JOB_ENTRYPOINT: Final = "job"  # the image's `job MODULE ARGS...` (sagemaker_jobs/image/install.sh)
+VARIANT: Final = "AllTraffic"
+PREPARE_STATE: Final = "prepare run"
+TUNING_CHOICE: Final = "search?"
 RAW_DATA_PREFIX: Final = "training/raw"  # where an insurer drops the claims to train on
 RUNS_PREFIX: Final = "pipeline/runs"
 RUN_TAG: Final = "claims-risk:run"
@@ -82,6 +83,14 @@ SYNC_RESOURCES: Final = {
     "tuning": "arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync",
     "training": "arn:aws:states:::sagemaker:createTrainingJob.sync",
 }
+# The EventBridge rule Step Functions manages for each .sync job kind: its role must be allowed to
+# put and describe it, and creating the state machine checks that it is (Step Functions' "IAM
+# policies for using Amazon SageMaker AI" page: the tuning job's rule is ...TuningJobsRule).
+SYNC_EVENT_RULES: Final = {
+    "processing": "StepFunctionsGetEventsForSageMakerProcessingJobsRule",
+    "tuning": "StepFunctionsGetEventsForSageMakerTuningJobsRule",
+    "training": "StepFunctionsGetEventsForSageMakerTrainingJobsRule",
+}
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,11 @@ class DeploymentGuardrails:
     instance_type: str
     initial_instance_count: int
     capture_percent: int
+    # Target tracking on invocations per instance, registered by the deploy step once it serves.
+    max_instance_count: int = 2
+    invocations_per_instance_target: int = 3000
+    # Model Monitor's data-quality baseline after each deployment: only for accounts with Model Monitor.
+    model_monitor: bool = False
 
     def deployment_config(self) -> dict[str, Any]:
         """The ``DeploymentConfig`` of UpdateEndpoint and of the CloudFormation endpoint."""
@@ -105,7 +119,8 @@ class DeploymentGuardrails:
                     "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": self.canary_percent},
                     "WaitIntervalInSeconds": self.canary_wait_s,
                 },
-                "TerminationWaitInSeconds": 120,
+                # The final baking period: the old fleet stays, ready for a rollback, this long.
+                "TerminationWaitInSeconds": self.baking_s,
                 "MaximumExecutionTimeoutInSeconds": self.canary_wait_s + self.baking_s + 1800,
             },
             "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in self.rollback_alarms]},
@@ -151,16 +166,6 @@ def _hyperparameter_ranges() -> dict[str, list[dict[str, Any]]]:
             }
         )
     return ranges
-
-
-def static_hyperparameters() -> dict[str, str]:
-    """What every training job gets besides the tuned values: fixed defaults and the script to run."""
-    fixed = {hp.name: str(hp.default) for hp in HYPERPARAMETERS if not hp.tunable}
-    return {
-        **fixed,
-        "sagemaker_program": TRAINING_SCRIPT,
-        "sagemaker_submit_directory": _dollar("CodeUri"),
-    }
 
 
 def _channel(name: str, uri_expression: str) -> dict[str, Any]:
@@ -230,16 +235,11 @@ PROCESSING_RESULT: Final = {"name.$": "$.ProcessingJobName", "status.$": "$.Proc
 
 
 def _processing_state(step: Step, next_state: str) -> dict[str, Any]:
-    code_dir = f"{PROCESSING_ROOT}/input/code"
-    # The code arrives as the same sourcedir.tar.gz the training jobs use: unpack, install, run.
-    entrypoint = [
-        "bash",
-        "-c",
-        f"set -e; cd {code_dir}; tar xzf sourcedir.tar.gz; pip install --quiet -r requirements.txt; "
-        f'python -m {step.module} "$@"',
-        step.name,
-    ]
-    app_spec: dict[str, Any] = {"ImageUri": _dollar("JobImage"), "ContainerEntrypoint": entrypoint}
+    # The image carries the code and every library: nothing to fetch or install when the job starts.
+    app_spec: dict[str, Any] = {
+        "ImageUri": _dollar("Image"),
+        "ContainerEntrypoint": [JOB_ENTRYPOINT, step.module],
+    }
     arguments = _container_arguments(step)
     if arguments:
         app_spec["ContainerArguments.$"] = arguments
@@ -249,17 +249,7 @@ def _processing_state(step: Step, next_state: str) -> dict[str, Any]:
         if "champion" in step.optional_inputs
         else {}
     )
-    inputs = [
-        {
-            "InputName": "code",
-            "S3Input": {
-                "S3Uri": _dollar("CodeUri"),
-                "LocalPath": code_dir,
-                "S3DataType": "S3Prefix",
-                "S3InputMode": "File",
-            },
-        }
-    ]
+    inputs = []
     for name in step.inputs:
         inputs.append(
             {
@@ -299,7 +289,7 @@ def _processing_state(step: Step, next_state: str) -> dict[str, Any]:
 def _training_definition(step: Step) -> dict[str, Any]:
     return {
         "AlgorithmSpecification": {
-            "TrainingImage": _dollar("JobImage"),
+            "TrainingImage": _dollar("Image"),
             "TrainingInputMode": "File",
             "MetricDefinitions": [dict(d) for d in TRAINING_METRIC_DEFINITIONS],
         },
@@ -308,7 +298,9 @@ def _training_definition(step: Step) -> dict[str, Any]:
         "OutputDataConfig": {"S3OutputPath.$": _run_uri("tuning"), "KmsKeyId": _dollar("KmsKeyArn")},
         "ResourceConfig": _resources(step),
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-        "StaticHyperParameters": static_hyperparameters(),
+        # The run's seed and costs, and its sample size per trial (see pipeline.prepare_run).
+        "StaticHyperParameters.$": "$.trial_hyperparameters",
+        "EnableNetworkIsolation": True,  # a trial reads its channels and writes its model, nothing else
     }
 
 
@@ -320,7 +312,8 @@ def _tuning_state(step: Step, next_state: str) -> dict[str, Any]:
             "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": OBJECTIVE_METRIC},
             "ResourceLimits": {
                 "MaxNumberOfTrainingJobs.$": "$.inputs.tuning_trials",
-                "MaxParallelTrainingJobs": 2,
+                "MaxParallelTrainingJobs.$": "$.tuning.max_parallel",
+                "MaxRuntimeInSeconds.$": "$.tuning.max_runtime_s",  # the run's tuning_timeout_s
             },
             "ParameterRanges": _hyperparameter_ranges(),
             "TrainingJobEarlyStoppingType": "Auto",
@@ -339,14 +332,15 @@ def _training_state(step: Step, next_state: str) -> dict[str, Any]:
     parameters = {
         "TrainingJobName.$": _job_name(step.name),
         "AlgorithmSpecification": {
-            "TrainingImage": _dollar("JobImage"),
+            "TrainingImage": _dollar("Image"),
             "TrainingInputMode": "File",
             "MetricDefinitions": [dict(d) for d in TRAINING_METRIC_DEFINITIONS],
         },
         "RoleArn": _dollar("SageMakerRoleArn"),
         # Fixed values, then the tuner's best, then the run's own overrides (strings, as SageMaker wants).
         "HyperParameters.$": "States.JsonMerge(States.JsonMerge($.static_hyperparameters, "
-        "$.jobs.tune.hyperparameters, false), $.inputs.hyperparameters, false)",
+        "$.jobs.tune.hyperparameters, false), $.hyperparameter_overrides, false)",
+        "EnableNetworkIsolation": True,
         "InputDataConfig": channels,
         "OutputDataConfig": {"S3OutputPath.$": _run_uri("model"), "KmsKeyId": _dollar("KmsKeyArn")},
         "ResourceConfig": _resources(step),
@@ -376,11 +370,15 @@ def _tasks_state(
 
 
 def _sdk_state(
-    action: str, parameters: dict[str, Any], result: dict[str, str] | None, next_state: str
+    action: str,
+    parameters: dict[str, Any],
+    result: dict[str, str] | None,
+    next_state: str,
+    service: str = "sagemaker",
 ) -> dict[str, Any]:
     state: dict[str, Any] = {
         "Type": "Task",
-        "Resource": f"arn:aws:states:::aws-sdk:sagemaker:{action}",
+        "Resource": f"arn:aws:states:::aws-sdk:{service}:{action}",
         "Parameters": parameters,
         "Retry": [RETRY_SAGEMAKER],
         "Catch": _catch("deploy"),
@@ -456,7 +454,7 @@ def _deploy_states(
     """
     config_name = "$.deploy.config_name"
     variant = {
-        "VariantName": "AllTraffic",
+        "VariantName": VARIANT,
         "ModelName.$": config_name,
         "InstanceType": guardrails.instance_type,
         "InitialInstanceCount": guardrails.initial_instance_count,
@@ -470,7 +468,7 @@ def _deploy_states(
         "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
     }
     deployment = guardrails.deployment_config()
-    return {
+    states: dict[str, dict[str, Any]] = {
         step.name: {
             "Type": "Pass",
             "Comment": step.description,
@@ -528,6 +526,8 @@ def _deploy_states(
                 "EndpointName": _dollar("EndpointName"),
                 "EndpointConfigName.$": config_name,
                 "DeploymentConfig": deployment,
+                # Keep the instance count autoscaling has set, whatever the new config's initial count.
+                "RetainAllVariantProperties": True,
             },
             None,
             "deploy: wait",
@@ -556,7 +556,7 @@ def _deploy_states(
                             "StringEqualsPath": "$.deploy.config_name",
                         },
                     ],
-                    "Next": "deploy: model card",
+                    "Next": "deploy: autoscaling",
                 },
                 {
                     "Or": [
@@ -586,9 +586,9 @@ def _deploy_states(
             "ResultPath": "$.deploy.card",
             "Retry": [RETRY_LAMBDA],
             "Catch": _catch("deploy"),
-            "Next": "deploy: monitoring baseline",
+            "Next": "deploy: monitoring baseline" if guardrails.model_monitor else next_state,
         },
-        "deploy: monitoring baseline": _monitoring_baseline_state(step, next_state),
+        **_autoscaling_states(guardrails, "deploy: model card"),
         "deploy: rolled back": {
             "Type": "Pass",
             "Parameters": {
@@ -601,6 +601,53 @@ def _deploy_states(
             "Next": "failed at deploy",
         },
     }
+    if guardrails.model_monitor:
+        states["deploy: monitoring baseline"] = _monitoring_baseline_state(step, next_state)
+    return states
+
+
+def _autoscaling_states(guardrails: DeploymentGuardrails, next_state: str) -> dict[str, dict[str, Any]]:
+    """Target tracking on invocations per instance, (re)registered once the endpoint serves, so the
+    endpoint scales whichever way its first model arrived. Both calls are idempotent, and a new model
+    on the same instance type keeps its scaling ("Update endpoints that use auto scaling", SageMaker
+    developer guide)."""
+    target = {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": f"endpoint/{_dollar('EndpointName')}/variant/{VARIANT}",
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+    }
+    return {
+        "deploy: autoscaling": _sdk_state(
+            "registerScalableTarget",
+            {
+                **target,
+                "MinCapacity": guardrails.initial_instance_count,
+                "MaxCapacity": guardrails.max_instance_count,
+            },
+            None,
+            "deploy: scaling policy",
+            service="applicationautoscaling",
+        ),
+        "deploy: scaling policy": _sdk_state(
+            "putScalingPolicy",
+            {
+                **target,
+                "PolicyName": f"{_dollar('EndpointName')}-invocations-per-instance",
+                "PolicyType": "TargetTrackingScaling",
+                "TargetTrackingScalingPolicyConfiguration": {
+                    "TargetValue": guardrails.invocations_per_instance_target,
+                    "PredefinedMetricSpecification": {
+                        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+                    },
+                    "ScaleInCooldown": 600,
+                    "ScaleOutCooldown": 120,
+                },
+            },
+            None,
+            next_state,
+            service="applicationautoscaling",
+        ),
+    }
 
 
 def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
@@ -608,26 +655,29 @@ def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
     names = [s.name for s in STEPS]
     main = [s for s in STEPS if s.kind != "notify"]
     states: dict[str, Any] = {
-        "fill defaults": {
-            "Type": "Pass",
-            "Comment": "every input has a default, so a console start with {} runs the whole pipeline",
-            "Result": {
-                "inputs": PipelineInputs().model_dump(mode="json"),
-                "static_hyperparameters": static_hyperparameters(),
-            },
-            "ResultPath": "$.defaults",
-            "Next": "prepare run",
-        },
-        "prepare run": {
-            "Type": "Pass",
+        PREPARE_STATE: {
+            "Type": "Task",
+            "Comment": "check the run's input and fill every default (nested ones too), so a console "
+            "start with {} runs the whole pipeline and a typo fails before any job is paid for",
+            "Resource": "arn:aws:states:::lambda:invoke",
             "Parameters": {
-                "inputs.$": "States.JsonMerge($.defaults.inputs, $$.Execution.Input, false)",
-                "static_hyperparameters.$": "$.defaults.static_hyperparameters",
+                "FunctionName": _dollar("TasksFunctionArn"),
+                "Payload": {"action": "prepare", "input.$": "$$.Execution.Input"},
+            },
+            "ResultSelector": {
+                "inputs.$": "$.Payload.inputs",
+                "static_hyperparameters.$": "$.Payload.static_hyperparameters",
+                "trial_hyperparameters.$": "$.Payload.trial_hyperparameters",
+                "hyperparameter_overrides.$": "$.Payload.hyperparameter_overrides",
+                "tuning.$": "$.Payload.tuning",
                 "run": {
                     "id.$": "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 0)",
                     "execution.$": "$$.Execution.Name",
                 },
             },
+            "ResultPath": "$",
+            "Retry": [RETRY_LAMBDA],
+            "Catch": _catch(PREPARE_STATE),
             "Next": "name run folder",
         },
         "name run folder": {
@@ -643,10 +693,27 @@ def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
     }
     for position, step in enumerate(main):
         following = main[position + 1].name if position + 1 < len(main) else "notify"
+        if position + 1 < len(main) and main[position + 1].kind == "tuning":
+            following = TUNING_CHOICE
         if step.kind == "processing":
             states[step.name] = _processing_state(step, following)
         elif step.kind == "tuning":
             states[step.name] = _tuning_state(step, following)
+            # SageMaker's tuner needs at least one trial: 0 trials means the defaults, no search.
+            states[TUNING_CHOICE] = {
+                "Type": "Choice",
+                "Choices": [
+                    {"Variable": "$.inputs.tuning_trials", "NumericGreaterThan": 0, "Next": step.name}
+                ],
+                "Default": f"{step.name}: skipped",
+            }
+            states[f"{step.name}: skipped"] = {
+                "Type": "Pass",
+                "Comment": "tuning_trials 0: the final training uses the defaults and the run's overrides",
+                "Result": {"best_job": "", "hyperparameters": {}},
+                "ResultPath": f"$.jobs.{step.name}",
+                "Next": following,
+            }
         elif step.kind == "training":
             states[step.name] = _training_state(step, following)
         elif step.kind == "gates":
@@ -674,7 +741,7 @@ def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
                     "evaluation.$": _run_uri("evaluation/evaluation.json"),
                     "report.$": _run_uri("evaluation/report.html"),
                     "gates.$": "$.inputs.gates",
-                    "image": _dollar("ServingImage"),
+                    "image": _dollar("Image"),
                     "model_package_group": _dollar("ModelPackageGroup"),
                     "run.$": "$.run.execution",
                 },
@@ -692,7 +759,7 @@ def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
         "Resource": "arn:aws:states:::sns:publish",
         "Parameters": {
             "TopicArn": _dollar("TopicArn"),
-            "Subject.$": "States.Format('claims-risk retraining {} ended', $.run.execution)",
+            "Subject.$": "States.Format('claims-risk retraining {} ended', $$.Execution.Name)",
             "Message.$": "$",
         },
         "ResultPath": None,
@@ -722,16 +789,16 @@ def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
         "Error": "RetrainingFailed",
         "Cause": "a step failed; see the notification",
     }
-    for step in main:
-        states[f"failed at {step.name}"] = {
+    for failed in [PREPARE_STATE, *(s.name for s in main)]:
+        states[f"failed at {failed}"] = {
             "Type": "Pass",
-            "Result": step.name,
+            "Result": failed,
             "ResultPath": "$.failed_step",
             "Next": "notify",
         }
     return {
         "Comment": "claims-risk retraining: " + " → ".join(names),
-        "StartAt": "fill defaults",
+        "StartAt": PREPARE_STATE,
         "States": states,
     }
 

@@ -31,7 +31,7 @@ from shared.ml.evaluation import choose_threshold, classification_metrics
 from shared.ml.families import EXPLANATION_METHODS, TrainingData, fit_family
 from shared.ml.features import fit_encoder
 from shared.ml.model import Calibration, Lineage, Manifest, write_artifact
-from step_functions.pipeline import parse_hyperparameters
+from step_functions.pipeline import parse_hyperparameters, split_reserved
 
 SPEC_IN_CHANNEL = "feature_spec.json"
 LINEAGE_IN_CHANNEL = "lineage.json"
@@ -92,12 +92,23 @@ def target_of(frame: pd.DataFrame, spec: FeatureSpec, channel: str) -> np.ndarra
 def run(environment: TrainingEnvironment) -> dict[str, Any]:
     started = time.perf_counter()
     hp = parse_hyperparameters(environment.hyperparameters)
+    _, reserved = split_reserved(environment.hyperparameters)
+    if reserved:
+        log(f"SageMaker's own hyperparameters, not the model's: {json.dumps(reserved, sort_keys=True)}")
     spec = resolve_spec(environment, hp)
     log(f"spec {spec.name!r}; hyperparameters {json.dumps(hp, sort_keys=True)}")
     train = read_channel(environment.channel("train"), "train")
     validation = read_channel(environment.channel("validation"), "validation")
     y_train = target_of(train, spec, "train")
     y_val = target_of(validation, spec, "validation")
+    if 0 < hp["max_rows"] < len(train):  # a tuning trial's budget: a stratified sample
+        from sklearn.model_selection import train_test_split
+
+        kept, _ = train_test_split(
+            np.arange(len(train)), train_size=hp["max_rows"], stratify=y_train, random_state=hp["seed"]
+        )
+        train, y_train = train.iloc[np.sort(kept)].reset_index(drop=True), y_train[np.sort(kept)]
+        log(f"training on a stratified sample of {hp['max_rows']} rows")
     log(f"{len(train)} training rows, {len(validation)} validation rows")
 
     encoder = fit_encoder(spec, train, y_train)

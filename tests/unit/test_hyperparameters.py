@@ -59,3 +59,25 @@ def test_a_stopping_gate_goes_to_notify_and_jobs_are_told_from_tasks() -> None:
     gates = step("gates")
     assert gates.on_stop_next == "notify"
     assert [s.name for s in STEPS if s.is_job] == ["validate", "features", "tune", "train", "evaluate"]
+
+
+def test_a_tuning_trials_reserved_hyperparameters_are_accepted_and_left_out() -> None:
+    """What a trial receives from SageMaker's tuner and the framework toolkits (issue 11, point 5):
+    ``_tuning_objective_metric`` is added to every trial; ``sagemaker_*`` and ``model_dir`` by the
+    framework estimators. None of them is a model hyperparameter, and none is a typo."""
+    raw = {
+        "xgb_max_depth": "5",
+        "_tuning_objective_metric": "validation:pr_auc",
+        "sagemaker_program": "train.py",
+        "sagemaker_submit_directory": "s3://bucket/code.tar.gz",
+        "sagemaker_region": '"eu-west-1"',
+        "model_dir": "/opt/ml/model",
+    }
+    values = parse_hyperparameters(raw)
+    assert values["xgb_max_depth"] == 5
+    assert not {"_tuning_objective_metric", "sagemaker_program", "model_dir"} & set(values)
+
+
+def test_a_typo_next_to_reserved_names_still_fails() -> None:
+    with pytest.raises(ValueError, match=r"unknown hyperparameters: \['xgb_maxdepth'\]"):
+        parse_hyperparameters({"_tuning_objective_metric": "validation:pr_auc", "xgb_maxdepth": "5"})
