@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from local.alarm_sink import AlarmSink, alarm_sink_from_env
-from local.model_server import EndpointMetrics
+from sagemaker_jobs.inference.model_server import EndpointMetrics
 from shared.adapters.metrics import LocalMetricsSink
 from shared.adapters.webhook import WebhookNotifier
 from shared.alarms import FEATURE_DRIFT_METRIC, MONITORING_NAMESPACE

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from local.cli_quality import EXIT_QUALITY_ALARM, quality
-from local.model_server import EndpointMetrics, ServerMonitoring, create_model_server
+from sagemaker_jobs.inference.model_server import EndpointMetrics, ServerMonitoring, create_model_server
 from shared.adapters.metrics import LocalMetricsSink
 from shared.capture import CapturePolicy, CaptureWriter, iter_capture_files, parse_capture_line
 from shared.ml.quality import Baseline, predictions_from_capture, quality_report

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from starlette.testclient import TestClient
 
-from local.model_server import create_model_server
+from sagemaker_jobs.inference.model_server import create_model_server
 from local.servers import free_port, start_model_server, stop, wait_until_ready
 from shared.adapters.endpoint import SageMakerEndpoint
 from shared.ports import EndpointRejectedInput
