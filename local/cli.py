@@ -383,7 +383,7 @@ def _print_where_to_look(api_url: str, model_url: str, model_dir: Path, logs: Pa
 def serve_model(model_dir: Path, host: str, port: int) -> None:
     import uvicorn
 
-    from local.model_server import create_model_server
+    from sagemaker_jobs.inference.model_server import create_model_server
 
     uvicorn.run(create_model_server(model_dir), host=host, port=port, log_level="warning", access_log=False)
 
