@@ -133,6 +133,19 @@ class ArtifactStore(Protocol):
 
     def write_bytes(self, uri: str, body: bytes) -> None: ...
 
+    def exists_under(self, prefix_uri: str) -> bool:
+        """Whether any object lies under ``prefix_uri`` (an S3 prefix or a folder)."""
+        ...
+
+
+class ProcessingJobLauncher(Protocol):
+    """Starts SageMaker processing jobs outside the state machine (the hourly drift job)."""
+
+    def start(self, request: Mapping[str, Any]) -> str:
+        """Start the job from a ``CreateProcessingJob`` request; its ARN, or its name when a job of
+        that name already exists (a second trigger of the same hour)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ModelPackageRequest:

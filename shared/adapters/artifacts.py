@@ -67,6 +67,10 @@ class S3ArtifactStore:
         bucket, key = split_s3_uri(uri)
         self.client.put_object(Bucket=bucket, Key=key, Body=body)
 
+    def exists_under(self, prefix_uri: str) -> bool:
+        bucket, prefix = split_s3_uri(prefix_uri)
+        return bool(self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
+
     def write_json(self, uri: str, document: Mapping[str, Any]) -> None:
         bucket, key = split_s3_uri(uri)
         self.client.put_object(
@@ -106,6 +110,10 @@ class LocalArtifactStore:
         path = _local_path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document, indent=2), encoding="utf-8")
+
+    def exists_under(self, prefix_uri: str) -> bool:
+        path = _local_path(prefix_uri)
+        return path.is_file() or (path.is_dir() and any(p.is_file() for p in path.rglob("*")))
 
 
 def _local_path(uri: str) -> Path:

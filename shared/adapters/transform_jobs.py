@@ -66,7 +66,7 @@ class SageMakerTransformLauncher:
                 Tags=[{"Key": key, "Value": value} for key, value in spec.tags.items()],
             )
         except ClientError as error:
-            if _is_duplicate_name(error, spec.job_name):
+            if is_duplicate_name(error, spec.job_name):
                 # Started by an earlier delivery whose idempotency record was lost: the job stands.
                 return spec.job_name
             details = error.response.get("Error", {})
@@ -78,7 +78,7 @@ class SageMakerTransformLauncher:
         return str(answer["TransformJobArn"])
 
 
-def _is_duplicate_name(error: Any, job_name: str) -> bool:
+def is_duplicate_name(error: Any, job_name: str) -> bool:
     details = error.response.get("Error", {})
     message = str(details.get("Message", "")).lower()
     return (
