@@ -10,25 +10,22 @@ version: Lambda's code folder is read-only, so without it every cold start compi
 (about 15 ms). The bytecode is bound to no timestamp (zipping changes them) and is not checked
 against the source: the bundle never changes once built.
 
-The jobs' bundle is SageMaker's ``sourcedir.tar.gz``: the job scripts, the domain core they import,
-and a ``requirements.txt`` exported from the lock file, which the container installs at start.
+The SageMaker jobs need no bundle: the project image carries their code and libraries (see
+sagemaker_jobs/image/ and cdk/images.py).
 """
 
 from __future__ import annotations
 
 import ast
 import compileall
-import io
 import logging
 import py_compile
 import shutil
-import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import jsii
-from aws_cdk import BundlingOptions, BundlingOutput, DockerImage, ILocalBundling
+from aws_cdk import BundlingOptions, DockerImage, ILocalBundling
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_PYTHON = "3.12"  # the functions' runtime (cdk/functions.py uses the matching Runtime)
@@ -134,56 +131,3 @@ API_SOURCES = module_sources("lambdas.api.handler")
 
 def api_bundling(bytecode_for: str = LAMBDA_PYTHON) -> BundlingOptions:
     return function_bundling("lambdas.api.handler", bytecode_for)
-
-
-# The SageMaker jobs' code: the scripts and everything under the packages they import.
-JOB_PACKAGES = ("shared", "sagemaker_jobs", "step_functions")
-
-
-def job_requirements() -> str:
-    """The ML group of the lock file, pinned, for the job and serving containers to install."""
-    uv = Path(sys.executable).parent / "uv"
-    answer = subprocess.run(
-        [
-            str(uv if uv.exists() else "uv"),
-            "export",
-            "--frozen",
-            "--only-group",
-            "ml",
-            "--no-hashes",
-            "--no-emit-project",
-            "--no-header",
-            "--no-annotate",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return answer.stdout
-
-
-@jsii.implements(ILocalBundling)
-class SourceDirArchive:
-    """SageMaker's sourcedir.tar.gz, written as the asset's one file."""
-
-    def try_bundle(self, output_dir: str, *, image: DockerImage, **_: object) -> bool:
-        requirements = job_requirements()
-        with tarfile.open(Path(output_dir) / "sourcedir.tar.gz", "w:gz") as archive:
-            for package in JOB_PACKAGES:
-                for path in sorted((REPO_ROOT / package).rglob("*")):
-                    if path.is_file() and "__pycache__" not in path.parts and path.suffix in {".py", ".json"}:
-                        archive.add(path, arcname=str(path.relative_to(REPO_ROOT)))
-            data = requirements.encode()
-            info = tarfile.TarInfo("requirements.txt")
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-        return True
-
-
-def job_code_bundling() -> BundlingOptions:
-    return BundlingOptions(
-        image=DockerImage.from_registry("local-bundling-only"),
-        local=SourceDirArchive(),
-        output_type=BundlingOutput.ARCHIVED,  # the tarball is the asset, as SageMaker wants it
-    )

@@ -28,7 +28,6 @@ class StageConfig:
     log_retention: logs.RetentionDays
     removal_policy: RemovalPolicy
     # The real-time endpoint and its guardrails.
-    serving_family: str
     endpoint_instance_type: str
     endpoint_min_instances: int
     endpoint_max_instances: int
@@ -42,7 +41,9 @@ class StageConfig:
     retrain_on_schedule: bool
     retrain_on_drift: bool  # as locally: off unless the insurer opts in
     transform_instance_type: str
-    monitor_schedule_cron: str
+    monitor_schedule_cron: str  # Model Monitor's own schedule (accounts that have it): hourly at :00
+    # Our drift job (EventBridge Scheduler): each hour, after the previous hour's capture is written.
+    drift_schedule_cron: str = "cron(10 * * * ? *)"
 
     @property
     def prefix(self) -> str:
@@ -61,7 +62,6 @@ STAGES = {
         lambda_memory_mb=512,
         log_retention=logs.RetentionDays.TWO_WEEKS,
         removal_policy=RemovalPolicy.DESTROY,
-        serving_family="xgboost",
         endpoint_instance_type="ml.m5.large",
         endpoint_min_instances=1,
         endpoint_max_instances=2,
@@ -87,7 +87,6 @@ STAGES = {
         lambda_memory_mb=1024,
         log_retention=logs.RetentionDays.THREE_MONTHS,
         removal_policy=RemovalPolicy.RETAIN,
-        serving_family="xgboost",
         endpoint_instance_type="ml.m5.xlarge",
         endpoint_min_instances=2,
         endpoint_max_instances=6,

@@ -1,18 +1,33 @@
-"""Container images from the SageMaker SDK's image URI lookup, resolved offline at synth time.
+"""Container images: the project's own image for every job and the endpoint, and (only for accounts
+that use Model Monitor's schedules) Model Monitor's analyzer.
 
-The stack is environment-agnostic, so it cannot know its region when synthesized: each image is
-looked up for every supported region into a CloudFormation mapping, read with the stack's region.
+The project image is built by CDK at deploy time from ``sagemaker_jobs/image/Dockerfile`` (a Docker
+image asset; synthesis itself needs no Docker). A user without Docker deploys a prebuilt image of
+the same commit instead: ``-c image_uri=<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>``.
+
+The analyzer's URI is looked up offline by the SageMaker SDK for every supported region into a
+CloudFormation mapping, read with the stack's region (the stack is environment-agnostic).
 """
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from functools import cache
 
-from aws_cdk import Aws, CfnMapping
+from aws_cdk import Aws, CfnMapping, IgnoreMode
+from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
-# Commercial regions where SageMaker offers every image below.
+from cdk.bundling import REPO_ROOT
+
+DOCKERFILE = "sagemaker_jobs/image/Dockerfile"
+# The build context is the repository root, limited to what the Dockerfile copies: the asset's hash,
+# so the image tag, changes only when they do.
+IMAGE_CONTEXT = ("pyproject.toml", "uv.lock", "shared", "sagemaker_jobs", "step_functions")
+IMAGE_EXCLUDE = ["*", *(f"!{path}" for path in IMAGE_CONTEXT), "**/__pycache__", "**/*.pyc"]
+
+# Commercial regions where SageMaker offers Model Monitor's analyzer.
 REGIONS = (
     "us-east-1",
     "us-east-2",
@@ -41,15 +56,6 @@ class ImageChoice:
     image_scope: str | None = None
 
 
-# The jobs (processing, tuning, training, drift) run in the TensorFlow image: the heaviest of our
-# libraries is already there, and the job's requirements.txt adds the rest.
-JOB_IMAGE = ImageChoice("tensorflow", "2.19", "py312", "training")
-# Serving, per model family: the framework container that runs our inference script.
-SERVING_IMAGES = {
-    "xgboost": ImageChoice("xgboost", "3.0-5"),
-    "random_forest": ImageChoice("sklearn", "1.4-2"),
-    "keras": ImageChoice("sklearn", "1.4-2"),  # tensorflow-cpu comes from the requirements
-}
 MONITOR_IMAGE = ImageChoice("model-monitor", "")
 
 
@@ -71,22 +77,45 @@ def image_uri(choice: ImageChoice, region: str) -> str:
     )
 
 
+def code_version() -> str:
+    """The commit being deployed, baked into the image as its code version."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 class Images(Construct):
-    """One mapping, region → image, for the job, serving and Model Monitor images."""
+    """The project image (built, or prebuilt and named), and Model Monitor's analyzer by region."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, serving_family: str) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, prebuilt_uri: str | None = None) -> None:
         super().__init__(scope, construct_id)
-        if serving_family not in SERVING_IMAGES:
-            raise ValueError(f"no serving image for family {serving_family!r}: {sorted(SERVING_IMAGES)}")
-        choices = {"job": JOB_IMAGE, "serving": SERVING_IMAGES[serving_family], "monitor": MONITOR_IMAGE}
-        self.mapping = CfnMapping(
-            self,
-            "ByRegion",
-            mapping={
-                region: {name: image_uri(choice, region) for name, choice in choices.items()}
-                for region in REGIONS
-            },
-        )
+        self.asset: ecr_assets.DockerImageAsset | None = None
+        if prebuilt_uri:
+            self.project = prebuilt_uri
+        else:
+            self.asset = ecr_assets.DockerImageAsset(
+                self,
+                "Project",
+                directory=str(REPO_ROOT),
+                file=DOCKERFILE,
+                exclude=IMAGE_EXCLUDE,
+                ignore_mode=IgnoreMode.DOCKER,
+                platform=ecr_assets.Platform.LINUX_AMD64,  # ml.m5 instances are x86_64
+                build_args={"CODE_VERSION": code_version()},
+            )
+            self.project = self.asset.image_uri
+        self._monitor: CfnMapping | None = None
 
-    def uri(self, name: str) -> str:
-        return self.mapping.find_in_map(Aws.REGION, name)
+    @property
+    def monitor(self) -> str:
+        """Model Monitor's analyzer for this region (the mapping exists only once asked for)."""
+        if self._monitor is None:
+            self._monitor = CfnMapping(
+                self,
+                "ModelMonitorByRegion",
+                mapping={region: {"monitor": image_uri(MONITOR_IMAGE, region)} for region in REGIONS},
+            )
+        return self._monitor.find_in_map(Aws.REGION, "monitor")

@@ -9,18 +9,22 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as assets
 from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from cdk.bundling import REPO_ROOT
 from cdk.config import StageConfig
 from cdk.data import MONITORING_PREFIX
+from cdk.functions import python_function
 from shared.alarms import ALARMS, AlarmDefinition, alarm
-from step_functions.state_machine import CHAMPION_MODEL_KEY, MONITORING_BASELINE_PREFIX
+from shared.drift_jobs import CAPTURE_PREFIX
+from step_functions.state_machine import MONITORING_BASELINE_PREFIX
 
-DRIFT_JOB_MODULE = "sagemaker_jobs.monitoring.drift"
 RECORD_PREPROCESSOR = REPO_ROOT / "sagemaker_jobs" / "monitoring" / "record_preprocessor.py"
 COMPARISONS = {
     "GreaterThanThreshold": cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -99,7 +103,13 @@ class OnCall(Construct):
 
 
 class ModelMonitoring(Construct):
-    """Model Monitor's data-quality schedule and our drift job (bring-your-own container), hourly."""
+    """The hourly drift job, and (only for accounts that have SageMaker Model Monitor) its data-quality
+    schedule.
+
+    Model Monitor is no longer open to new customers, so the drift job does not depend on it:
+    EventBridge Scheduler invokes the drift-trigger Lambda each hour, which starts a plain processing
+    job in the project image over the last full hour of captured traffic (shared/drift_jobs.py).
+    """
 
     def __init__(
         self,
@@ -108,15 +118,87 @@ class ModelMonitoring(Construct):
         *,
         config: StageConfig,
         key: kms.IKey,
+        bucket: s3.IBucket,
+        role: iam.IRole,
+        endpoint_name: str,
+        image: str,
+        monitor_image: str | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        self.trigger = python_function(
+            self,
+            "DriftTrigger",
+            handler_module="lambdas.drift_trigger.handler",
+            service="claims-risk-drift-trigger",
+            config=config,
+            key=key,
+            environment={
+                "CLAIMS_RISK_IMAGE_URI": image,
+                "CLAIMS_RISK_SAGEMAKER_ROLE_ARN": role.role_arn,
+                "CLAIMS_RISK_DATA_BUCKET": bucket.bucket_name,
+                "SAGEMAKER_ENDPOINT_NAME": endpoint_name,
+                "CLAIMS_RISK_KMS_KEY_ARN": key.key_arn,
+                "CLAIMS_RISK_JOB_PREFIX": config.prefix,
+            },
+            timeout=Duration.seconds(30),
+            memory_mb=256,
+        )
+        self.trigger.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:CreateProcessingJob", "sagemaker:AddTags"],
+                resources=[
+                    stack.format_arn(
+                        service="sagemaker",
+                        resource="processing-job",
+                        resource_name=f"{config.prefix}-drift-*",
+                    )
+                ],
+            )
+        )
+        self.trigger.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        self.trigger.add_to_role_policy(  # is there any captured traffic in the hour?
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{CAPTURE_PREFIX}/*"]}},
+            )
+        )
+        invoker = iam.Role(self, "SchedulerRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"))
+        self.schedule = scheduler.Schedule(
+            self,
+            "DriftSchedule",
+            description="the drift job over the last full hour of captured traffic",
+            schedule=scheduler.ScheduleExpression.expression(config.drift_schedule_cron),
+            target=scheduler_targets.LambdaInvoke(
+                self.trigger,
+                input=scheduler.ScheduleTargetInput.from_object(
+                    {"scheduled_time": scheduler.ContextAttribute.scheduled_time}
+                ),
+                retry_attempts=2,
+                role=invoker,
+            ),
+        )
+        if monitor_image is not None:
+            self._model_monitor_schedule(config, key, bucket.bucket_name, role, endpoint_name, monitor_image)
+
+    def _model_monitor_schedule(
+        self,
+        config: StageConfig,
+        key: kms.IKey,
         bucket_name: str,
         role: iam.IRole,
         endpoint_name: str,
         monitor_image: str,
-        job_image: str,
-        code_uri: str,
-        condition: CfnCondition,
     ) -> None:
-        super().__init__(scope, construct_id)
+        """Model Monitor's own data-quality job, hourly, against the baseline the deploy step profiles.
+        Only with ``-c model_monitor=true``, once an endpoint exists (a schedule names its endpoint)."""
         base = f"s3://{bucket_name}/{MONITORING_PREFIX}"
         baseline = f"s3://{bucket_name}/{MONITORING_BASELINE_PREFIX}"
         # Captured requests hold {"instances": [...]}: this script turns each into flat claim records.
@@ -179,7 +261,6 @@ class ModelMonitoring(Construct):
                 max_runtime_in_seconds=1800
             ),
         )
-        data_quality.cfn_options.condition = condition
         data_quality_schedule = sagemaker.CfnMonitoringSchedule(
             self,
             "DataQualitySchedule",
@@ -192,79 +273,8 @@ class ModelMonitoring(Construct):
                 ),
             ),
         )
-        data_quality_schedule.cfn_options.condition = condition
         # The definition has no name attribute to reference, so the order is set by hand.
         data_quality_schedule.add_dependency(data_quality)
-
-        # Our drift job: PSI/KS/chi-square per feature against the baseline in the model artifact.
-        # Monitoring jobs take no code input, so the entrypoint fetches the jobs' source bundle itself.
-        # Each entrypoint element must stay under 256 characters: the code URI comes as "$1".
-        fetch = (
-            "import boto3,sys;b,k=sys.argv[1][5:].split('/',1);"
-            "boto3.client('s3').download_file(b,k,'code.tar.gz')"
-        )
-        script = (
-            f'set -e;mkdir -p /opt/code;cd /opt/code;python -c "{fetch}" "$1";tar xzf code.tar.gz;'
-            f"pip install -q -r requirements.txt;python -m {DRIFT_JOB_MODULE}"
-        )
-        entrypoint = ["bash", "-c", script, "drift", code_uri]
-        drift = sagemaker.CfnMonitoringSchedule(
-            self,
-            "DriftSchedule",
-            monitoring_schedule_name=f"{config.prefix}-drift",
-            monitoring_schedule_config=sagemaker.CfnMonitoringSchedule.MonitoringScheduleConfigProperty(
-                monitoring_type="DataQuality",
-                schedule_config=sagemaker.CfnMonitoringSchedule.ScheduleConfigProperty(
-                    schedule_expression=config.monitor_schedule_cron
-                ),
-                monitoring_job_definition=sagemaker.CfnMonitoringSchedule.MonitoringJobDefinitionProperty(
-                    role_arn=role.role_arn,
-                    monitoring_app_specification=sagemaker.CfnMonitoringSchedule.MonitoringAppSpecificationProperty(
-                        image_uri=job_image, container_entrypoint=entrypoint
-                    ),
-                    monitoring_inputs=[
-                        sagemaker.CfnMonitoringSchedule.MonitoringInputProperty(
-                            endpoint_input=sagemaker.CfnMonitoringSchedule.EndpointInputProperty(
-                                endpoint_name=endpoint_name, local_path="/opt/ml/processing/input/endpoint"
-                            )
-                        )
-                    ],
-                    monitoring_output_config=sagemaker.CfnMonitoringSchedule.MonitoringOutputConfigProperty(
-                        kms_key_id=key.key_arn,
-                        monitoring_outputs=[
-                            sagemaker.CfnMonitoringSchedule.MonitoringOutputProperty(
-                                s3_output=sagemaker.CfnMonitoringSchedule.S3OutputProperty(
-                                    local_path="/opt/ml/processing/output",
-                                    s3_uri=f"{base}reports/drift",
-                                    s3_upload_mode="EndOfJob",
-                                )
-                            )
-                        ],
-                    ),
-                    monitoring_resources=sagemaker.CfnMonitoringSchedule.MonitoringResourcesProperty(
-                        cluster_config=sagemaker.CfnMonitoringSchedule.ClusterConfigProperty(
-                            instance_count=1,
-                            instance_type="ml.m5.large",
-                            volume_size_in_gb=20,
-                            volume_kms_key_id=key.key_arn,
-                        )
-                    ),
-                    environment={
-                        "publish_cloudwatch_metrics": "Enabled",
-                        "CLAIMS_RISK_ENDPOINT": endpoint_name,
-                        # The serving model, whose artifact carries the baseline statistics.
-                        "CLAIMS_RISK_MODEL_URI": f"s3://{bucket_name}/{CHAMPION_MODEL_KEY}",
-                    },
-                    network_config=sagemaker.CfnMonitoringSchedule.NetworkConfigProperty(
-                        enable_inter_container_traffic_encryption=True
-                    ),
-                    stopping_condition=sagemaker.CfnMonitoringSchedule.StoppingConditionProperty(
-                        max_runtime_in_seconds=1800
-                    ),
-                ),
-            ),
-        )
-        drift.cfn_options.condition = condition
 
 
 def component_alarms(

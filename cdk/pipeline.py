@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from aws_cdk import AssetHashType, CfnParameter, Duration, Stack
+from aws_cdk import ArnFormat, CfnParameter, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_assets as assets
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from cdk.bundling import REPO_ROOT, job_code_bundling
 from cdk.config import StageConfig
 from cdk.endpoint import KEY_USE
 from cdk.functions import python_function
@@ -23,11 +21,13 @@ from step_functions.state_machine import (
     CHAMPION_MODEL_KEY,
     MODEL_CARD_KEY,
     RUNS_PREFIX,
+    SYNC_EVENT_RULES,
     DeploymentGuardrails,
     definition_json,
 )
 
 JOB_NAME_PREFIX = "claims-risk-"  # every job, model and endpoint config the machine creates
+AUTOSCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
 
 
 class RetrainingPipeline(Construct):
@@ -43,27 +43,11 @@ class RetrainingPipeline(Construct):
         topic: sns.ITopic,
         endpoint_name: str,
         guardrails: DeploymentGuardrails,
-        job_image: str,
-        serving_image: str,
-        monitor_image: str,
+        image: str,
+        monitor_image: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        self.code = assets.Asset(
-            self,
-            "JobCode",
-            path=str(REPO_ROOT),
-            bundling=job_code_bundling(),
-            asset_hash_type=AssetHashType.OUTPUT,  # hash the bundle, not the repository
-        )
-        sagemaker_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[
-                    f"arn:{stack.partition}:s3:::{self.code.s3_bucket_name}/{self.code.s3_object_key}"
-                ],
-            )
-        )
         model_package_group = f"{config.prefix}-models"
         mlflow_uri = CfnParameter(
             scope,
@@ -146,14 +130,12 @@ class RetrainingPipeline(Construct):
                 "SageMakerRoleArn": sagemaker_role.role_arn,
                 "DataBucket": bucket.bucket_name,
                 "KmsKeyArn": key.key_arn,
-                "JobImage": job_image,
-                "ServingImage": serving_image,
-                "MonitorImage": monitor_image,
-                "CodeUri": self.code.s3_object_url,
+                "Image": image,
                 "TasksFunctionArn": self.tasks.function_arn,
                 "TopicArn": topic.topic_arn,
                 "EndpointName": endpoint_name,
                 "ModelPackageGroup": model_package_group,
+                **({"MonitorImage": monitor_image} if monitor_image is not None else {}),
             },
             role=self.role,
             logs=sfn.LogOptions(
@@ -210,8 +192,59 @@ class RetrainingPipeline(Construct):
                     arns("model"),
                     arns("endpoint-config"),
                     arns("endpoint", endpoint_name),
-                    arns("model-package", f"{JOB_NAME_PREFIX}*/*"),
+                    # The registry's versions, or an approved package given as the run's input.
+                    arns("model-package", "*"),
                 ],
+            )
+        )
+        # The deploy step registers the endpoint's autoscaling once it serves: Application Auto
+        # Scaling's actions, what it needs of SageMaker and CloudWatch on the caller's behalf, and its
+        # service-linked role the first time ("Application Auto Scaling identity-based policy
+        # examples" and "Service-linked roles for Application Auto Scaling", its user guide).
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="EndpointAutoscaling",
+                actions=[
+                    "application-autoscaling:RegisterScalableTarget",
+                    "application-autoscaling:DescribeScalableTargets",
+                    "application-autoscaling:PutScalingPolicy",
+                    "application-autoscaling:DescribeScalingPolicies",
+                ],
+                resources=["*"],  # scalable targets have no ARN before they are registered
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="AutoscalingOnTheCallersBehalf",
+                actions=[
+                    "sagemaker:DescribeEndpoint",
+                    "sagemaker:DescribeEndpointConfig",
+                    "sagemaker:UpdateEndpointWeightsAndCapacities",
+                    "cloudwatch:DescribeAlarms",
+                    "cloudwatch:PutMetricAlarm",
+                    "cloudwatch:DeleteAlarms",
+                ],
+                resources=[
+                    arns("endpoint", endpoint_name),
+                    arns("endpoint-config"),
+                    stack.format_arn(
+                        service="cloudwatch",
+                        resource="alarm",
+                        resource_name="TargetTracking*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    ),
+                ],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="AutoscalingServiceLinkedRole",
+                actions=["iam:CreateServiceLinkedRole"],
+                resources=[
+                    f"arn:{stack.partition}:iam::{stack.account}:role/aws-service-role/"
+                    f"{AUTOSCALING_SERVICE}/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+                ],
+                conditions={"StringLike": {"iam:AWSServiceName": AUTOSCALING_SERVICE}},
             )
         )
         self.role.add_to_policy(
@@ -222,12 +255,8 @@ class RetrainingPipeline(Construct):
                 sid="SyncJobEvents",  # how the .sync integrations learn that a job ended
                 actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
                 resources=[
-                    stack.format_arn(
-                        service="events",
-                        resource="rule",
-                        resource_name=f"StepFunctionsGetEventsForSageMaker{kind}JobsRule",
-                    )
-                    for kind in ("Processing", "Training", "HyperParameterTuning")
+                    stack.format_arn(service="events", resource="rule", resource_name=rule)
+                    for rule in SYNC_EVENT_RULES.values()
                 ],
             )
         )

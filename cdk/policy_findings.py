@@ -39,7 +39,7 @@ def _by_path() -> dict[str, list[tuple[str, str]]]:
         # The functions.
         **{
             f"{fn}/Resource": [("AwsSolutions::AwsSolutions-L1", _LATEST_RUNTIME)]
-            for fn in ("ClaimsApi/Handler", "Batch/Trigger", "Retraining/Tasks")
+            for fn in ("ClaimsApi/Handler", "Batch/Trigger", "Retraining/Tasks", "Monitoring/DriftTrigger")
         },
         **{
             f"{fn}/ServiceRole/Resource": [
@@ -49,9 +49,25 @@ def _by_path() -> dict[str, list[tuple[str, str]]]:
                     _BASIC_EXECUTION,
                 )
             ]
-            for fn in ("ClaimsApi/Handler", "Batch/Trigger", "Retraining/Tasks")
+            for fn in ("ClaimsApi/Handler", "Batch/Trigger", "Retraining/Tasks", "Monitoring/DriftTrigger")
         },
         "ClaimsApi/Handler/ServiceRole/DefaultPolicy": [(f"{_IAM5}[Resource::*]", _XRAY)],
+        "Monitoring/DriftTrigger/ServiceRole/DefaultPolicy": [
+            (f"{_IAM5}[Resource::*]", _XRAY),
+            *[
+                (
+                    f"{_IAM5}[Resource::{_ARN}:processing-job/claims-risk-{stage}-drift-*]",
+                    "one drift job an hour, named after the hour it reads: the prefix is the narrowest",
+                )
+                for stage in ("dev", "prod")
+            ],
+        ],
+        "Monitoring/SchedulerRole/DefaultPolicy": [
+            (
+                f"{_IAM5}[Resource::<MonitoringDriftTrigger68777DC3.Arn>:*]",
+                "CDK's grant_invoke allows the drift trigger's versions and aliases too",
+            )
+        ],
         "Batch/Trigger/ServiceRole/DefaultPolicy": [
             (f"{_IAM5}[Resource::*]", _XRAY),
             (f"{_IAM5}[Action::kms:GenerateDataKey*]", _KMS_TABLE),
@@ -110,8 +126,15 @@ def _by_path() -> dict[str, list[tuple[str, str]]]:
                 )
             ],
             (
-                f"{_IAM5}[Resource::{_ARN}:model-package/claims-risk-*/*]",
-                "the deploy step reads the registered version it serves, whose number SageMaker assigns",
+                f"{_IAM5}[Resource::{_ARN}:model-package/*]",
+                "the deploy step reads the version it serves: one the run registered, or an approved "
+                "package given as the run's input, from a group named by whoever approved it",
+            ),
+            (
+                f"{_IAM5}[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:"
+                "alarm:TargetTracking*]",
+                "target tracking creates its alarms under names Application Auto Scaling chooses, all "
+                "starting TargetTracking (AWS's managed policy for the SageMaker scaling role uses the same)",
             ),
         ],
         "SageMaker/Role/DefaultPolicy": [

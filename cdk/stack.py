@@ -35,19 +35,22 @@ class ClaimsRiskStack(Stack):
             description="Name of the SageMaker real-time endpoint that serves the claims risk model",
             allowed_pattern="^[a-zA-Z0-9](-*[a-zA-Z0-9])*$",
         ).value_as_string
+        # Synthesis-time choices (cdk.json or -c): a prebuilt project image instead of building one,
+        # and Model Monitor's schedule for accounts that have Model Monitor (off by default).
+        prebuilt_image = str(self.node.try_get_context("image_uri") or "") or None
+        model_monitor = str(self.node.try_get_context("model_monitor") or "").lower() in {"1", "true", "yes"}
         data = DataLayer(self, "Data", config=config)
         on_call = OnCall(self, "OnCall", config=config, key=data.key)
-        images = Images(self, "Images", serving_family=config.serving_family)
+        images = Images(self, "Images", prebuilt_uri=prebuilt_image)
+        monitor_image = images.monitor if model_monitor else None
         sagemaker_role = SageMakerRole(self, "SageMaker", bucket=data.bucket, key=data.key).role
         endpoint = ModelEndpoint(
             self,
             "Endpoint",
             config=config,
-            key=data.key,
-            bucket=data.bucket,
-            role=sagemaker_role,
             endpoint_name=endpoint_name,
             on_call=on_call,
+            model_monitor=model_monitor,
         )
         pipeline = RetrainingPipeline(
             self,
@@ -59,9 +62,8 @@ class ClaimsRiskStack(Stack):
             topic=on_call.topic,
             endpoint_name=endpoint_name,
             guardrails=endpoint.guardrails,
-            job_image=images.uri("job"),
-            serving_image=images.uri("serving"),
-            monitor_image=images.uri("monitor"),
+            image=images.project,
+            monitor_image=monitor_image,
         )
         api = ClaimsApi(
             self,
@@ -95,13 +97,11 @@ class ClaimsRiskStack(Stack):
             "Monitoring",
             config=config,
             key=data.key,
-            bucket_name=data.bucket.bucket_name,
+            bucket=data.bucket,
             role=sagemaker_role,
             endpoint_name=endpoint_name,
-            monitor_image=images.uri("monitor"),
-            job_image=images.uri("job"),
-            code_uri=pipeline.code.s3_object_url,
-            condition=endpoint.has_model,
+            image=images.project,
+            monitor_image=monitor_image,
         )
         # Alarms: drift, the API, each function, the pipeline and batch jobs, all to on-call.
         for key in ("feature-drift", "prediction-drift", "missing-values"):

@@ -343,6 +343,12 @@ class PipelineInputs(BaseModel):
     )
     gates: GateConfig = Field(default_factory=GateConfig, description="what a challenger must pass")
     seed: int = 0
+    model_package_arn: str | None = Field(
+        default=None,
+        pattern=r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:model-package/[\w-]+/\d+$",
+        description="AWS only: deploy this approved model package version (of the stack's registry) "
+        "instead of training one: the endpoint gets it with capture, autoscaling and guardrails",
+    )
 
     def training_hyperparameters(self, chosen: dict[str, Any]) -> dict[str, Any]:
         """The final training's hyperparameters: the tuner's choice, the run's seed and costs, overrides."""

@@ -44,6 +44,7 @@ PROCESSING_ROOT: Final = "/opt/ml/processing"
 JOB_ENTRYPOINT: Final = "job"  # the image's `job MODULE ARGS...` (sagemaker_jobs/image/install.sh)
 VARIANT: Final = "AllTraffic"
 PREPARE_STATE: Final = "prepare run"
+GIVEN_PACKAGE_CHOICE: Final = "given model package?"
 TUNING_CHOICE: Final = "search?"
 RAW_DATA_PREFIX: Final = "training/raw"  # where an insurer drops the claims to train on
 RUNS_PREFIX: Final = "pipeline/runs"
@@ -650,6 +651,74 @@ def _autoscaling_states(guardrails: DeploymentGuardrails, next_state: str) -> di
     }
 
 
+def _given_package_states(first_step: str, deploy_step: str) -> dict[str, dict[str, Any]]:
+    """``{"model_package_arn": ...}`` deploys an approved package instead of training one, through the
+    same deploy step: the endpoint has one owner whichever way its model arrives."""
+    return {
+        GIVEN_PACKAGE_CHOICE: {
+            "Type": "Choice",
+            "Choices": [
+                {
+                    "And": [
+                        {"Variable": "$.inputs.model_package_arn", "IsPresent": True},
+                        {"Variable": "$.inputs.model_package_arn", "IsString": True},
+                    ],
+                    "Next": "given package: model data",
+                }
+            ],
+            "Default": first_step,
+        },
+        "given package: model data": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::aws-sdk:sagemaker:describeModelPackage",
+            "Parameters": {"ModelPackageName.$": "$.inputs.model_package_arn"},
+            "ResultSelector": {
+                "model.$": "$.InferenceSpecification.Containers[0].ModelDataUrl",
+                "model_package_arn.$": "$.ModelPackageArn",
+                "approval.$": "$.ModelApprovalStatus",
+            },
+            "ResultPath": "$.jobs.train",
+            "Retry": [RETRY_SAGEMAKER],
+            "Catch": _catch(deploy_step),
+            "Next": "given package: approved?",
+        },
+        "given package: approved?": {
+            "Type": "Choice",
+            "Choices": [
+                {
+                    "Variable": "$.jobs.train.approval",
+                    "StringEquals": "Approved",
+                    "Next": "given package: gates",
+                }
+            ],
+            "Default": "given package: not approved",
+        },
+        "given package: not approved": {
+            "Type": "Pass",
+            "Parameters": {
+                "Error": "ModelPackageNotApproved",
+                "Cause.$": "States.Format('model package {} is {}, not Approved: nothing was deployed', "
+                "$.jobs.train.model_package_arn, $.jobs.train.approval)",
+            },
+            "ResultPath": "$.failure",
+            "Next": f"failed at {deploy_step}",
+        },
+        "given package: gates": {
+            "Type": "Pass",
+            "Comment": "an approved package passed its gates when it was registered",
+            "Result": {"passed": True, "summary": "an approved model package, deployed as given"},
+            "ResultPath": "$.gates",
+            "Next": "given package: registration",
+        },
+        "given package: registration": {
+            "Type": "Pass",
+            "Parameters": {"model_package_arn.$": "$.jobs.train.model_package_arn", "model_version": "given"},
+            "ResultPath": "$.register",
+            "Next": deploy_step,
+        },
+    }
+
+
 def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
     """The state machine, as an ASL document with ``${Name}`` placeholders."""
     names = [s.name for s in STEPS]
@@ -688,8 +757,9 @@ def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
                 "prefix.$": f"States.Format('s3://{_dollar('DataBucket')}/{RUNS_PREFIX}/{{}}', $.run.id)",
             },
             "ResultPath": "$.run",
-            "Next": names[0],
+            "Next": GIVEN_PACKAGE_CHOICE,
         },
+        **_given_package_states(first_step=names[0], deploy_step="deploy"),
     }
     for position, step in enumerate(main):
         following = main[position + 1].name if position + 1 < len(main) else "notify"
@@ -826,7 +896,9 @@ def step_states(asl: dict[str, Any]) -> list[str]:
         if state_name in names:
             order.append(state_name)
         state = asl["States"][state_name]
-        if state["Type"] == "Choice":
+        if state_name == GIVEN_PACKAGE_CHOICE:  # a training run, not the deployment of a given package
+            state_name = state["Default"]
+        elif state["Type"] == "Choice":
             # Follow the happy path: the first choice (gates passed, endpoint serving).
             state_name = state["Choices"][0]["Next"]
             if state_name in seen:

@@ -12,6 +12,7 @@ Catch, pointed at a Lambda that does not exist. The deploy step's ``Wait`` is sh
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -23,7 +24,7 @@ import pytest
 from moto import mock_aws
 from moto.sns.models import sns_backends
 
-from step_functions.pipeline import PipelineInputs, step, step_names
+from step_functions.pipeline import PipelineInputs, prepare_run, step, step_names
 from step_functions.state_machine import (
     PLACEHOLDERS,
     SYNC_RESOURCES,
@@ -80,20 +81,43 @@ HAPPY: Final[Responses] = {
     # The endpoint serves the config this run created: the name comes from States.UUID at run time.
     "deploy: status": {"status": "InService", "config.$": "$.deploy.config_name"},
     "deploy: model card": {"card": f"s3://{BUCKET}/models/current/manifest.json"},
-    "deploy: monitoring baseline": {"name": "claims-risk-run-baseline", "status": "Completed"},
+    "deploy: autoscaling": None,
+    "deploy: scaling policy": None,
+    "given package: model data": {
+        "model": f"s3://{BUCKET}/pipeline/runs/earlier/model/output/model.tar.gz",
+        "model_package_arn": MODEL_PACKAGE_ARN,
+        "approval": "Approved",
+    },
 }
+PREPARE: Final = "prepare run"
+
+
+def prepared(start_input: dict[str, Any]) -> dict[str, Any]:
+    """What the prepare task hands on: the real ``prepare_run`` of the input, and the run's id made as
+    the state's ResultSelector makes it."""
+    selector = definition(GUARDRAILS)["States"][PREPARE]["ResultSelector"]
+    return {**prepare_run(start_input), "run": selector["run"]}
+
+
+def has_paths(value: Any) -> bool:
+    """Whether a canned result holds paths or intrinsics (``"key.$"``) anywhere."""
+    if isinstance(value, dict):
+        return any(str(k).endswith(".$") or has_paths(v) for k, v in value.items())
+    return isinstance(value, list) and any(has_paths(v) for v in value)
 
 
 def is_rewritten(state: Mapping[str, Any]) -> bool:
     """A task moto cannot run: a SageMaker job or SDK call, or a Lambda invocation."""
     resource = str(state.get("Resource", ""))
-    return state["Type"] == "Task" and ("sagemaker" in resource or "lambda:invoke" in resource)
+    return state["Type"] == "Task" and any(
+        kind in resource for kind in (":sagemaker:", ":aws-sdk:", "lambda:invoke")
+    )
 
 
 def stand_in(state: Mapping[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
     """A Pass state in place of a task: same Parameters, ResultPath and Next, a canned result."""
     replacement: dict[str, Any] = {"Type": "Pass", "Comment": f"stand-in for {state['Resource']}"}
-    if result is not None and any(key.endswith(".$") for key in result):
+    if result is not None and has_paths(result):
         replacement["Parameters"] = result
     else:
         if "Parameters" in state:
@@ -202,10 +226,7 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
             "SageMakerRoleArn": role_arn,
             "DataBucket": BUCKET,
             "KmsKeyArn": key_arn,
-            "JobImage": f"{image}-jobs:test",
-            "ServingImage": f"{image}-serving:test",
-            "MonitorImage": f"{image}-model-monitor-analyzer:test",
-            "CodeUri": f"s3://{BUCKET}/code/sourcedir.tar.gz",
+            "Image": f"{image}:test",
             "TasksFunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:claims-risk-pipeline-tasks",
             "TopicArn": topic_arn,
             "EndpointName": ENDPOINT,
@@ -230,6 +251,8 @@ def run(
 ) -> Run:
     """Create the (rewritten) state machine, start it, wait until it ends, and collect what it did."""
     asl = json.loads(substitute(definition_json(GUARDRAILS), sandbox.values))
+    if fail != PREPARE:
+        responses = {PREPARE: prepared(start_input or {}), **responses}
     machine_arn = sandbox.sfn.create_state_machine(
         name="claims-risk-retraining",
         definition=json.dumps(rewrite(asl, responses, fail)),
@@ -275,9 +298,10 @@ def test_each_job_runs_through_its_sync_integration() -> None:
     sync = {name: s["Resource"] for name, s in states.items() if str(s.get("Resource", "")).endswith(".sync")}
     assert set(sync.values()) <= set(SYNC_RESOURCES.values())
     jobs = {name for name in step_names() if step(name).is_job}
-    # Every job step, plus Model Monitor's baselining job inside the deploy step.
-    assert set(sync) == jobs | {"deploy: monitoring baseline"}
-    assert sync["deploy: monitoring baseline"] == SYNC_RESOURCES["processing"]
+    assert set(sync) == jobs
+    # Model Monitor's baselining job inside the deploy step, only for accounts that use Model Monitor.
+    with_monitor = definition(dataclasses.replace(GUARDRAILS, model_monitor=True))["States"]
+    assert with_monitor["deploy: monitoring baseline"]["Resource"] == SYNC_RESOURCES["processing"]
     for name in jobs:
         assert sync[name] == SYNC_RESOURCES[step(name).kind], name
     assert step("tune").kind == "tuning"
@@ -287,12 +311,12 @@ def test_each_job_runs_through_its_sync_integration() -> None:
 
 def test_every_rewritten_task_has_a_happy_result() -> None:
     states = definition(GUARDRAILS)["States"]
-    assert {name for name, s in states.items() if is_rewritten(s)} == set(HAPPY)
+    assert {name for name, s in states.items() if is_rewritten(s)} == set(HAPPY) | {PREPARE}
 
 
 def test_the_rewrite_touches_only_what_moto_cannot_run() -> None:
     asl = definition(GUARDRAILS)
-    rewritten = rewrite(asl, HAPPY, fail="train")
+    rewritten = rewrite(asl, {PREPARE: prepared({}), **HAPPY}, fail="train")
     assert rewritten["StartAt"] == asl["StartAt"]
     assert rewritten["States"].keys() == asl["States"].keys()
     for name, state in asl["States"].items():
@@ -320,10 +344,12 @@ def test_happy_path_promotes_through_the_guarded_update(sandbox: Sandbox) -> Non
     assert result.status == "SUCCEEDED", result.cause
     assert result.last_state == "promoted"
     assert "deploy: guarded update" in result.entered
-    assert "deploy: model card" in result.entered
-    assert (
-        "deploy: monitoring baseline" in result.entered
-    )  # Model Monitor's baseline of the new model  # the API's card names the model that now serves
+    assert "deploy: model card" in result.entered  # the API's card names the model that now serves
+    # Autoscaling is (re)registered once the endpoint serves the new model.
+    assert is_subsequence(
+        ["deploy: serving?", "deploy: autoscaling", "deploy: scaling policy"], result.entered
+    )
+    assert "deploy: monitoring baseline" not in result.entered  # Model Monitor is off by default
     assert "deploy: create endpoint" not in result.entered
     assert is_subsequence(step_names(), result.entered), result.entered
     assert not any(name.startswith("failed at") for name in result.entered)
@@ -430,3 +456,67 @@ def test_the_first_deployment_creates_the_endpoint(sandbox: Sandbox) -> None:
     assert result.last_state == "promoted"
     assert "deploy: create endpoint" in result.entered
     assert "deploy: guarded update" not in result.entered
+
+
+def test_zero_trials_skip_the_tuning_job(sandbox: Sandbox) -> None:
+    """SageMaker's MaxNumberOfTrainingJobs is at least 1: 0 trials must not start a tuning job."""
+    result = run(sandbox, {"tuning_trials": 0})
+
+    assert result.status == "SUCCEEDED", result.cause
+    assert "tune" not in result.entered
+    assert is_subsequence(["features", "search?", "tune: skipped", "train"], result.entered)
+    assert result.entered_input("train")["jobs"]["tune"]["hyperparameters"] == {}
+
+
+def test_the_run_inputs_reach_the_jobs(sandbox: Sandbox) -> None:
+    """Seed, costs, sample size, tuning budget and overrides are in the state each job reads them from."""
+    start = {
+        "seed": 11,
+        "costs": {"missed_high_risk": 9},
+        "tuning_max_rows": 5000,
+        "tuning_timeout_s": 900.5,
+        "tuning_trials": 3,
+        "hyperparameters": {"xgb_max_depth": 6},
+    }
+    state = run(sandbox, start).entered_input("train")
+
+    assert state["static_hyperparameters"]["seed"] == "11"
+    assert state["static_hyperparameters"]["cost_missed_high_risk"] == "9.0"
+    assert state["static_hyperparameters"]["cost_needless_review"] == "1.0"  # nested default kept
+    assert state["trial_hyperparameters"]["max_rows"] == "5000"
+    assert state["tuning"] == {"max_runtime_s": 901, "max_parallel": 2}
+    assert state["hyperparameter_overrides"] == {"xgb_max_depth": "6"}
+
+
+def test_an_approved_model_package_is_deployed_through_the_same_step(sandbox: Sandbox) -> None:
+    result = run(sandbox, {"model_package_arn": MODEL_PACKAGE_ARN})
+
+    assert result.status == "SUCCEEDED", result.cause
+    assert result.last_state == "promoted"
+    assert "validate" not in result.entered and "register" not in result.entered
+    assert is_subsequence(
+        ["given package: model data", "deploy", "deploy: guarded update", "deploy: autoscaling", "notify"],
+        result.entered,
+    )
+    assert result.message["register"]["model_package_arn"] == MODEL_PACKAGE_ARN
+
+
+def test_a_model_package_not_approved_is_not_deployed(sandbox: Sandbox) -> None:
+    given = {**HAPPY["given package: model data"], "approval": "PendingManualApproval"}  # type: ignore[dict-item]
+    responses: Responses = {**HAPPY, "given package: model data": given}
+    result = run(sandbox, {"model_package_arn": MODEL_PACKAGE_ARN}, responses=responses)
+
+    assert result.status == "FAILED"
+    assert not [name for name in result.entered if name.startswith("deploy")]
+    assert result.message["failure"]["Error"] == "ModelPackageNotApproved"
+
+
+def test_a_bad_input_fails_at_prepare_and_notifies(sandbox: Sandbox) -> None:
+    with pytest.raises(ValueError, match="tuning_trails"):  # what the prepare task raises
+        prepare_run({"tuning_trails": 5})
+    result = run(sandbox, {"tuning_trails": 5}, fail=PREPARE)
+
+    assert result.status == "FAILED"
+    assert is_subsequence(["failed at prepare run", "notify", "run failed"], result.entered)
+    assert "validate" not in result.entered
+    assert result.subjects == ["claims-risk retraining run-1 ended"]
