@@ -92,7 +92,7 @@ class ClaimsRiskStack(Stack):
             endpoint_name=endpoint_name,
             topic=on_call.topic,
         )
-        ModelMonitoring(
+        monitoring = ModelMonitoring(
             self,
             "Monitoring",
             config=config,
@@ -109,7 +109,13 @@ class ClaimsRiskStack(Stack):
         api_dimensions = {"ApiName": api.api.rest_api_name, "Stage": config.stage}
         for key in ("api-5xx", "api-latency", "api-throttled"):
             on_call.alarm(self, key, api_dimensions)
-        for name, function in (("api", api.function), ("batch", batch.function), ("tasks", pipeline.tasks)):
+        functions = (
+            ("api", api.function),
+            ("batch", batch.function),
+            ("tasks", pipeline.tasks),
+            ("drift", monitoring.trigger),
+        )
+        for name, function in functions:
             for key in ("lambda-errors", "lambda-throttles"):
                 on_call.alarm(function, key, {"FunctionName": function.function_name}, suffix=name)
         on_call.alarm(self, "pipeline-failed", {"StateMachineArn": pipeline.state_machine.state_machine_arn})

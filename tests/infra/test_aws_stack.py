@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from cdk.config import stage_config
 from cdk.data import CAPTURE_PREFIX, INCOMING_PREFIX
 from cdk.endpoint import guardrails
-from cdk.images import REGIONS
+from cdk.images import IMAGE_CONTEXT, REGIONS
 from shared import auth
 from shared.alarms import ALARMS, MONITORING_NAMESPACE
 from step_functions.pipeline import step_names
@@ -62,46 +63,57 @@ def test_data_is_encrypted_everywhere(synthesized: Synthesized) -> None:
     assert one(synthesized, "AWS::KMS::Key")["EnableKeyRotation"] is True
 
 
+def test_the_endpoint_has_one_owner_the_state_machine(synthesized: Synthesized) -> None:
+    """CloudFormation never creates the endpoint (issue 11, point 9): a later deploy cannot revert the
+    pipeline's model, and no parameter can create a second owner of the same name."""
+    template = synthesized.template_json
+    for kind in ("AWS::SageMaker::Endpoint", "AWS::SageMaker::EndpointConfig", "AWS::SageMaker::Model"):
+        assert not resources(synthesized, kind), kind
+    assert "ModelPackageArn" not in template.get("Parameters", {})
+    states = state_machine_definition(synthesized)["States"]
+    assert {"deploy: create endpoint", "deploy: guarded update"} <= set(states)
+
+
 def test_the_endpoint_captures_requests_and_answers_encrypted(synthesized: Synthesized) -> None:
-    config = one(synthesized, "AWS::SageMaker::EndpointConfig")
+    config = state_machine_definition(synthesized)["States"]["deploy: endpoint config"]["Parameters"]
     capture = config["DataCaptureConfig"]
     assert capture["EnableCapture"] is True
     assert {o["CaptureMode"] for o in capture["CaptureOptions"]} == {"Input", "Output"}
     assert capture["InitialSamplingPercentage"] == stage_config(synthesized.stage).capture_percent
-    assert CAPTURE_PREFIX in json.dumps(capture["DestinationS3Uri"]) and "KmsKeyId" in capture
+    assert CAPTURE_PREFIX in capture["DestinationS3Uri"] and "KmsKeyId" in capture
     assert "KmsKeyId" in config
 
 
-def test_the_endpoint_deploys_blue_green_with_canary_and_rolls_back_on_its_alarms(
+def test_the_endpoint_deploys_blue_green_with_canary_rolls_back_on_its_alarms_and_scales(
     synthesized: Synthesized,
 ) -> None:
     config = stage_config(synthesized.stage)
-    deployment = one(synthesized, "AWS::SageMaker::Endpoint")["DeploymentConfig"]
-    routing = deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    states = state_machine_definition(synthesized)["States"]
+    update = states["deploy: guarded update"]["Parameters"]
+    assert update["DeploymentConfig"] == guardrails(config).deployment_config()  # one definition
+    assert update["RetainAllVariantProperties"] is True  # autoscaling's instance count survives
+    blue_green = update["DeploymentConfig"]["BlueGreenUpdatePolicy"]
+    routing = blue_green["TrafficRoutingConfiguration"]
     assert routing["Type"] == "CANARY"
     assert routing["CanarySize"] == {"Type": "CAPACITY_PERCENT", "Value": config.canary_percent}
-    rollback = {a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]}
+    assert blue_green["TerminationWaitInSeconds"] == config.baking_s  # the stage's baking period
+    rollback = {a["AlarmName"] for a in update["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]}
     assert rollback == {f"{config.prefix}-endpoint-5xx", f"{config.prefix}-endpoint-latency"}
     alarm_names = {
         a["Properties"]["AlarmName"] for a in resources(synthesized, "AWS::CloudWatch::Alarm").values()
     }
-    assert rollback <= alarm_names
-    # The pipeline's own endpoint update carries the very same guardrails (one definition).
-    update = state_machine_definition(synthesized)["States"]["deploy: guarded update"]["Parameters"]
-    assert update["DeploymentConfig"] == guardrails(config).deployment_config()
-    # Autoscaling tracks invocations per instance within the stage's bounds.
-    target = one(synthesized, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert rollback <= alarm_names  # they exist before the first deployment names them
+    # Autoscaling tracks invocations per instance within the stage's bounds, set once it serves.
+    target = states["deploy: autoscaling"]["Parameters"]
     assert (target["MinCapacity"], target["MaxCapacity"]) == (
         config.endpoint_min_instances,
         config.endpoint_max_instances,
     )
-    policy = one(synthesized, "AWS::ApplicationAutoScaling::ScalingPolicy")[
-        "TargetTrackingScalingPolicyConfiguration"
-    ]
-    assert (
-        policy["PredefinedMetricSpecification"]["PredefinedMetricType"]
-        == "SageMakerVariantInvocationsPerInstance"
+    policy = states["deploy: scaling policy"]["Parameters"]["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
+        "SageMakerVariantInvocationsPerInstance"
     )
+    assert policy["TargetValue"] == config.invocations_per_instance_target
 
 
 def test_every_alarm_pages_on_call_and_every_defined_alarm_exists(synthesized: Synthesized) -> None:
@@ -123,8 +135,8 @@ def test_every_alarm_pages_on_call_and_every_defined_alarm_exists(synthesized: S
         assert {d["Name"] for d in alarm["Dimensions"]} == set(definition.dimensions)
     drift = by_name[f"{prefix}-feature-drift"]
     assert drift["Namespace"] == MONITORING_NAMESPACE
-    # Three functions, each with an errors and a throttles alarm.
-    assert sum(1 for n in by_name if "lambda-errors" in n) == 3
+    # Four functions, each with an errors and a throttles alarm.
+    assert sum(1 for n in by_name if "lambda-errors" in n) == 4
 
 
 def test_dropped_files_under_incoming_start_the_batch_trigger(synthesized: Synthesized) -> None:
@@ -162,7 +174,7 @@ def test_the_state_machine_runs_the_pipeline_steps_with_sync_jobs_and_least_priv
         "arn:aws:states:::sagemaker:createTrainingJob.sync",
     } <= resources_used
     assert set(machine["DefinitionSubstitutions"]) == {
-        "SageMakerRoleArn", "DataBucket", "KmsKeyArn", "JobImage", "ServingImage", "MonitorImage", "CodeUri",
+        "SageMakerRoleArn", "DataBucket", "KmsKeyArn", "Image",
         "TasksFunctionArn", "TopicArn", "EndpointName", "ModelPackageGroup",
     }  # fmt: skip
     role = machine["RoleArn"]["Fn::GetAtt"][0]
@@ -185,9 +197,10 @@ def test_the_state_machine_runs_the_pipeline_steps_with_sync_jobs_and_least_priv
         for s in p["Properties"]["PolicyDocument"]["Statement"]
         if "iam:PassRole" in json.dumps(s["Action"])
     ]
-    [(_, pass_role)] = passes
-    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
-    assert "SageMakerRole" in json.dumps(pass_role["Resource"])
+    assert len(passes) == 2  # the state machine's and the drift trigger's, both to start jobs
+    for _, pass_role in passes:
+        assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+        assert "SageMakerRole" in json.dumps(pass_role["Resource"])
     for statement in statements:
         if str(statement["Action"]).startswith("sagemaker:Create"):
             assert statement["Resource"] != "*"
@@ -279,6 +292,7 @@ def test_every_function_is_python_312_on_arm_with_powertools_and_xray(synthesize
         "lambdas.api.handler.lambda_handler",
         "lambdas.batch_trigger.handler.lambda_handler",
         "lambdas.pipeline_tasks.handler.lambda_handler",
+        "lambdas.drift_trigger.handler.lambda_handler",
     }
     for function in ours:
         assert (function["Runtime"], function["Architectures"]) == ("python3.12", ["arm64"])
@@ -286,47 +300,66 @@ def test_every_function_is_python_312_on_arm_with_powertools_and_xray(synthesize
         assert "AWSLambdaPowertoolsPythonV3-python312-arm64" in json.dumps(function["Layers"])
 
 
-def test_images_are_resolved_offline_for_every_region_and_the_stack_needs_no_lookup(
-    synthesized: Synthesized,
-) -> None:
-    mappings = synthesized.template_json["Mappings"]
-    [images] = [m for name, m in mappings.items() if name.startswith("Images")]
-    assert set(images) == set(REGIONS)
-    for by_name in images.values():
-        assert set(by_name) == {"job", "serving", "monitor"}
-        assert all(".dkr.ecr." in uri for uri in by_name.values())
-    assert "sagemaker-xgboost" in images["eu-west-1"]["serving"]
+def test_every_job_and_the_endpoint_run_the_project_image_built_at_deploy(synthesized: Synthesized) -> None:
+    """One runtime, the lock's (issue 11, points 7 and 8): CDK builds sagemaker_jobs/image/Dockerfile
+    as a Docker image asset (synthesis needs no Docker), and nothing else names an image."""
+    assets = json.loads(
+        (synthesized.directory / f"ClaimsRisk-{synthesized.stage}.assets.json").read_text(encoding="utf-8")
+    )
+    [(image_hash, image)] = assets["dockerImages"].items()
+    assert image["source"]["dockerFile"] == "sagemaker_jobs/image/Dockerfile"
+    assert image["source"]["platform"] == "linux/amd64"
+    context = synthesized.directory / image["source"]["directory"]
+    assert sorted(p.name for p in context.iterdir()) == sorted(IMAGE_CONTEXT)
+    assert not list(context.rglob("__pycache__"))
+    machine = one(synthesized, "AWS::StepFunctions::StateMachine")
+    assert image_hash in json.dumps(machine["DefinitionSubstitutions"]["Image"])
+    assert not synthesized.template_json.get("Mappings")  # no framework images, no Model Monitor
     manifest = json.loads((synthesized.directory / "manifest.json").read_text(encoding="utf-8"))
     assert "missing" not in manifest
 
 
-def test_monitoring_schedules_run_hourly_once_the_endpoint_exists(synthesized: Synthesized) -> None:
-    schedules = resources(synthesized, "AWS::SageMaker::MonitoringSchedule")
-    assert len(schedules) == 2
-    definition = resources(synthesized, "AWS::SageMaker::DataQualityJobDefinition")
-    [(definition_id, data_quality)] = definition.items()
-    app = data_quality["Properties"]["DataQualityAppSpecification"]
-    assert "RecordPreprocessorSourceUri" in app  # captured {"instances": [...]} → flat records
+def test_the_drift_job_runs_hourly_without_model_monitor(synthesized: Synthesized) -> None:
+    config = stage_config(synthesized.stage)
+    assert not resources(synthesized, "AWS::SageMaker::MonitoringSchedule")
+    assert not resources(synthesized, "AWS::SageMaker::DataQualityJobDefinition")
+    [schedule] = resources(synthesized, "AWS::Scheduler::Schedule").values()
+    properties = schedule["Properties"]
+    assert properties["ScheduleExpression"] == config.drift_schedule_cron
+    assert "DriftTrigger" in json.dumps(properties["Target"]["Arn"])
+    assert json.loads(properties["Target"]["Input"]) == {"scheduled_time": "<aws.scheduler.scheduled-time>"}
+    functions = {
+        f["Properties"]["Handler"]: f["Properties"]
+        for f in resources(synthesized, "AWS::Lambda::Function").values()
+    }
+    environment = functions["lambdas.drift_trigger.handler.lambda_handler"]["Environment"]["Variables"]
+    from lambdas.drift_trigger.handler import SETTINGS_FROM_ENV
+
+    assert set(SETTINGS_FROM_ENV.values()) <= set(environment)
+
+
+def test_model_monitors_schedule_is_an_option_with_its_baseline(tmp_path: Path) -> None:
+    """For accounts that have Model Monitor: -c model_monitor=true adds its data-quality schedule and
+    the deploy step's baseline, which the schedule reads."""
+    from app import build_app
+
+    build_app({"stage": "dev", "model_monitor": "true"}, outdir=str(tmp_path)).synth()
+    s = Synthesized("dev", tmp_path)
+    [(definition_id, data_quality)] = resources(s, "AWS::SageMaker::DataQualityJobDefinition").items()
+    assert "RecordPreprocessorSourceUri" in data_quality["Properties"]["DataQualityAppSpecification"]
     baseline = data_quality["Properties"]["DataQualityBaselineConfig"]
-    written = state_machine_definition(synthesized)["States"]["deploy: monitoring baseline"]
+    written = state_machine_definition(s)["States"]["deploy: monitoring baseline"]
     [output] = written["Parameters"]["ProcessingOutputConfig"]["Outputs"]
     prefix = output["S3Output"]["S3Uri"].split("}/", 1)[1]  # after the bucket placeholder
     for kind in ("ConstraintsResource", "StatisticsResource"):
         assert f"/{prefix}/" in json.dumps(baseline[kind]["S3Uri"])
-    for schedule in schedules.values():
-        assert schedule["Condition"] == "HasModelPackage"
-        config = schedule["Properties"]["MonitoringScheduleConfig"]
-        assert config["ScheduleConfig"]["ScheduleExpression"] == "cron(0 * ? * * *)"
-        if "MonitoringJobDefinitionName" in config:
-            assert definition_id in schedule["DependsOn"]  # the definition has no name attribute to Ref
-        else:  # our drift job under the bring-your-own-container contract
-            job = config["MonitoringJobDefinition"]
-            assert job["Environment"]["publish_cloudwatch_metrics"] == "Enabled"
-            assert "models/current/model.tar.gz" in json.dumps(job["Environment"]["CLAIMS_RISK_MODEL_URI"])
-            assert all(
-                len(json.dumps(part)) < 400
-                for part in job["MonitoringAppSpecification"]["ContainerEntrypoint"]
-            )
+    [schedule] = resources(s, "AWS::SageMaker::MonitoringSchedule").values()
+    config = schedule["Properties"]["MonitoringScheduleConfig"]
+    assert config["ScheduleConfig"]["ScheduleExpression"] == "cron(0 * ? * * *)"
+    assert definition_id in schedule["DependsOn"]  # the definition has no name attribute to Ref
+    [images] = s.template_json["Mappings"].values()
+    assert set(images) == set(REGIONS)
+    assert all(".dkr.ecr." in uri["monitor"] for uri in images.values())
 
 
 def test_retraining_starts_from_the_api_a_schedule_and_the_drift_alarm(synthesized: Synthesized) -> None:
