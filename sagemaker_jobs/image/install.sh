@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the runtime of every SageMaker job and of the endpoint into PREFIX, from the lock file:
 #   PREFIX/venv      the locked versions of the project's light core and its ml and local groups,
-#                    every wheel checked against the lock's hashes; nothing is installed at job start
+#                    every file checked against the lock's hashes; nothing is installed at job start
 #   PREFIX/code      our packages (shared, sagemaker_jobs, step_functions), compiled
 #   PREFIX/bin       SageMaker's entrypoints: `train` and `serve` (what SageMaker runs in a custom
 #                    image), and `job MODULE ARGS...` (the processing and monitoring jobs)
@@ -19,9 +19,10 @@ python=${PYTHON:-python3}
 mkdir -p "$prefix/bin" "$prefix/code"
 "$uv" export --project "$repo" --frozen --no-default-groups --group ml --group local \
     --no-emit-project --format requirements-txt --quiet --output-file "$prefix/requirements.txt"
-"$uv" venv --quiet --python "$python" "$prefix/venv"
-"$uv" pip install --quiet --python "$prefix/venv/bin/python" --require-hashes --no-deps \
-    -r "$prefix/requirements.txt"
+# uv sync installs exactly the lock's resolution for these groups, each file checked against the
+# lock's hash; the project itself is not installed (its code goes to PREFIX/code below).
+UV_PROJECT_ENVIRONMENT="$prefix/venv" "$uv" sync --project "$repo" --frozen --quiet \
+    --no-default-groups --group ml --group local --no-install-project --python "$python"
 
 # Our code: the packages the jobs and the inference script import, without caches or tests.
 rm -rf "$prefix/code"
