@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import train_test_split
 
 from shared.feature_spec import FeatureSpec
-from shared.ml.families import FAMILIES, TrainingData, fit_family
-from shared.ml.features import fit_encoder
+from shared.ml.cross_validation import cross_validated_pr_auc, make_folds
+from shared.ml.families import FAMILIES
 from step_functions.pipeline import HYPERPARAMETERS, Hyperparameter, parse_hyperparameters
 
 TrialReport = Callable[[dict[str, Any]], None]
@@ -40,34 +39,6 @@ class TuningResult:
                 family = trial["params"]["model_family"]
                 best[family] = max(best.get(family, 0.0), trial["cv_pr_auc"])
         return best
-
-
-@dataclass(frozen=True)
-class Fold:
-    fit: TrainingData  # the fold's training part, with an inner split for early stopping
-    x_holdout: np.ndarray
-    y_holdout: np.ndarray
-
-
-def make_folds(frame: pd.DataFrame, spec: FeatureSpec, folds: int, seed: int) -> list[Fold]:
-    """Encoders are fitted inside each fold, so the text vocabulary never sees the held-out labels."""
-    y_all = frame[spec.target.column].to_numpy(dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    out = []
-    for train_idx, holdout_idx in splitter.split(np.zeros(len(y_all)), y_all):
-        fit_idx, stop_idx = train_test_split(
-            train_idx, test_size=0.1, stratify=y_all[train_idx], random_state=seed
-        )
-        encoder = fit_encoder(spec, frame.iloc[fit_idx], y_all[fit_idx])
-        data = TrainingData(
-            encoder.transform(frame.iloc[fit_idx]),
-            y_all[fit_idx],
-            encoder.transform(frame.iloc[stop_idx]),
-            y_all[stop_idx],
-            encoder.feature_names,
-        )
-        out.append(Fold(data, encoder.transform(frame.iloc[holdout_idx]), y_all[holdout_idx]))
-    return out
 
 
 def suggest(trial: Any, families: tuple[str, ...]) -> dict[str, Any]:
@@ -96,15 +67,6 @@ def defaults_for(family: str) -> dict[str, Any]:
         for hp in HYPERPARAMETERS
         if hp.tunable and hp.family in (None, family)
     }
-
-
-def cross_validated_pr_auc(folds: list[Fold], params: dict[str, Any]) -> list[float]:
-    hp = parse_hyperparameters(params)
-    scores = []
-    for fold in folds:
-        model = fit_family(hp["model_family"], fold.fit, hp)
-        scores.append(float(average_precision_score(fold.y_holdout, model.margin(fold.x_holdout))))
-    return scores
 
 
 @contextmanager
@@ -153,7 +115,7 @@ def tune(
         def objective(trial: Any) -> float:
             params = suggest(trial, families)
             started = time.perf_counter()
-            scores = cross_validated_pr_auc(cv, params)
+            scores = cross_validated_pr_auc(cv, parse_hyperparameters(params))
             record = {
                 "number": trial.number,
                 "params": params,

@@ -110,6 +110,16 @@ HYPERPARAMETERS: Final[tuple[Hyperparameter, ...]] = (
     ),
     Hyperparameter("nn_patience", "int", 6, 1, 50, tunable=False, family="keras"),
     Hyperparameter(
+        "cv_folds",
+        "int",
+        0,
+        0,
+        10,
+        tunable=False,
+        help="a tuning trial: score by stratified K-fold PR-AUC on the training rows, as the local "
+        "tuner does, and write no model (0: fit on all rows and write the model)",
+    ),
+    Hyperparameter(
         "max_rows",
         "int",
         0,
@@ -393,8 +403,13 @@ def static_hyperparameters(inputs: PipelineInputs) -> dict[str, str]:
 
 
 def trial_hyperparameters(inputs: PipelineInputs) -> dict[str, str]:
-    """A tuning trial's fixed values: the run's, on a sample of at most ``tuning_max_rows`` rows."""
-    return {**static_hyperparameters(inputs), "max_rows": str(inputs.tuning_max_rows)}
+    """A tuning trial's fixed values: the run's, scored by ``tuning_folds``-fold cross-validation on
+    a sample of at most ``tuning_max_rows`` rows, as the local tuner scores its trials."""
+    return {
+        **static_hyperparameters(inputs),
+        "max_rows": str(inputs.tuning_max_rows),
+        "cv_folds": str(inputs.tuning_folds),
+    }
 
 
 # SageMaker's bounds on a tuning job's ResourceLimits (botocore's sagemaker model:

@@ -111,6 +111,9 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
         log(f"training on a stratified sample of {hp['max_rows']} rows")
     log(f"{len(train)} training rows, {len(validation)} validation rows")
 
+    if hp["cv_folds"] >= 2:  # a tuning trial: its score is all SageMaker's tuner reads
+        return cross_validated_trial(environment, spec, train, hp, started)
+
     encoder = fit_encoder(spec, train, y_train)
     x_train, x_val = encoder.transform(train), encoder.transform(validation)
     log(f"{x_train.shape[1]} encoded columns")
@@ -178,6 +181,31 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
         f"threshold {threshold:.3f}"
     )
     return {"model_version": version, "metrics": metrics}
+
+
+def cross_validated_trial(
+    environment: TrainingEnvironment,
+    spec: FeatureSpec,
+    train: pd.DataFrame,
+    hp: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    """The trial's objective as the local tuner computes it: mean PR-AUC over stratified folds of the
+    training rows. The tuner needs no model from a trial (the train step refits the winner)."""
+    from shared.ml.cross_validation import cross_validated_pr_auc, make_folds
+
+    folds = make_folds(train.reset_index(drop=True), spec, hp["cv_folds"], hp["seed"])
+    scores = cross_validated_pr_auc(folds, hp)
+    mean = float(np.mean(scores))
+    environment.model_dir.mkdir(parents=True, exist_ok=True)
+    trial = {"cv_pr_auc": mean, "fold_pr_auc": scores, "hyperparameters": hp}
+    (environment.model_dir / "trial.json").write_text(json.dumps(trial, indent=2), encoding="utf-8")
+    log(
+        f"{hp['cv_folds']}-fold PR-AUC {mean:.4f} (folds {', '.join(f'{s:.4f}' for s in scores)}) "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
+    print(metric_line("validation:pr_auc", mean), flush=True)
+    return {"cv_pr_auc": mean, "fold_pr_auc": scores}
 
 
 def main() -> int:

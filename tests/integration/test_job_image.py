@@ -30,6 +30,7 @@ from step_functions.pipeline import (
     OBJECTIVE_METRIC,
     TRAINING_METRICS,
     PipelineInputs,
+    static_hyperparameters,
     trial_hyperparameters,
 )
 from tests.factories import minimal_claim
@@ -99,23 +100,18 @@ def test_the_runtime_holds_exactly_the_locks_versions(runtime: Path) -> None:
     assert not {"pytest", "aws-cdk-lib", "moto"} & set(installed)  # no test or CDK tooling in the image
 
 
-def test_a_tuning_trial_trains_with_the_hyperparameters_sagemaker_gives_it(
-    runtime: Path, trained_run: PipelineRun, tmp_path: Path
-) -> None:
-    """A custom image gets no SM_* variables: channels under /opt/ml/input/data, hyperparameters (all
-    strings, SageMaker's own names included) in hyperparameters.json; it runs `train`."""
-    opt_ml = tmp_path / "opt" / "ml"
+def sagemaker_training_tree(root: Path, run: PipelineRun, hyperparameters: dict[str, str]) -> Path:
+    """/opt/ml as SageMaker lays it out for a custom image: channels under input/data, hyperparameters
+    (all strings) in input/config/hyperparameters.json, and no SM_* variables."""
+    opt_ml = root / "opt" / "ml"
     for channel in ("train", "validation"):
-        shutil.copytree(trained_run.artifacts[channel], opt_ml / "input" / "data" / channel)
-    trial = {
-        **trial_hyperparameters(PipelineInputs(tuning_max_rows=3000)),
-        "model_family": "xgboost",
-        "xgb_max_depth": "3",
-        "xgb_num_round": "60",
-        "_tuning_objective_metric": OBJECTIVE_METRIC,
-    }
+        shutil.copytree(run.artifacts[channel], opt_ml / "input" / "data" / channel)
     (opt_ml / "input" / "config").mkdir(parents=True)
-    (opt_ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(trial))
+    (opt_ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    return opt_ml
+
+
+def train(runtime: Path, opt_ml: Path) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [str(runtime / "bin" / "train")],
         env=bare_env(SM_OPT_ML=str(opt_ml), TRAINING_JOB_NAME="claims-risk-abc-tune-001"),
@@ -125,13 +121,46 @@ def test_a_tuning_trial_trains_with_the_hyperparameters_sagemaker_gives_it(
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (opt_ml / "model" / "manifest.json").is_file()
-    manifest = json.loads((opt_ml / "model" / "manifest.json").read_text())
-    assert manifest["lineage"]["code_version"] == "test-commit"
-    assert manifest["lineage"]["train_rows"] == 3000  # the trial's sample
+    return result
+
+
+def test_a_tuning_trial_scores_the_hyperparameters_sagemaker_gives_it(
+    runtime: Path, trained_run: PipelineRun, tmp_path: Path
+) -> None:
+    """What a trial of the tuning job receives: the run's fixed values, the tuned ones and SageMaker's
+    own ``_tuning_objective_metric``; it prints the objective the tuner's regex reads."""
+    trial = {
+        **trial_hyperparameters(PipelineInputs(tuning_max_rows=3000, tuning_folds=3)),
+        "model_family": "xgboost",
+        "xgb_max_depth": "3",
+        "xgb_num_round": "60",
+        "_tuning_objective_metric": OBJECTIVE_METRIC,
+    }
+    opt_ml = sagemaker_training_tree(tmp_path, trained_run, trial)
+    result = train(runtime, opt_ml)
     metrics = parse_metrics(result.stdout, list(TRAINING_METRICS))
-    assert 0.0 < metrics[OBJECTIVE_METRIC] <= 1.0  # what the tuner reads with its regex
-    assert "_tuning_objective_metric" in result.stdout  # logged, not rejected
+    scored = json.loads((opt_ml / "model" / "trial.json").read_text())
+    assert len(scored["fold_pr_auc"]) == 3  # the run's tuning_folds, as the local tuner scores
+    assert metrics[OBJECTIVE_METRIC] == pytest.approx(scored["cv_pr_auc"], abs=1e-6)
+    assert 0.0 < metrics[OBJECTIVE_METRIC] <= 1.0
+    assert "_tuning_objective_metric" in result.stdout  # logged as SageMaker's, not rejected
+    assert "training on a stratified sample of 3000 rows" in result.stdout
+
+
+def test_the_final_training_writes_the_model_artifact(
+    runtime: Path, trained_run: PipelineRun, tmp_path: Path
+) -> None:
+    final = {
+        **static_hyperparameters(PipelineInputs(seed=5)),
+        "model_family": "xgboost",
+        "xgb_num_round": "60",
+    }
+    opt_ml = sagemaker_training_tree(tmp_path, trained_run, final)
+    result = train(runtime, opt_ml)
+    manifest = json.loads((opt_ml / "model" / "manifest.json").read_text())
+    assert manifest["lineage"]["code_version"] == "test-commit"  # baked in by the install script
+    assert manifest["lineage"]["hyperparameters"]["seed"] == 5
+    assert OBJECTIVE_METRIC in parse_metrics(result.stdout, list(TRAINING_METRICS))
 
 
 def test_a_processing_job_runs_its_module_with_the_code_in_the_image(runtime: Path, tmp_path: Path) -> None:
