@@ -2,9 +2,9 @@
 
 One XGBoost model is trained on generated claims and served three ways, all on 127.0.0.1:
 
-- **our model server** (``sagemaker_jobs/inference/model_server.py``): JSON → records → encoder → XGBoost score and
-  exact TreeSHAP contributions (from per-leaf tables, ``shared/ml/treeshap.py``) → top five factors
-  per claim → JSON, in uvicorn's event loop;
+- **our model server** (``sagemaker_jobs/inference/model_server.py``): JSON → records → encoder →
+  XGBoost score and exact TreeSHAP contributions (from per-leaf tables, ``shared/ml/treeshap.py``) →
+  top five factors per claim → JSON, in uvicorn's event loop;
 - **MLflow's scoring server** (``mlflow models serve --env-manager local``) with a pyfunc model that
   wraps the very same :class:`RiskModel` and calls the same ``predict_records``, so both sides compute
   scores *and* risk factors; MLflow adds its parsing of ``dataframe_records`` into a DataFrame and

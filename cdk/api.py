@@ -4,15 +4,18 @@ Who may call: a Cognito user pool issues tokens with the API's scopes (one defin
 checked by the gateway's authorizer on every scoped route and again by the handler. Machine clients
 (the claims system) use the client-credentials grant and present their usage plan's API key too,
 which throttles each client to the brief's 100 requests a minute. In front: WAF with AWS's common
-rule set, known bad inputs and a per-address rate rule. Gateway errors answer in the API's one
-error shape, with the request id as the correlation id.
+rule set (its 8 KB body rule only counts: batches are larger), known bad inputs, a body-size rule at
+the size the API can really take, and rate rules per caller address (the viewer's own address for
+the web page's calls through CloudFront). Gateway errors answer in the API's one error shape, with
+the request id as the correlation id.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any, Final
 
-from aws_cdk import Duration, Fn, Stack
+from aws_cdk import Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_iam as iam
@@ -84,6 +87,40 @@ ROUTE_MODELS = {
     ("POST", "/api/v1/models/retrain"): "RetrainRequest",
 }
 
+# The largest body the API can take. API Gateway accepts 10 MB, but every route is a Lambda proxy and
+# a synchronous Lambda invocation carries at most 6 MB (the body travels inside the event, with the
+# headers): a larger body can only end in a gateway error. Lambda's Invoke API reference:
+# https://docs.aws.amazon.com/lambda/latest/dg/API_Invoke.html ("For synchronous invocations, the
+# maximum payload size is 6 MB").
+MAX_BODY_BYTES: Final = 6 * 1024 * 1024
+# The managed common rule set's SizeRestrictions_BODY blocks bodies over 8 KB; a batch of about 30
+# claims is larger. It is set to count (still visible in the metrics and logs), and the rule below
+# blocks at MAX_BODY_BYTES instead.
+COMMON_RULE_SET = "AWSManagedRulesCommonRuleSet"
+COUNTED_COMMON_RULES = ("SizeRestrictions_BODY",)
+# The web page's calls come through CloudFront, where WAF sees an edge address shared by many viewers.
+# A CloudFront Function (cdk/web.py) writes the viewer's own address into this header, replacing any
+# value the viewer sent; the web-page rate rule keys on it.
+VIEWER_ADDRESS_HEADER = "x-claims-risk-viewer-ip"
+
+
+def integer_above(limit: int) -> str:
+    """A regular expression matching exactly the decimal integers greater than ``limit``.
+
+    Written for WAF's PCRE subset (no capturing groups, no backreferences): see
+    https://docs.aws.amazon.com/waf/latest/developerguide/waf-regex-pattern-support.html
+    """
+    digits = str(limit)
+    # More digits than the limit (leading zeros aside) ...
+    branches = [f"[1-9][0-9]{{{len(digits)},}}"]
+    # ... or as many, equal up to some position and larger there.
+    for i, digit in enumerate(digits):
+        if digit != "9":
+            rest = len(digits) - i - 1
+            tail = f"[0-9]{{{rest}}}" if rest else ""
+            branches.append(f"{digits[:i]}[{int(digit) + 1}-9]{tail}")
+    return f"^0*(?:{'|'.join(branches)})$"
+
 
 class ClaimsApi(Construct):
     def __init__(
@@ -117,6 +154,8 @@ class ClaimsApi(Construct):
             )
         )
         self.user_pool, self.machine_client = self._identity(config)
+        self.people_client: cognito.UserPoolClient | None = None
+        self._people_callback_url: str | None = None
         access_logs = logs.LogGroup(
             self,
             "AccessLogs",
@@ -148,7 +187,14 @@ class ClaimsApi(Construct):
                 ),
                 metrics_enabled=True,
             ),
-            cloud_watch_role=False,
+            # Access logs need the account's API Gateway CloudWatch role (AWS::ApiGateway::Account): in
+            # an account and region where nobody set it, the stage fails to create. CDK makes the role
+            # (AmazonAPIGatewayPushToCloudWatchLogs) and the account setting, and the stage waits for
+            # it. The setting is one per account and region, shared by every REST API there: it is
+            # kept when this stack goes, so other APIs keep logging. See
+            # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-apigateway-account.html
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             endpoint_types=[apigw.EndpointType.REGIONAL],
             api_key_source_type=apigw.ApiKeySourceType.HEADER,
         )
@@ -219,8 +265,18 @@ class ClaimsApi(Construct):
         return pool, machine
 
     def add_people_client(self, callback_url: str) -> cognito.UserPoolClient:
-        """Claims handlers and operators sign in (authorization code with PKCE) and get every scope."""
-        return self.user_pool.add_client(
+        """Claims handlers and operators sign in (authorization code with PKCE) and get every scope.
+
+        The web page's construct asks for it first, to write the client into the page's config.json;
+        asked again for the same page, the one client is returned.
+        """
+        if self.people_client is not None:
+            if callback_url != self._people_callback_url:
+                raise ValueError("the people's app client already exists for another callback URL")
+            return self.people_client
+        self._people_callback_url = callback_url
+        # A public client (no secret): the page proves itself with PKCE (S256) at the token endpoint.
+        self.people_client = self.user_pool.add_client(
             "People",
             user_pool_client_name="claims-handlers",
             generate_secret=False,
@@ -233,6 +289,32 @@ class ClaimsApi(Construct):
             access_token_validity=Duration.hours(1),
             prevent_user_existence_errors=True,
         )
+        return self.people_client
+
+    @property
+    def people_scopes(self) -> list[str]:
+        return ["openid", "email", *auth.ALL_SCOPES]
+
+    @property
+    def authorize_url(self) -> str:
+        """Cognito's hosted login: https://docs.aws.amazon.com/cognito/latest/developerguide/authorization-endpoint.html"""
+        return f"{self.domain.base_url()}/oauth2/authorize"
+
+    @property
+    def token_url(self) -> str:
+        """https://docs.aws.amazon.com/cognito/latest/developerguide/token-endpoint.html"""
+        return f"{self.domain.base_url()}/oauth2/token"
+
+    def sign_in_config(self, page_url: str) -> dict[str, Any]:
+        """What the web page needs to sign a claims handler in with the hosted login (config.json's auth)."""
+        client = self.add_people_client(page_url)
+        return {
+            "authorize_url": self.authorize_url,
+            "token_url": self.token_url,
+            "client_id": client.user_pool_client_id,
+            "redirect_uri": page_url,
+            "scopes": self.people_scopes,
+        }
 
     def _routes(self) -> None:
         integration = apigw.LambdaIntegration(self.function, proxy=True)
@@ -308,19 +390,49 @@ class ClaimsApi(Construct):
                 cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
             )
 
-        def managed(name: str, priority: int) -> wafv2.CfnWebACL.RuleProperty:
+        def managed(name: str, priority: int, counted: tuple[str, ...] = ()) -> wafv2.CfnWebACL.RuleProperty:
             return wafv2.CfnWebACL.RuleProperty(
                 name=name,
                 priority=priority,
                 override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
                 statement=wafv2.CfnWebACL.StatementProperty(
                     managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
-                        vendor_name="AWS", name=name
+                        vendor_name="AWS",
+                        name=name,
+                        rule_action_overrides=[
+                            wafv2.CfnWebACL.RuleActionOverrideProperty(
+                                name=rule, action_to_use=wafv2.CfnWebACL.RuleActionProperty(count={})
+                            )
+                            for rule in counted
+                        ]
+                        or None,
                     )
                 ),
                 visibility_config=visibility(name),
             )
 
+        def block(name: str, priority: int, **statement: Any) -> wafv2.CfnWebACL.RuleProperty:
+            return wafv2.CfnWebACL.RuleProperty(
+                name=name,
+                priority=priority,
+                action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                statement=wafv2.CfnWebACL.StatementProperty(**statement),
+                visibility_config=visibility(name),
+            )
+
+        def header(name: str) -> wafv2.CfnWebACL.FieldToMatchProperty:
+            return wafv2.CfnWebACL.FieldToMatchProperty(single_header={"Name": name})
+
+        as_sent = [wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")]
+        # Calls through CloudFront carry the web page's key, which CloudFront adds (cdk/web.py).
+        via_web_page = wafv2.CfnWebACL.StatementProperty(
+            byte_match_statement=wafv2.CfnWebACL.ByteMatchStatementProperty(
+                field_to_match=header("x-api-key"),
+                positional_constraint="EXACTLY",
+                search_string=self.web_page_key_value,
+                text_transformations=as_sent,
+            )
+        )
         acl = wafv2.CfnWebACL(
             self,
             "Firewall",
@@ -328,19 +440,52 @@ class ClaimsApi(Construct):
             default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
             visibility_config=visibility(f"{config.prefix}-api"),
             rules=[
-                wafv2.CfnWebACL.RuleProperty(
-                    name="rate-per-address",
-                    priority=0,
-                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
-                    statement=wafv2.CfnWebACL.StatementProperty(
-                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
-                            limit=config.waf_requests_per_5_min_per_ip, aggregate_key_type="IP"
-                        )
+                # Machine clients call the API directly: their own address is the request's.
+                block(
+                    "rate-per-address",
+                    0,
+                    rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                        limit=config.waf_requests_per_5_min_per_ip,
+                        aggregate_key_type="IP",
+                        scope_down_statement=wafv2.CfnWebACL.StatementProperty(
+                            not_statement=wafv2.CfnWebACL.NotStatementProperty(statement=via_web_page)
+                        ),
                     ),
-                    visibility_config=visibility("rate-per-address"),
                 ),
-                managed("AWSManagedRulesCommonRuleSet", 1),
-                managed("AWSManagedRulesKnownBadInputsRuleSet", 2),
+                # The web page's calls come from CloudFront's edge addresses: each viewer is counted on
+                # the address CloudFront saw, which the viewer cannot set (see VIEWER_ADDRESS_HEADER).
+                # A request without a valid address there matches (FallbackBehavior MATCH); one without
+                # the header is not counted by this rule, as ForwardedIPConfig documents:
+                # https://docs.aws.amazon.com/waf/latest/APIReference/API_ForwardedIPConfig.html
+                block(
+                    "rate-per-viewer",
+                    1,
+                    rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                        limit=config.waf_requests_per_5_min_per_ip,
+                        aggregate_key_type="FORWARDED_IP",
+                        forwarded_ip_config=wafv2.CfnWebACL.ForwardedIPConfigurationProperty(
+                            header_name=VIEWER_ADDRESS_HEADER, fallback_behavior="MATCH"
+                        ),
+                        scope_down_statement=via_web_page,
+                    ),
+                ),
+                # WAF sees at most the first 16 KB of an API Gateway request's body (64 KB for a fee), and
+                # a size constraint on the body measures only what WAF received, so it cannot see 6 MB:
+                # https://docs.aws.amazon.com/waf/latest/developerguide/web-acl-setting-body-inspection-limit.html
+                # https://docs.aws.amazon.com/waf/latest/developerguide/waf-rule-statement-type-size-constraint-match.html
+                # The declared length can: Content-Length above MAX_BODY_BYTES is blocked. (API Gateway
+                # itself refuses bodies over 10 MB, with or without the header.)
+                block(
+                    "body-size",
+                    2,
+                    regex_match_statement=wafv2.CfnWebACL.RegexMatchStatementProperty(
+                        field_to_match=header("content-length"),
+                        regex_string=integer_above(MAX_BODY_BYTES),
+                        text_transformations=as_sent,
+                    ),
+                ),
+                managed(COMMON_RULE_SET, 3, counted=COUNTED_COMMON_RULES),
+                managed("AWSManagedRulesKnownBadInputsRuleSet", 4),
             ],
         )
         wafv2.CfnWebACLAssociation(

@@ -68,9 +68,11 @@ class RetrainingPipeline(Construct):
             timeout=Duration.minutes(2),
             memory_mb=512,
         )
+        # It reads a run's reports and writes the gated report, gates.json and registration.json beside them.
         self.tasks.add_to_role_policy(
             iam.PolicyStatement(
-                actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{RUNS_PREFIX}/*")]
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[bucket.arn_for_objects(f"{RUNS_PREFIX}/*")],
             )
         )
         self.tasks.add_to_role_policy(  # the model card it publishes after a deployment
@@ -89,6 +91,8 @@ class RetrainingPipeline(Construct):
                     "sagemaker:CreateModelPackage",
                     "sagemaker:CreateModelPackageGroup",
                     "sagemaker:DescribeModelPackageGroup",
+                    # Registering approves the package the gates step tracked as pending.
+                    "sagemaker:UpdateModelPackage",
                     "sagemaker:AddTags",
                 ],
                 resources=[

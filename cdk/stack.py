@@ -143,9 +143,22 @@ class ClaimsRiskStack(Stack):
         CfnOutput(self, "StateMachineArn", value=pipeline.state_machine.state_machine_arn)
         CfnOutput(self, "OnCallTopicArn", value=on_call.topic.topic_arn)
         CfnOutput(self, "UserPoolId", value=api.user_pool.user_pool_id)
-        CfnOutput(self, "TokenUrl", value=f"{api.domain.base_url()}/oauth2/token")
+        CfnOutput(
+            self, "TokenUrl", value=api.token_url, description="Cognito's token endpoint (both clients)"
+        )
+        CfnOutput(
+            self,
+            "AuthorizeUrl",
+            value=api.authorize_url,
+            description="the hosted login the web page sends to",
+        )
         CfnOutput(self, "ClaimsSystemClientId", value=api.machine_client.user_pool_client_id)
-        CfnOutput(self, "ClaimsHandlersClientId", value=people.user_pool_client_id)
+        CfnOutput(
+            self,
+            "ClaimsHandlersClientId",
+            value=people.user_pool_client_id,
+            description="the web page's sign-in client (authorization code with PKCE)",
+        )
         CfnOutput(self, "ClaimsSystemApiKeyId", value=api.claims_system_key.key_id)
 
     def _dashboard(

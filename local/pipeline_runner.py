@@ -16,18 +16,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from local.jobs import JobFailed, JobResult, LineSink, code_version, run_processing, run_training
+from shared.adapters.artifacts import LocalArtifactStore
+from shared.adapters.mlflow_registry import MlflowChallengers
+from shared.challengers import GATES, REGISTRATION, ChallengerRun, judge_challenger, register_challenger
 from shared.gates import GateResult
 from shared.ml.model import Manifest, unpack_model
-from shared.ml.report import render_report
-from shared.ports import ModelDeployer, ModelRegistry, Notifier, RegisteredModelVersion
-from shared.promotion import (
-    GateDecision,
-    RunOutcome,
-    decide,
-    outcome_metrics,
-    registered_model_name,
-    registration_record,
+from shared.ports import (
+    ChallengerRegistration,
+    ModelDeployer,
+    ModelRegistry,
+    Notifier,
+    RegisteredModelVersion,
 )
+from shared.promotion import RunOutcome, outcome_metrics, registered_model_name
 from step_functions.pipeline import STEPS, PipelineInputs, Step, job_arguments
 
 StepEvent = Callable[[Step, str], None]  # (step, "started" | "finished" | "failed" | "skipped")
@@ -87,7 +88,7 @@ def run_pipeline(
     run = PipelineRun(run_dir=run_dir, artifacts={"raw": raw_dir})
     if truth is not None and truth.is_file():  # generated data: the evaluation reports the oracle AUC
         run.artifacts["truth"] = truth
-    tasks = _Tasks(run, inputs, services)
+    tasks = LocalTasks(run, inputs, services)
     version = code_version()
     skip_to: str | None = None
     for step in STEPS:
@@ -133,17 +134,23 @@ def run_pipeline(
     return run
 
 
-class _Tasks:
-    """The orchestrator's own steps (gates, register, deploy, notify), run in this process."""
+class LocalTasks:
+    """The orchestrator's own steps (gates, register, deploy, notify), run in this process.
+
+    The gates and the registration are :mod:`shared.challengers`' functions, which the state
+    machine's Lambda calls too: here over the run folder and the MLflow registry.
+    """
 
     def __init__(self, run: PipelineRun, inputs: PipelineInputs, services: PipelineServices) -> None:
         self.run_state = run
         self.inputs = inputs
         self.services = services
+        self.store = LocalArtifactStore()
+        self.challengers = MlflowChallengers(services.registry)
         self.decision_passed = False
         self.champion_before: RegisteredModelVersion | None = None
-        self.registered: RegisteredModelVersion | None = None
-        self.tracking_run: str | None = None
+        self.registered: ChallengerRegistration | None = None
+        self.registered_model_version: str | None = None
         self.spec_name: str | None = None
 
     def _spec_name(self) -> str:
@@ -188,65 +195,46 @@ class _Tasks:
             raise JobFailed(step.name, f"{type(error).__name__}: {error}", "\n".join(lines)) from error
         return JobResult(step.name, outputs, "\n".join(lines), time.perf_counter() - started)
 
+    def challenger_run(self, available: Mapping[str, Path]) -> ChallengerRun:
+        """The run's reports as the gates and register steps read them (the Lambda's payload, here)."""
+        evaluation = available["evaluation"]
+        return ChallengerRun(
+            folder=str(self.run_state.run_dir),
+            name=self.run_state.run_dir.name,
+            quality=str(available["quality"] / "data_quality.json"),
+            evaluation=str(evaluation / "evaluation.json"),
+            report=str(evaluation / "report.html"),
+            model=str(_tarball(self.run_state.artifacts["model"])),
+        )
+
     def gates(self, available: dict[str, Path], out: Path, say: Callable[[str], None]) -> dict[str, Path]:
-        quality = _read_json(available["quality"] / "data_quality.json")
-        evaluation_file = available["evaluation"] / "evaluation.json"
-        evaluation = _read_json(evaluation_file)
-        decision = decide(quality, evaluation, self.inputs.gates)
+        run = self.challenger_run(available)
+        judged = judge_challenger(run, self.inputs.gates, self.store, self.challengers)
+        decision = judged.decision
         self.decision_passed = decision.passed
         for gate in decision.gates:
             say(f"{'pass' if gate.passed else 'FAIL'} {gate.gate}: {gate.reason}")
-        evaluation["gates"] = decision.model_dump(mode="json")
-        (out / "gates.json").write_text(decision.model_dump_json(indent=2), encoding="utf-8")
-        (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
-        (out / "report.html").write_text(render_report(evaluation), encoding="utf-8")
-        # The run folder's top level holds the final report, gates included.
-        shutil.copy2(out / "report.html", self.run_state.run_dir / "report.html")
-        shutil.copy2(out / "evaluation.json", self.run_state.run_dir / "evaluation.json")
-        # Every evaluated challenger is tracked, promoted or not, so a rejection can be studied later.
-        params, metrics, tags = registration_record(evaluation, quality, decision)
-        self.tracking_run = self.services.registry.record_run(
-            _tarball(self.run_state.artifacts["model"]),
-            params=params,
-            metrics=metrics,
-            tags={
-                **tags,
-                "decision": "passed" if decision.passed else "rejected",
-                "pipeline_run": self.run_state.run_dir.name,
-            },
-            attachments=[out / "report.html", out / "evaluation.json", out / "gates.json"],
-        )
-        say(f"tracked as MLflow run {self.tracking_run}")
+        say(f"tracked as MLflow run {judged.tracked}")
         if not decision.passed:
             self.outcome(
                 "rejected",
                 decision.summary(),
-                evaluation,
+                judged.evaluation,
                 gates=decision.gates,
                 champion=self.champion_before,
             )
-        return {"decision": out}
+        return {"decision": Path(run.uri(GATES)).parent}
 
     def register(self, available: dict[str, Path], out: Path, say: Callable[[str], None]) -> dict[str, Path]:
-        if self.tracking_run is None:
-            raise JobFailed("register", "the gates step tracked no run to register", "")
-        decision_dir = available["decision"]
-        evaluation = _read_json(decision_dir / "evaluation.json")
-        quality = _read_json(available["quality"] / "data_quality.json")
-        decision = GateDecision.model_validate(_read_json(decision_dir / "gates.json"))
-        _params, _metrics, tags = registration_record(evaluation, quality, decision)
-        name = registered_model_name(evaluation["model"]["spec"])
-        self.registered = self.services.registry.register(name, self.tracking_run, tags)
-        say(f"registered {name} version {self.registered.version} ({tags['model_version']})")
-        record = {
-            "name": name,
-            "version": self.registered.version,
-            "source": self.registered.source,
-            "run_id": self.tracking_run,
-            **tags,
-        }
-        (out / "registration.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-        return {"registration": out}
+        run = self.challenger_run(available)
+        registered = register_challenger(run, self.store, self.challengers)
+        self.registered = registered.registration
+        self.registered_model_version = registered.challenger.tags["model_version"]
+        say(
+            f"registered {self.registered.name} version {self.registered.version} "
+            f"({self.registered_model_version})"
+        )
+        return {"registration": Path(run.uri(REGISTRATION)).parent}
 
     def deploy(self, available: dict[str, Path], out: Path, say: Callable[[str], None]) -> dict[str, Path]:
         if self.registered is None:
@@ -256,7 +244,7 @@ class _Tasks:
         # The alias moves only once the new version serves: the champion is always what answers.
         self.services.registry.promote(self.registered.name, self.registered.version)
         say(
-            f"serving {self.registered.model_version} at {where}; "
+            f"serving {self.registered_model_version} at {where}; "
             f"champion → version {self.registered.version}"
         )
         record = {"served_at": where, "name": self.registered.name, "version": self.registered.version}

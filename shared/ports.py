@@ -133,6 +133,10 @@ class ArtifactStore(Protocol):
 
     def write_bytes(self, uri: str, body: bytes) -> None: ...
 
+    def read_bytes(self, uri: str) -> bytes:
+        """The object at ``uri``; raises ``FileNotFoundError`` naming it when absent."""
+        ...
+
     def exists_under(self, prefix_uri: str) -> bool:
         """Whether any object lies under ``prefix_uri`` (an S3 prefix or a folder)."""
         ...
@@ -159,6 +163,9 @@ class ModelPackageRequest:
     description: str
     metrics: Mapping[str, float]
     tags: Mapping[str, str]
+    # SageMaker's ModelApprovalStatus: "Rejected" for a challenger the gates stopped,
+    # "PendingManualApproval" for one that passed until the register step approves it.
+    approval: str = "Approved"
 
 
 class ModelPackageRegistry(Protocol):
@@ -168,12 +175,55 @@ class ModelPackageRegistry(Protocol):
         """Create the version; returns its ARN."""
         ...
 
+    def approve(self, arn: str, request: ModelPackageRequest) -> None:
+        """Approve a version created earlier, keeping the request's description and metadata."""
+        ...
+
 
 class ModelVersionRegistry(Protocol):
     """An MLflow model registry reached without the mlflow package (the Lambda's side)."""
 
     def register(self, name: str, source: str, tags: Mapping[str, str]) -> str:
         """A new version of ``name`` from the artifact at ``source``; its version number."""
+        ...
+
+
+@dataclass(frozen=True)
+class ChallengerRecord:
+    """An evaluated challenger as a registry records it, whether the gates passed it or not."""
+
+    name: str  # the registered model (one per feature spec)
+    model_uri: str  # its model.tar.gz
+    evaluation_uri: str  # evaluation.json, with the gate decision
+    report_uri: str  # report.html, with the gates section
+    gates_uri: str  # gates.json
+    passed: bool
+    summary: str  # the gates' verdict in a sentence
+    params: Mapping[str, Any]
+    metrics: Mapping[str, float]
+    tags: Mapping[str, str]  # lineage, the decision and the pipeline run
+
+
+@dataclass(frozen=True)
+class ChallengerRegistration:
+    """A challenger that became a registered version."""
+
+    name: str  # the registered model, or the model package group
+    version: str  # the registry's version number
+    tracked: str  # what tracking returned: an MLflow run id, a model package ARN
+    details: Mapping[str, str] = field(default_factory=dict)  # what else this registry names it by
+
+
+class ChallengerRegistry(Protocol):
+    """Where every evaluated challenger is tracked and a gated one becomes a registered version
+    (MLflow runs and model versions locally; SageMaker model packages in AWS)."""
+
+    def track(self, challenger: ChallengerRecord) -> str:
+        """Record the challenger, promoted or not, with its report; an id to register it by."""
+        ...
+
+    def register(self, challenger: ChallengerRecord, tracked: str) -> ChallengerRegistration:
+        """Make the tracked challenger (which passed the gates) a registered version."""
         ...
 
 
@@ -190,6 +240,15 @@ class TransformJobLauncher(Protocol):
 
     def model_name(self, endpoint_name: str) -> str:
         """The model now serving behind an endpoint; raises :class:`TransformJobError`."""
+        ...
+
+
+class ObjectHeadReader(Protocol):
+    """Reads the first bytes of a dropped file (the batch trigger checks a CSV's header with them)."""
+
+    def read_head(self, bucket: str, key: str, version_id: str | None, limit: int) -> bytes:
+        """At most ``limit`` bytes from the start of the object (this version when given); raises
+        ``FileNotFoundError`` when it is gone and :class:`TransformJobError` when it cannot be read now."""
         ...
 
 

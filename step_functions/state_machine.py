@@ -793,8 +793,20 @@ def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
                     "quality.$": _run_uri("quality/data_quality.json"),
                     "evaluation.$": _run_uri("evaluation/evaluation.json"),
                     "gates.$": "$.inputs.gates",
+                    # Named here, the gates step tracks every challenger in the model registry,
+                    # rejected ones included, with the gated report beside it in the run folder.
+                    "model.$": "$.jobs.train.model",
+                    "image": _dollar("Image"),
+                    "model_package_group": _dollar("ModelPackageGroup"),
+                    "run.$": "$.run.execution",
+                    "run_folder.$": "$.run.prefix",
                 },
-                {"passed.$": "$.Payload.passed", "summary.$": "$.Payload.summary"},
+                {
+                    "passed.$": "$.Payload.passed",
+                    "summary.$": "$.Payload.summary",
+                    "tracked.$": "$.Payload.tracked",
+                    "report.$": "$.Payload.report",
+                },
                 "gates passed?",
             )
             states["gates passed?"] = {
@@ -814,6 +826,7 @@ def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
                     "image": _dollar("Image"),
                     "model_package_group": _dollar("ModelPackageGroup"),
                     "run.$": "$.run.execution",
+                    "run_folder.$": "$.run.prefix",
                 },
                 {
                     "model_package_arn.$": "$.Payload.model_package_arn",

@@ -56,6 +56,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     elif isinstance(task, PublishCardTask):
         result = run_publish_card(task, artifact_store())
     else:
-        result = run_gates(task, artifact_store())
+        result = run_gates(task, artifact_store(), model_packages(), mlflow_registry())
     logger.info("pipeline task done", extra={"action": task.action, "result": result})
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mimetypes
 import shutil
 import tarfile
 from collections.abc import Mapping
@@ -41,13 +42,16 @@ class S3ArtifactStore:
             client = boto3.client("s3")
         self.client = client
 
-    def read_json(self, uri: str) -> dict[str, Any]:
+    def read_bytes(self, uri: str) -> bytes:
         bucket, key = split_s3_uri(uri)
         try:
-            body = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except self.client.exceptions.NoSuchKey:
             raise FileNotFoundError(f"{uri} does not exist: did its job write it?") from None
-        document: dict[str, Any] = json.loads(body)
+        return body
+
+    def read_json(self, uri: str) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.read_bytes(uri))
         return document
 
     def read_tar_member(self, uri: str, name: str) -> bytes:
@@ -65,7 +69,9 @@ class S3ArtifactStore:
 
     def write_bytes(self, uri: str, body: bytes) -> None:
         bucket, key = split_s3_uri(uri)
-        self.client.put_object(Bucket=bucket, Key=key, Body=body)
+        # Typed by extension, so the console and a presigned link open report.html as a page.
+        kind = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=kind)
 
     def exists_under(self, prefix_uri: str) -> bool:
         bucket, prefix = split_s3_uri(prefix_uri)
@@ -84,11 +90,14 @@ class S3ArtifactStore:
 class LocalArtifactStore:
     """``file://`` URIs or plain paths, as the local runner writes them."""
 
-    def read_json(self, uri: str) -> dict[str, Any]:
+    def read_bytes(self, uri: str) -> bytes:
         path = _local_path(uri)
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: did its job write it?")
-        document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return path.read_bytes()
+
+    def read_json(self, uri: str) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.read_bytes(uri))
         return document
 
     def read_tar_member(self, uri: str, name: str) -> bytes:

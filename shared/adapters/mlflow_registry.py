@@ -10,8 +10,14 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlparse
 
-from shared.ports import RegisteredModelVersion
+from shared.ports import (
+    ChallengerRecord,
+    ChallengerRegistration,
+    ModelRegistry,
+    RegisteredModelVersion,
+)
 
 CHAMPION_ALIAS: Final = "champion"
 DEFAULT_EXPERIMENT: Final = "claims-risk"
@@ -125,3 +131,33 @@ class MlflowModelRegistry:
 
 def name_of(version: RegisteredModelVersion) -> str:
     return f"{version.name} v{version.version}"
+
+
+class MlflowChallengers:
+    """:class:`shared.ports.ChallengerRegistry` on a :class:`shared.ports.ModelRegistry` (MLflow):
+    every challenger is a tracking run with its model, report, evaluation and gates; registering
+    makes a new version of the registered model from that run."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def track(self, challenger: ChallengerRecord) -> str:
+        return self.registry.record_run(
+            _path(challenger.model_uri),
+            params=challenger.params,
+            metrics=challenger.metrics,
+            tags=challenger.tags,
+            attachments=[
+                _path(uri) for uri in (challenger.report_uri, challenger.evaluation_uri, challenger.gates_uri)
+            ],
+        )
+
+    def register(self, challenger: ChallengerRecord, tracked: str) -> ChallengerRegistration:
+        version = self.registry.register(challenger.name, tracked, challenger.tags)
+        details = {"source": version.source, "run_id": tracked}
+        return ChallengerRegistration(version.name, version.version, tracked, details)
+
+
+def _path(uri: str) -> Path:
+    """A local artifact's path from its ``file://`` URI or plain path (MLflow logs files)."""
+    return Path(urlparse(uri).path if uri.startswith("file://") else uri)

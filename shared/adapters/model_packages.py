@@ -32,7 +32,7 @@ class SageMakerModelPackages:
         try:
             self.client.create_model_package_group(
                 ModelPackageGroupName=request.group,
-                ModelPackageGroupDescription="claims-risk models that passed the promotion gates",
+                ModelPackageGroupDescription="claims-risk challengers: approved if they passed the gates",
             )
         except ClientError as error:
             if "already exists" not in str(error):
@@ -40,7 +40,7 @@ class SageMakerModelPackages:
         answer = self.client.create_model_package(
             ModelPackageGroupName=request.group,
             ModelPackageDescription=request.description[:1000],
-            ModelApprovalStatus="Approved",  # only gated challengers reach this step
+            ModelApprovalStatus=request.approval,
             InferenceSpecification={
                 "Containers": [{"Image": request.image_uri, "ModelDataUrl": request.model_data_uri}],
                 "SupportedContentTypes": ["application/json", "text/csv"],
@@ -54,12 +54,25 @@ class SageMakerModelPackages:
                 },
                 "Explainability": {"Report": {"ContentType": "text/html", "S3Uri": request.report_uri}},
             },
-            CustomerMetadataProperties={
-                **{k: str(v)[:_METADATA_VALUE_LIMIT] for k, v in request.tags.items()},
-                **{f"metric_{k}": f"{v:.6g}" for k, v in request.metrics.items()},
-            },
+            CustomerMetadataProperties=_metadata(request),
         )
         return str(answer["ModelPackageArn"])
+
+    def approve(self, arn: str, request: ModelPackageRequest) -> None:
+        self.client.update_model_package(
+            ModelPackageArn=arn,
+            ModelApprovalStatus="Approved",
+            ApprovalDescription=request.description[:1000],
+            # Sent again: UpdateModelPackage sets the metadata it is given (moto drops what is left out).
+            CustomerMetadataProperties=_metadata(request),
+        )
+
+
+def _metadata(request: ModelPackageRequest) -> dict[str, str]:
+    return {
+        **{k: str(v)[:_METADATA_VALUE_LIMIT] for k, v in request.tags.items()},
+        **{f"metric_{k}": f"{v:.6g}" for k, v in request.metrics.items()},
+    }
 
 
 class MlflowRestRegistry:

@@ -101,21 +101,7 @@ def render_report(ev: dict[str, Any]) -> str:
             "metrics-table",
         ),
     ]
-    decision = ev.get("gates")
-    if decision:
-        verdict = (
-            "passed: the challenger may replace the champion"
-            if decision["passed"]
-            else ("FAILED: the run stops here and the champion stays")
-        )
-        sections += [
-            f'<h2 id="gates">Promotion gates: {verdict}</h2>',
-            _table(
-                ["gate", "result", "reason"],
-                [[g["gate"], "pass" if g["passed"] else "FAIL", g["reason"]] for g in decision["gates"]],
-                "gates-table",
-            ),
-        ]
+    # The promotion gates' section is added by the gates step (shared/gate_report.py).
     if ev.get("oracle_roc_auc") is not None:
         gap = ev["oracle_roc_auc"] - test["roc_auc"]
         sections.append(

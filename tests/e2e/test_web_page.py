@@ -1,14 +1,24 @@
-"""The claims handler's web page in headless Chromium: score a claim and a CSV file, see the model card."""
+"""The claims handler's web page in headless Chromium: score a claim and a CSV file, see the model card;
+and, as in AWS, sign in with the hosted login (authorization code with PKCE) against a fake one."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
@@ -117,3 +127,197 @@ def test_a_claims_handler_scores_a_claim_and_a_file_and_sees_the_model_card(
     ]
     assert all(r["risk_level"] in {"low", "high"} and r["top_risk_factors"] for r in rows[:4])
     assert rows[4]["risk_level"] == "" and "claim_amount" in rows[4]["error"]
+
+
+# ---- Signing in as in AWS: the page, its config.json and the API on one server, a fake hosted login on
+# another, both on 127.0.0.1 and both stopped by the test.
+
+WEB_PAGE = Path(__file__).resolve().parents[2] / "local" / "web" / "index.html"
+CLIENT_ID = "people-client-under-test"
+ACCESS_TOKEN = "access-token-from-the-fake-login"
+SCOPES = ["openid", "email", "claims-risk/predict", "claims-risk/models.read", "claims-risk/retrain"]
+VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636, section 4.1
+CARD = {
+    "model_version": "fake-1",
+    "family": "xgboost",
+    "created_at": "2024-01-01T00:00:00Z",
+    "threshold": 0.5,
+    "costs": {"missed_high_risk": 10, "needless_review": 1},
+    "metrics": {"test": {"roc_auc": 0.9}},
+    "explanation_method": "exact TreeSHAP",
+    "lineage": {"data_sha256": "0" * 64, "code_version": "test"},
+}
+
+
+def s256(verifier: str) -> str:
+    """PKCE's S256: BASE64URL(SHA256(ASCII(code_verifier))), without padding (RFC 7636, 4.2)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).decode().rstrip("=")
+
+
+@dataclass
+class Seen:
+    """What the fake servers were asked."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    authorize: list[dict[str, str]] = field(default_factory=list)
+    codes: dict[str, dict[str, str]] = field(default_factory=dict)  # code -> its authorize request
+    token_calls: list[dict[str, str]] = field(default_factory=list)
+    token_problems: list[str] = field(default_factory=list)
+    api_authorization: list[str] = field(default_factory=list)
+
+
+class _Server(ThreadingHTTPServer):
+    seen: Seen
+
+
+class _Handler(BaseHTTPRequestHandler):
+    @property
+    def seen(self) -> Seen:
+        return cast(_Server, self.server).seen
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def reply(self, status: int, body: bytes, kind: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in {
+            "Content-Type": kind,
+            "Content-Length": str(len(body)),
+            **(headers or {}),
+        }.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self.reply(status, json.dumps(payload).encode(), "application/json", headers)
+
+
+class FakeHostedLogin(_Handler):
+    """Cognito's /oauth2/authorize (signs the user in at once) and /oauth2/token (checks PKCE S256)."""
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = dict(parse_qsl(url.query))
+        self.seen.authorize.append(query)
+        if url.path != "/oauth2/authorize" or query.get("code_challenge_method") != "S256":
+            self.json(400, {"error": "invalid_request"})
+            return
+        code = secrets.token_urlsafe(16)
+        self.seen.codes[code] = query
+        target = f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query['state']})}"
+        self.send_response(302)
+        self.send_header("Location", target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        form = dict(parse_qsl(self.rfile.read(int(self.headers["Content-Length"])).decode()))
+        self.seen.token_calls.append(form)
+        asked = self.seen.codes.pop(form.get("code", ""), None)  # a code is redeemed once
+        verifier = form.get("code_verifier", "")
+        checks = {
+            "path": self.path == "/oauth2/token",
+            "form-encoded": self.headers["Content-Type"] == "application/x-www-form-urlencoded",
+            "grant": form.get("grant_type") == "authorization_code",
+            "known code": asked is not None,
+            "same client": asked is not None and form.get("client_id") == asked["client_id"] == CLIENT_ID,
+            "same redirect": asked is not None and form.get("redirect_uri") == asked["redirect_uri"],
+            "verifier shape": bool(VERIFIER.match(verifier)),
+            "S256": asked is not None and s256(verifier) == asked["code_challenge"],
+        }
+        self.seen.token_problems += [name for name, ok in checks.items() if not ok]
+        cors = {"Access-Control-Allow-Origin": "*"}  # as Cognito's token endpoint answers
+        if not all(checks.values()):
+            self.json(400, {"error": "invalid_grant"}, cors)
+            return
+        tokens = {"access_token": ACCESS_TOKEN, "id_token": "id", "token_type": "Bearer", "expires_in": 3600}
+        self.json(200, tokens, cors)
+
+
+class FakeWebPageAndApi(_Handler):
+    """The page and its config.json as CloudFront serves them, and the one API route the page calls first."""
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path in {"/", "/index.html"}:
+            self.reply(200, WEB_PAGE.read_bytes(), "text/html; charset=utf-8")
+        elif path == "/config.json":
+            self.json(200, self.seen.config)
+        elif path == "/api/v1/models/current":
+            authorization = self.headers.get("Authorization", "")
+            self.seen.api_authorization.append(authorization)
+            if authorization == f"Bearer {ACCESS_TOKEN}":
+                self.json(200, CARD)
+            else:
+                self.json(401, {"error": {"code": "unauthorized", "message": "Unauthorized", "details": []}})
+        else:
+            self.json(404, {"error": {"code": "not_found", "message": "Not Found", "details": []}})
+
+
+@contextlib.contextmanager
+def serving(handler: Callable[..., BaseHTTPRequestHandler], seen: Seen) -> Iterator[str]:
+    server = _Server(("127.0.0.1", 0), handler)
+    server.seen = seen
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_a_claims_handler_signs_in_with_the_hosted_login_and_pkce_then_calls_the_api_with_the_token() -> None:
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium()  # skips when this machine has no Chromium
+    seen = Seen()
+    with serving(FakeHostedLogin, seen) as login, serving(FakeWebPageAndApi, seen) as site:
+        page_url = f"{site}/"
+        seen.config = {
+            "api_base": "",
+            "auth": {
+                "authorize_url": f"{login}/oauth2/authorize",
+                "token_url": f"{login}/oauth2/token",
+                "client_id": CLIENT_ID,
+                "redirect_uri": page_url,
+                "scopes": SCOPES,
+            },
+        }
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(15_000)
+                page.goto(page_url)
+                page.wait_for_selector("#sign-in", state="visible")
+                assert page.is_hidden("#token-field")  # nothing to paste in AWS
+                page.click("#sign-in")
+                page.wait_for_selector("#card-version")  # signed in, and the API answered the token
+                assert page.inner_text("#card-version") == "fake-1"
+                assert page.inner_text("#auth-status") == "Signed in" and page.is_hidden("#sign-in")
+                assert page.url == page_url  # the code and state are gone from the address
+                assert page.evaluate("sessionStorage.getItem('claims-risk-token')") == ACCESS_TOKEN
+
+                # A return the page did not start (another state, no verifier here) is refused unredeemed.
+                forged = browser.new_page()
+                forged.set_default_timeout(15_000)
+                forged.goto(f"{page_url}?code=intercepted&state=forged")
+                forged.wait_for_function("document.getElementById('auth-status').textContent !== ''")
+                assert "not started here" in forged.inner_text("#auth-status")
+                assert forged.url == page_url and forged.is_visible("#sign-in")
+            finally:
+                browser.close()
+
+    [asked] = seen.authorize
+    assert asked["response_type"] == "code" and asked["client_id"] == CLIENT_ID
+    assert asked["redirect_uri"] == page_url and asked["scope"].split() == SCOPES
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", asked["code_challenge"])  # base64url of 32 bytes, no padding
+    assert asked["state"]
+    [redeemed] = seen.token_calls  # once, by the real sign-in; the forged return never reached it
+    assert seen.token_problems == []
+    assert s256(redeemed["code_verifier"]) == asked["code_challenge"]
+    assert f"Bearer {ACCESS_TOKEN}" in seen.api_authorization
+    assert set(seen.api_authorization) == {f"Bearer {ACCESS_TOKEN}"}  # never called without the token

@@ -130,8 +130,13 @@ def test_the_cdk_cli_from_npm_synthesizes_offline(
     stage: str, synthesized_stages: dict[str, Synthesized], tmp_path: Path
 ) -> None:
     assert CDK_CLI.exists(), "run `make infra-tools` (make test does) to install the CDK CLI from its lock"
+    # As a newcomer runs it: no virtualenv activated, so cdk.json's app command must find the
+    # project's interpreter by itself.
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
+        "PATH": path,
         "CDK_DISABLE_CLI_TELEMETRY": "true",
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
     }
@@ -139,8 +144,6 @@ def test_the_cdk_cli_from_npm_synthesizes_offline(
         [
             str(CDK_CLI),
             "synth",
-            "--app",
-            f"{sys.executable} app.py",
             "--context",
             f"stage={stage}",
             "--no-notices",

@@ -4,6 +4,7 @@ CloudFront, and the API's paths on the same origin, never cached, with the calle
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,35 @@ def test_the_page_and_its_config_are_deployed_to_the_bucket(
     pages = list(outdir.glob("asset.*/index.html"))
     repo_page = Path(__file__).resolve().parents[2] / "local" / "web" / "index.html"
     assert any(p.read_bytes() == repo_page.read_bytes() for p in pages)
-    # config.json, deployed beside it, says the API is on the page's own origin.
-    configs = [json.loads(p.read_text(encoding="utf-8")) for p in outdir.glob("asset.*/config.json")]
-    assert configs == [{"api_base": ""}]
+    # config.json, deployed beside it, says the API is on the page's own origin and how to sign in.
+    # Its deploy-time values are markers the deployment replaces with SourceMarkers' values.
+    [config_file] = outdir.glob("asset.*/config.json")
+    markers: dict[str, Any] = {}
+    for source in deployment["Properties"].get("SourceMarkers", []):
+        markers.update(source)
+    text = config_file.read_text(encoding="utf-8")
+    for marker, value in markers.items():
+        text = text.replace(marker, _as_deployed(value))
+    config = json.loads(text)
+    assert config["api_base"] == ""
+    sign_in = config["auth"]
+    assert sign_in["authorize_url"].endswith(".amazoncognito.com/oauth2/authorize")
+    assert sign_in["token_url"].endswith(".amazoncognito.com/oauth2/token")
+    assert sign_in["client_id"] == "{Ref:ClaimsApiUsersPeople}"
+    assert sign_in["redirect_uri"] == "https://{GetAtt:WebPageDistribution.DomainName}/"
+    assert {"openid", "claims-risk/predict", "claims-risk/models.read"} <= set(sign_in["scopes"])
+
+
+def _as_deployed(value: Any) -> str:
+    """A marker's CloudFormation value as text, each reference shown as {Ref:logical id, hash cut}."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return str(separator).join(_as_deployed(part) for part in parts)
+    if "Ref" in value:
+        return "{Ref:" + re.sub(r"[0-9A-F]{8}$", "", str(value["Ref"])) + "}"
+    if "Fn::GetAtt" in value:
+        name, attribute = value["Fn::GetAtt"]
+        return "{GetAtt:" + re.sub(r"[0-9A-F]{8}$", "", str(name)) + "." + str(attribute) + "}"
+    raise AssertionError(f"unexpected marker value {value}")

@@ -12,8 +12,8 @@ import boto3
 import pytest
 from starlette.testclient import TestClient
 
-from sagemaker_jobs.inference.model_server import create_model_server
 from local.servers import free_port, start_model_server, stop, wait_until_ready
+from sagemaker_jobs.inference.model_server import create_model_server
 from shared.adapters.endpoint import SageMakerEndpoint
 from shared.ports import EndpointRejectedInput
 

@@ -6,6 +6,7 @@ import io
 import json
 import tarfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
@@ -14,6 +15,7 @@ from moto import mock_aws
 
 from lambdas.pipeline_tasks import handler
 from tests.aws_fakes import FakeLambdaContext, offline_credentials
+from tests.unit.test_challengers import REPORT
 from tests.unit.test_gates import GOOD_QUALITY, evaluation
 
 BUCKET = "claims-risk-data"
@@ -24,8 +26,9 @@ def Context() -> FakeLambdaContext:  # noqa: N802 (reads like the class it stand
     return FakeLambdaContext("claims-risk-pipeline-tasks")
 
 
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+@contextmanager
+def tasks_in_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto's AWS with the run bucket, and the handler's adapters made afresh inside it; the S3 client."""
     offline_credentials(monkeypatch)
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
@@ -39,6 +42,12 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             cached.cache_clear()
 
 
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    with tasks_in_moto(monkeypatch) as s3:
+        yield s3
+
+
 def put_json(s3: Any, key: str, document: dict[str, Any]) -> None:
     s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(document).encode())
 
@@ -46,6 +55,7 @@ def put_json(s3: Any, key: str, document: dict[str, Any]) -> None:
 def reports(s3: Any, **test_changes: float) -> None:
     put_json(s3, "pipeline/runs/abc123/quality/data_quality.json", GOOD_QUALITY)
     put_json(s3, "pipeline/runs/abc123/evaluation/evaluation.json", evaluation(**test_changes))
+    s3.put_object(Bucket=BUCKET, Key="pipeline/runs/abc123/evaluation/report.html", Body=REPORT.encode())
 
 
 def gates_event() -> dict[str, Any]:
@@ -62,6 +72,13 @@ def test_the_gates_task_passes_a_good_challenger_and_says_why(aws: Any) -> None:
     answer = handler.lambda_handler(gates_event(), Context())
     assert answer["passed"] is True and answer["summary"] == "every gate passed"
     assert [g["gate"] for g in answer["gates"]] == ["data_quality", "metric_floors", "champion", "fairness"]
+    # The decision and the final report are in the run folder for the register step and for people.
+    gates = json.loads(
+        aws.get_object(Bucket=BUCKET, Key="pipeline/runs/abc123/gates/gates.json")["Body"].read()
+    )
+    assert gates["passed"] is True and answer["report"] == f"{RUN}/gates/report.html"
+    report = aws.get_object(Bucket=BUCKET, Key="pipeline/runs/abc123/report.html")["Body"].read().decode()
+    assert 'id="gates-table"' in report and "Promotion gates: passed" in report
 
 
 def test_the_gates_task_rejects_a_weak_challenger_naming_the_shortfall(aws: Any) -> None:
@@ -94,6 +111,7 @@ def register_event() -> dict[str, Any]:
 
 def test_register_records_an_approved_model_package_with_metrics_and_lineage(aws: Any) -> None:
     reports(aws)
+    handler.lambda_handler(gates_event(), Context())
     answer = handler.lambda_handler(register_event(), Context())
     assert answer["model_version"] == "v2" and answer["mlflow_version"] is None
     package = boto3.client("sagemaker").describe_model_package(ModelPackageName=answer["model_package_arn"])
@@ -108,9 +126,16 @@ def test_register_records_an_approved_model_package_with_metrics_and_lineage(aws
 
 def test_register_refuses_a_challenger_that_fails_the_gates(aws: Any) -> None:
     reports(aws, recall=0.1)
+    assert handler.lambda_handler(gates_event(), Context())["passed"] is False
     with pytest.raises(ValueError, match="refusing to register"):
         handler.lambda_handler(register_event(), Context())
     assert boto3.client("sagemaker").list_model_packages()["ModelPackageSummaryList"] == []
+
+
+def test_register_without_the_gates_decision_fails_naming_it(aws: Any) -> None:
+    reports(aws)
+    with pytest.raises(FileNotFoundError, match=r"gates/gates\.json"):
+        handler.lambda_handler(register_event(), Context())
 
 
 def test_publish_card_copies_the_serving_models_manifest_for_the_api_and_keeps_it_as_champion(
