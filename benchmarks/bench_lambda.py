@@ -35,6 +35,8 @@ LAMBDA_ENV = {
     "AWS_REGION": "eu-west-1",
     "AWS_DEFAULT_REGION": "eu-west-1",
     "SAGEMAKER_ENDPOINT_NAME": "claims-risk",
+    "CLAIMS_RISK_MODEL_CARD_S3": "s3://claims-risk-data/models/current/model_card.json",
+    "CLAIMS_RISK_STATE_MACHINE_ARN": "arn:aws:states:eu-west-1:123456789012:stateMachine:claims-risk",
     "POWERTOOLS_SERVICE_NAME": "claims-risk-api",
     "POWERTOOLS_METRICS_NAMESPACE": "ClaimsRisk",
     "LOG_LEVEL": "INFO",
@@ -42,6 +44,7 @@ LAMBDA_ENV = {
 # What the function's sys.path holds besides the bundle: the Powertools layer, then the runtime's boto3.
 LAYER: tuple[str, ...] = ("aws_lambda_powertools", "aws_xray_sdk", "wrapt", "jmespath", "pydantic")
 LAYER += ("pydantic_core", "annotated_types", "typing_inspection", "typing_extensions.py")
+LAYER += ("pydantic_settings", "dotenv")
 RUNTIME = ("boto3", "botocore", "s3transfer", "dateutil", "six.py", "urllib3")
 # Run in the fresh interpreter: import the handler from the bundle and say what came with it.
 PROBE = """

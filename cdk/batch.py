@@ -80,6 +80,15 @@ class DropFolderBatch(Construct):
             dead_letter_queue=self.dead_letters,
         )
         self.idempotency.grant_read_write_data(self.function)
+        # It reads a dropped CSV's first line (a ranged GET of the version dropped) to pass its columns.
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadDroppedHeaders",
+                actions=["s3:GetObject", "s3:GetObjectVersion"],
+                resources=[bucket.arn_for_objects(f"{INCOMING_PREFIX}*")],
+            )
+        )
+        key.grant_decrypt(self.function)
 
         def arn(resource: str, name: str) -> str:
             return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)

@@ -1,7 +1,9 @@
 """Local bundling, never Docker: the Lambda functions' code and the SageMaker jobs' source bundle.
 
 A Lambda bundle holds exactly the repository modules its handler imports, found by following the
-imports from the handler, and no third-party packages: Powertools and pydantic come from the
+imports from the handler, and no third-party packages: Powertools, pydantic and pydantic-settings
+(shared/settings.py; in the V3 layer's ``all`` extra since Powertools 3.3.0, aws-powertools/
+powertools-lambda-python PR 5516) come from the
 Powertools layer, boto3 from the Lambda runtime. So each package stays a few hundred kilobytes, and
 a handler that starts importing numpy fails the bundle test rather than a cold start.
 

@@ -198,7 +198,8 @@ class ModelMonitoring(Construct):
         monitor_image: str,
     ) -> None:
         """Model Monitor's own data-quality job, hourly, against the baseline the deploy step profiles.
-        Only with ``-c model_monitor=true``, once an endpoint exists (a schedule names its endpoint)."""
+        Only with ``-c model_monitor=true``, deployed once the first run has created the endpoint (a
+        schedule names its endpoint; README, Options)."""
         base = f"s3://{bucket_name}/{MONITORING_PREFIX}"
         baseline = f"s3://{bucket_name}/{MONITORING_BASELINE_PREFIX}"
         # Captured requests hold {"instances": [...]}: this script turns each into flat claim records.

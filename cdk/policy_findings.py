@@ -73,6 +73,10 @@ def _by_path() -> dict[str, list[tuple[str, str]]]:
             (f"{_IAM5}[Action::kms:GenerateDataKey*]", _KMS_TABLE),
             (f"{_IAM5}[Action::kms:ReEncrypt*]", _KMS_TABLE),
             (
+                f"{_IAM5}[Resource::<Data178AD3D0.Arn>/incoming/*]",
+                "reads the header line of any file dropped under incoming/ (senders name their files)",
+            ),
+            (
                 f"{_IAM5}[Resource::{_ARN}:transform-job/claims-batch-*]",
                 "each dropped file starts a job named after it; all share the claims-batch- prefix",
             ),

@@ -401,7 +401,8 @@ def serve_api(model_url: str, host: str, port: int) -> None:
 
 
 def _register_groups() -> None:
-    """The drop folder's and the monitors' commands live in modules of their own."""
+    """The drop folder's, the monitors' and the deployed stack's commands live in modules of their own."""
+    from local.aws_smoke import aws
     from local.cli_batch import batch
     from local.cli_monitor import monitor
     from local.cli_quality import quality
@@ -409,6 +410,7 @@ def _register_groups() -> None:
     monitor.add_command(quality)
     main.add_command(batch)
     main.add_command(monitor)
+    main.add_command(aws)  # claims-risk aws smoke --stack ClaimsRisk-<stage>
 
 
 _register_groups()

@@ -2,19 +2,41 @@
 
 Pure domain: no boto3 and no clock. The batch-trigger Lambda feeds it one S3 object (bucket, key,
 version) and hands the resulting :class:`TransformJobSpec` to a :class:`shared.ports.TransformJobLauncher`.
+
+**A CSV's columns.** SageMaker cuts a CSV at line ends into mini-batches (``SplitType=Line``) and
+only the first one carries the header line, so the container cannot learn the file's column order
+from the body. The trigger therefore reads the file's first line (:func:`inspect_claims_file`, a
+bounded ranged read through :class:`shared.ports.ObjectHeadReader`), checks it against the claim
+schema (a header without a required column starts no job) and passes the order to the job in
+``CLAIMS_RISK_CSV_COLUMNS``; the inference script reads every mini-batch in that order and skips the
+header line where it finds it. A CSV whose first line names no known column has no header: its
+rows are read in the spec's order, as before.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
 import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # the spec is built on first use only (pydantic), and only for CSV drops
+    from shared.feature_spec import FeatureSpec
+    from shared.ports import ObjectHeadReader
 
 REJECTED_URI_ENV = "CLAIMS_RISK_REJECTED_S3_URI"  # read by the inference script inside the container
+# The CSV file's column order, a JSON array, read by the inference script (see the module's docstring).
+CSV_COLUMNS_ENV = "CLAIMS_RISK_CSV_COLUMNS"
+# How much of a CSV the trigger reads to find its header: a first line longer than this is no header.
+HEADER_READ_BYTES = 64 * 1024
+# botocore's sagemaker service model, CreateTransformJob's Environment (TransformEnvironmentMap): at
+# most 16 variables, each value (TransformEnvironmentValue) at most 10240 characters.
+ENV_VALUE_MAX = 10240
 JOB_NAME_PREFIX = "claims-batch-"
 JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's TransformJobName
 _JOB_NAME_MAX = 63
@@ -121,10 +143,24 @@ class NotAClaimsFile:
     bucket: str
     key: str
     reason: str
+    # A file named as claims whose content is refused (its header): someone expected it scored.
+    refused: bool = False
 
     @property
     def uri(self) -> str:
         return s3_uri(self.bucket, self.key)
+
+
+@dataclass(frozen=True)
+class ClaimsFile:
+    """A claims file the trigger can start a job for."""
+
+    format: ClaimsFormat
+    csv_columns: tuple[str, ...] | None = None  # a CSV's header, in the file's order; None: none to pass
+
+
+class ClaimsHeaderError(ValueError):
+    """A CSV's first line cannot serve as its header; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +233,136 @@ def _uris(bucket: str, key: str, settings: BatchSettings) -> tuple[str, str, str
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# A CSV's header: read by the trigger, passed to the job, honoured by the inference script.
+
+
+@functools.cache
+def _claims_spec() -> FeatureSpec:
+    from shared.feature_spec import claims_spec
+
+    return claims_spec()
+
+
+def csv_header_columns(first_line: bytes, spec: FeatureSpec) -> list[str] | None:
+    """The columns a CSV's first line names, or None when it names no known column (a data row: the
+    file has no header and is read in the spec's order). Raises :class:`ClaimsHeaderError` for a header
+    that cannot be read, repeats a column or lacks a required one. One rule for the drop folder's
+    file reader (``shared.ml.batch_scoring.csv_header``) and the AWS trigger."""
+    try:
+        text, not_utf8 = first_line.decode("utf-8"), None
+    except UnicodeDecodeError as error:
+        text = first_line.decode("utf-8", errors="backslashreplace")
+        not_utf8 = f"not UTF-8: invalid byte at position {error.start + 1} of the line"
+    cells = _csv_cells(text)
+    known = {c.name for c in spec.columns} | {spec.target.column}
+    if cells is None or not any(c.strip() in known for c in cells):
+        return None
+    if not_utf8:
+        raise ClaimsHeaderError(f"the header line cannot be read: {not_utf8}")
+    header = [c.strip() for c in cells]
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise ClaimsHeaderError(f"the header repeats columns: {', '.join(repeated)}")
+    missing = [c.name for c in spec.columns if c.required and c.name not in header]
+    if missing:
+        raise ClaimsHeaderError(f"the header lacks required columns: {', '.join(missing)}")
+    return header
+
+
+def _csv_cells(text: str) -> list[str] | None:
+    """One line's cells (a BOM and the line end dropped), or None when its quoting is broken."""
+    try:
+        return next(csv.reader((text.rstrip("\r\n").lstrip("\ufeff"),), strict=True), [])
+    except csv.Error:
+        return None
+
+
+def is_header_line(line: bytes, columns: Sequence[str]) -> bool:
+    """Whether ``line`` is the header that declared ``columns`` (how a mini-batch holding it is told)."""
+    try:
+        cells = _csv_cells(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return False
+    return cells is not None and [c.strip() for c in cells] == list(columns)
+
+
+def leading_line(head: bytes, *, whole: bool) -> bytes:
+    """The first line of the object whose first bytes are ``head`` (``whole``: they are all of it)."""
+    end = head.find(b"\n")
+    if end >= 0:
+        return head[:end]
+    if whole:
+        return head
+    raise ClaimsHeaderError(f"no line end in its first {len(head) // 1024} KB: too long for a header")
+
+
+def csv_columns_value(columns: Sequence[str]) -> str | None:
+    """The environment value that passes ``columns`` to the job; None when it would be too long."""
+    value = json.dumps(list(columns), ensure_ascii=False, separators=(",", ":"))
+    return value if len(value) <= ENV_VALUE_MAX else None
+
+
+def declared_csv_columns(environ: Mapping[str, str]) -> list[str] | None:
+    """The CSV column order the trigger passed to this job, or None (no header: the spec's order).
+    A value that is not a JSON array of names is a bug of ours: it fails loudly, never mis-scores."""
+    raw = environ.get(CSV_COLUMNS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        columns = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{CSV_COLUMNS_ENV} is not JSON: {error}") from None
+    if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
+        raise ValueError(f"{CSV_COLUMNS_ENV} must be a JSON array of column names, not {raw[:200]!r}")
+    return columns
+
+
+def inspect_claims_file(
+    bucket: str,
+    key: str,
+    size: int | None,
+    version_id: str | None,
+    *,
+    settings: BatchSettings,
+    heads: ObjectHeadReader,
+    spec: FeatureSpec | None = None,
+) -> ClaimsFile | NotAClaimsFile:
+    """:func:`claims_format`, then, for a CSV, its header checked against ``spec`` (the claim schema by
+    default). Raises :class:`shared.ports.TransformJobError` when the header cannot be read now."""
+    found = claims_format(bucket, key, size, settings=settings)
+    if isinstance(found, NotAClaimsFile):
+        return found
+    if found != CSV:  # JSON Lines name their fields on every line; Parquet carries its schema
+        return ClaimsFile(found)
+
+    def refuse(reason: str) -> NotAClaimsFile:
+        return NotAClaimsFile(bucket, key, f"not a claims file: {reason}", refused=True)
+
+    try:
+        head = heads.read_head(bucket, key, version_id, HEADER_READ_BYTES)
+    except FileNotFoundError:
+        return NotAClaimsFile(bucket, key, "deleted before its header could be read")
+    # Fewer bytes than asked for, or as many as the object has: the head is the whole object.
+    whole = len(head) < HEADER_READ_BYTES or (size is not None and len(head) >= size)
+    try:
+        line = leading_line(head, whole=whole)
+        line.decode("utf-8")  # a first line in another encoding (UTF-16, Latin-1) is no claims header
+        columns = csv_header_columns(line, spec or _claims_spec())
+    except UnicodeDecodeError as error:
+        return refuse(f"its first line is not UTF-8 text (invalid byte at position {error.start + 1})")
+    except ClaimsHeaderError as error:
+        return refuse(str(error))
+    if columns is None:
+        return ClaimsFile(found)  # no header: every mini-batch is in the spec's order, as the job assumes
+    if csv_columns_value(columns) is None:
+        return refuse(
+            f"its header of {len(columns)} columns is longer than a transform job's environment can "
+            f"carry ({ENV_VALUE_MAX} characters)"
+        )
+    return ClaimsFile(found, tuple(columns))
+
+
 def plan_transform_job(
     bucket: str,
     key: str,
@@ -205,17 +371,25 @@ def plan_transform_job(
     settings: BatchSettings,
     model_name: str,
     size: int | None = None,
+    csv_columns: Sequence[str] | None = None,
 ) -> TransformJobSpec | NotAClaimsFile:
     """The transform job that scores this object version with ``model_name``, or why there is none.
 
     ``key`` is the decoded S3 key; outputs keep its path below the drop folder, so
     ``incoming/2026/11/a.csv`` is scored into ``scored/2026/11/a.csv/`` and its rejected rows go to
-    ``rejected/2026/11/a.csv/``.
+    ``rejected/2026/11/a.csv/``. ``csv_columns`` is a CSV's header (:func:`inspect_claims_file`),
+    which the job's container needs to read the mini-batches after the first.
     """
     found = claims_format(bucket, key, size, settings=settings)
     if isinstance(found, NotAClaimsFile):
         return found
     source, scored, rejected = _uris(bucket, key, settings)
+    environment = {REJECTED_URI_ENV: rejected}
+    if csv_columns:
+        value = csv_columns_value(csv_columns)
+        if value is None:
+            return NotAClaimsFile(bucket, key, f"a header over {ENV_VALUE_MAX} characters", refused=True)
+        environment[CSV_COLUMNS_ENV] = value
     return TransformJobSpec(
         job_name=job_name(bucket, key, version_id),
         input_uri=source,
@@ -230,7 +404,7 @@ def plan_transform_job(
         model_name=model_name,
         max_payload_mb=settings.max_payload_mb,
         kms_key_id=settings.kms_key_id,
-        environment={REJECTED_URI_ENV: rejected},
+        environment=environment,
         tags={"source-object": tag_value(source), "source-version": tag_value(version_id or "none")},
     )
 

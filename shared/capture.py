@@ -15,7 +15,6 @@ import hmac
 import io
 import json
 import logging
-import os
 import queue
 import random
 import threading
@@ -408,20 +407,19 @@ class CaptureWriter:
 
 
 def capture_policy_from_env(spec: FeatureSpec | None = None) -> CapturePolicy:
-    """``CLAIMS_RISK_CAPTURE_PERCENT`` (default 100), ``CLAIMS_RISK_CAPTURE_PII`` (drop|pseudonymize,
-    default drop), ``CLAIMS_RISK_CAPTURE_KEY`` and ``CLAIMS_RISK_CAPTURE_PII_FIELDS`` (comma-separated;
-    default: the spec's text and protected columns)."""
-    fields = os.environ.get("CLAIMS_RISK_CAPTURE_PII_FIELDS")
-    if fields is not None:
-        personal = frozenset(f.strip() for f in fields.split(",") if f.strip())
-    else:
+    """The policy :class:`shared.settings.CaptureSettings` reads: ``CLAIMS_RISK_CAPTURE_PERCENT``
+    (default 100), ``CLAIMS_RISK_CAPTURE_PII`` (drop|pseudonymize, default drop),
+    ``CLAIMS_RISK_CAPTURE_KEY`` and ``CLAIMS_RISK_CAPTURE_PII_FIELDS`` (comma-separated; default: the
+    spec's text and protected columns). A bad value raises ValueError naming its variable."""
+    from shared.settings import CaptureSettings  # here: readers of captures (the drift job) skip it
+
+    settings = CaptureSettings.load()
+    personal = settings.personal_field_names()
+    if personal is None:
         personal = personal_fields(spec) if spec is not None else frozenset()
-    mode = os.environ.get("CLAIMS_RISK_CAPTURE_PII", "drop").strip().lower()
-    if mode not in PII_MODES:
-        raise ValueError(f"CLAIMS_RISK_CAPTURE_PII must be drop or pseudonymize, not {mode!r}")
     return CapturePolicy(
-        percent=float(os.environ.get("CLAIMS_RISK_CAPTURE_PERCENT", "100")),
-        pii="pseudonymize" if mode == "pseudonymize" else "drop",
-        key=os.environ.get("CLAIMS_RISK_CAPTURE_KEY", "").encode("utf-8"),
+        percent=settings.percent,
+        pii=settings.pii,
+        key=settings.key.get_secret_value().encode("utf-8"),
         personal_fields=personal,
     )

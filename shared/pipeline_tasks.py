@@ -176,3 +176,13 @@ def run_register(
         "metrics": dict(outcome.challenger.metrics),
         "registration": task.challenger_run().uri(REGISTRATION),
     }
+
+
+class PrepareTask(BaseModel):
+    """The state machine's first state: the execution's input, to check and complete (the handler
+    hands it to :func:`step_functions.pipeline.prepare_run`, whose answer becomes the state)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["prepare"] = "prepare"
+    input: dict[str, Any] = Field(default_factory=dict, description="the execution's input, as started")

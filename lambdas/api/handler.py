@@ -1,13 +1,13 @@
 """The API Lambda: routing, validation and OpenAPI by Powertools; scoring by :mod:`shared.scoring`.
 
 The same ``lambda_handler`` runs in AWS Lambda behind API Gateway, behind the local API
-(:mod:`local.api_server`) and in tests with API Gateway proxy events. Only the wiring of the model
-endpoint differs, and it is chosen from the environment at the first request.
+(:mod:`local.api_server`) and in tests with API Gateway proxy events. Only the wiring of the ports
+differs: from :class:`shared.settings.ApiSettings`, read at the cold start in Lambda (a missing
+setting fails it, by name), and at the first request elsewhere.
 """
 
 # No "from __future__ import annotations": Powertools reads the route signatures at runtime.
 
-import os
 import time
 import uuid
 from http import HTTPStatus
@@ -25,9 +25,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared import auth
-from shared.adapters.endpoint import endpoint_from_env
-from shared.adapters.model_catalog import catalog_from_env
-from shared.adapters.pipeline_starter import starter_from_env
+from shared.adapters.endpoint import endpoint_from
+from shared.adapters.model_catalog import catalog_from
+from shared.adapters.pipeline_starter import starter_from
 from shared.ports import (
     EndpointError,
     EndpointRejectedInput,
@@ -48,17 +48,25 @@ from shared.schema import (
     RetrainResponse,
 )
 from shared.scoring import score_claims
+from shared.settings import ApiSettings
 
 API_VERSION = "1.0.0"
 CORRELATION_HEADER = "X-Correlation-Id"
+
+# In Lambda, read once here: a missing setting fails the cold start, naming its variable.
+COLD_START_SETTINGS = ApiSettings.at_cold_start()
+
+
+def function_settings() -> ApiSettings:
+    """The cold start's settings; outside Lambda, the environment's now, with the local defaults."""
+    return COLD_START_SETTINGS or ApiSettings.load()
+
 
 logger = Logger(service="claims-risk-api")
 # Only botocore (the endpoint, catalog and pipeline calls): patching every library X-Ray knows
 # imports each of them at cold start.
 tracer = Tracer(service="claims-risk-api", patch_modules=("botocore",))
-metrics = Metrics(
-    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ClaimsRisk"), service="claims-risk-api"
-)
+metrics = Metrics(namespace=function_settings().metrics_namespace, service="claims-risk-api")
 app = APIGatewayRestResolver(enable_validation=True)
 app.enable_swagger(
     path="/swagger",
@@ -75,7 +83,7 @@ app.enable_swagger(
 
 
 class _Wiring:
-    """The ports, built from the environment on first use; tests and the local runtime replace them."""
+    """The ports, built from the settings on first use; tests and the local runtime replace them."""
 
     endpoint: ModelEndpoint | None = None
     catalog: ModelCatalog | None = None
@@ -97,19 +105,19 @@ def use_ports(
 
 def model_endpoint() -> ModelEndpoint:
     if _Wiring.endpoint is None:
-        _Wiring.endpoint = endpoint_from_env()
+        _Wiring.endpoint = endpoint_from(function_settings())
     return _Wiring.endpoint
 
 
 def model_catalog() -> ModelCatalog:
     if _Wiring.catalog is None:
-        _Wiring.catalog = catalog_from_env()
+        _Wiring.catalog = catalog_from(function_settings())
     return _Wiring.catalog
 
 
 def pipeline_starter() -> PipelineStarter:
     if _Wiring.starter is None:
-        _Wiring.starter = starter_from_env()
+        _Wiring.starter = starter_from(function_settings())
     return _Wiring.starter
 
 

@@ -7,7 +7,6 @@ same triple, so SageMaker itself refuses a second job should the idempotency rec
 """
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any, TypedDict, cast
 from urllib.parse import unquote_plus
@@ -23,17 +22,28 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.adapters.object_heads import S3ObjectHeads
 from shared.adapters.transform_jobs import SageMakerTransformLauncher
-from shared.batch_jobs import BatchSettings, NotAClaimsFile, claims_format, plan_transform_job, s3_uri
-from shared.ports import TransformJobError, TransformJobLauncher
+from shared.batch_jobs import BatchSettings, NotAClaimsFile, inspect_claims_file, plan_transform_job, s3_uri
+from shared.ports import ObjectHeadReader, TransformJobError, TransformJobLauncher
+from shared.settings import BatchTriggerSettings
 
 SERVICE = "claims-risk-batch-trigger"
 # S3 redelivers within hours and Lambda retries async events for up to 6 hours; days cover both.
 IDEMPOTENCY_EXPIRY_S = 3 * 24 * 3600
 
+# In Lambda, read once here: a missing setting fails the cold start, naming its variable.
+COLD_START_SETTINGS = BatchTriggerSettings.at_cold_start()
+
+
+def function_settings() -> BatchTriggerSettings:
+    """The cold start's settings; outside Lambda, the environment's now (tests change it per case)."""
+    return COLD_START_SETTINGS or BatchTriggerSettings.load()
+
+
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE, patch_modules=("botocore",))
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ClaimsRisk"), service=SERVICE)
+metrics = Metrics(namespace=function_settings().metrics_namespace, service=SERVICE)
 
 
 class Summary(TypedDict):
@@ -57,9 +67,10 @@ idempotency_config = IdempotencyConfig(
 
 
 class _Wiring:
-    """The launcher, built from the environment on first use; tests pass fakes."""
+    """The launcher and the header reader, built from the environment on first use; tests pass fakes."""
 
     launcher: TransformJobLauncher | None = None
+    heads: ObjectHeadReader | None = None
 
 
 def use_launcher(launcher: TransformJobLauncher | None) -> None:
@@ -72,16 +83,23 @@ def launcher() -> TransformJobLauncher:
     return _Wiring.launcher
 
 
+def object_heads() -> ObjectHeadReader:
+    if _Wiring.heads is None:
+        _Wiring.heads = S3ObjectHeads()
+    return _Wiring.heads
+
+
 def reset_wiring() -> None:
-    """Forget the launcher and the DynamoDB client (tests start a fresh moto account each time)."""
+    """Forget the clients (tests start a fresh moto account each time)."""
     use_launcher(None)
+    _Wiring.heads = None
     idempotent_start.cache_clear()
 
 
 @functools.cache
 def idempotent_start() -> Callable[..., dict[str, Any]]:
     """``start_job`` behind the DynamoDB idempotency store; built on first use, when the env is set."""
-    store = DynamoDBPersistenceLayer(table_name=os.environ["IDEMPOTENCY_TABLE"])
+    store = DynamoDBPersistenceLayer(table_name=function_settings().required("idempotency_table"))
     wrapped = idempotent_function(
         start_job, data_keyword_argument="source", persistence_store=store, config=idempotency_config
     )
@@ -91,7 +109,7 @@ def idempotent_start() -> Callable[..., dict[str, Any]]:
 @tracer.capture_method
 def start_job(*, source: dict[str, Any], settings: BatchSettings) -> dict[str, Any]:
     """Plan and launch the job for one object version; runs once per version while its record lives."""
-    model = launcher().model_name(os.environ["SAGEMAKER_ENDPOINT_NAME"])
+    model = launcher().model_name(function_settings().required("endpoint_name"))
     plan = plan_transform_job(
         source["bucket"],
         source["key"],
@@ -99,6 +117,7 @@ def start_job(*, source: dict[str, Any], settings: BatchSettings) -> dict[str, A
         settings=settings,
         model_name=model,
         size=source["size"],
+        csv_columns=source.get("csv_columns"),
     )
     if isinstance(plan, NotAClaimsFile):  # the handler checked already; kept for the type
         raise TransformJobError(f"{plan.uri} is not a claims file: {plan.reason}")
@@ -129,7 +148,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Summary:
         # S3 sends an s3:TestEvent without records when the notification is configured.
         logger.info("no records in the event", extra={"event_type": event.get("Event")})
         return summary
-    settings = BatchSettings.from_env(os.environ)
+    settings = function_settings().batch_settings()
     failures: list[str] = []
     for record in S3Event(event).records:
         bucket = record.s3.bucket.name
@@ -139,18 +158,22 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Summary:
         if not record.event_name.startswith("ObjectCreated:"):
             ignore(summary, uri, f"event {record.event_name} is not an object creation")
             continue
-        found = claims_format(bucket, key, s3_object.size, settings=settings)
-        if isinstance(found, NotAClaimsFile):
-            ignore(summary, uri, found.reason)
-            continue
-        source = {
-            "bucket": bucket,
-            "key": key,
-            # Unversioned buckets send no version: the sequencer then tells one PUT from the next.
-            "version_id": s3_object.version_id or f"sequencer-{s3_object.sequencer}",
-            "size": s3_object.size,
-        }
         try:
+            # A CSV's header is read and checked here: the job needs its column order (issue 11).
+            found = inspect_claims_file(
+                bucket, key, s3_object.size, s3_object.version_id, settings=settings, heads=object_heads()
+            )
+            if isinstance(found, NotAClaimsFile):
+                ignore(summary, uri, found.reason, refused=found.refused)
+                continue
+            source = {
+                "bucket": bucket,
+                "key": key,
+                # Unversioned buckets send no version: the sequencer then tells one PUT from the next.
+                "version_id": s3_object.version_id or f"sequencer-{s3_object.sequencer}",
+                "size": s3_object.size,
+                "csv_columns": list(found.csv_columns) if found.csv_columns else None,
+            }
             answer = idempotent_start()(source=source, settings=settings)
         except TransformJobError as error:
             # The other records still go; failing the invocation at the end lets Lambda retry this one.
@@ -168,7 +191,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Summary:
     return summary
 
 
-def ignore(summary: Summary, uri: str, reason: str) -> None:
-    logger.info(f"ignored {uri}: {reason}", extra={"object": uri, "reason": reason})
-    metrics.add_metric(name="BatchFilesIgnored", unit=MetricUnit.Count, value=1)
+def ignore(summary: Summary, uri: str, reason: str, *, refused: bool = False) -> None:
+    if refused:  # a claims file by its name that cannot be scored: its sender expects an answer
+        logger.warning(f"refused {uri}: {reason}", extra={"object": uri, "reason": reason})
+        metrics.add_metric(name="BatchFilesRefused", unit=MetricUnit.Count, value=1)
+    else:
+        logger.info(f"ignored {uri}: {reason}", extra={"object": uri, "reason": reason})
+        metrics.add_metric(name="BatchFilesIgnored", unit=MetricUnit.Count, value=1)
     summary["ignored"].append(uri)

@@ -5,7 +5,6 @@ says why it did not (nothing was captured that hour)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -16,20 +15,14 @@ from shared.adapters.artifacts import S3ArtifactStore
 from shared.adapters.processing_jobs import SageMakerProcessingLauncher
 from shared.drift_jobs import DriftJobSettings, DriftWindow, capture_uri, drift_job_request
 from shared.ports import ArtifactStore, ProcessingJobLauncher
+from shared.settings import DriftTriggerSettings
 
 SERVICE = "claims-risk-drift-trigger"
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE, patch_modules=("botocore",))
 
-# The deployment's settings (cdk/monitoring.py sets each); a missing one fails the cold start by name.
-SETTINGS_FROM_ENV = {
-    "image": "CLAIMS_RISK_IMAGE_URI",
-    "role_arn": "CLAIMS_RISK_SAGEMAKER_ROLE_ARN",
-    "bucket": "CLAIMS_RISK_DATA_BUCKET",
-    "endpoint": "SAGEMAKER_ENDPOINT_NAME",
-    "kms_key_arn": "CLAIMS_RISK_KMS_KEY_ARN",
-    "job_prefix": "CLAIMS_RISK_JOB_PREFIX",
-}
+# The deployment's settings (cdk/monitoring.py sets each), field by field, with their variables.
+SETTINGS_FROM_ENV = DriftTriggerSettings.variables()
 
 
 class ScheduledInvocation(BaseModel):
@@ -40,23 +33,8 @@ class ScheduledInvocation(BaseModel):
     scheduled_time: dt.datetime | None = Field(default=None, description="defaults to now")
 
 
-def settings_from(env: dict[str, str]) -> DriftJobSettings:
-    missing = [name for name in SETTINGS_FROM_ENV.values() if not env.get(name)]
-    if missing:
-        raise RuntimeError(f"the drift trigger is missing its settings: {', '.join(missing)}")
-    values = {field: env[name] for field, name in SETTINGS_FROM_ENV.items()}
-    return DriftJobSettings(
-        image=values["image"],
-        role_arn=values["role_arn"],
-        bucket=values["bucket"],
-        endpoint=values["endpoint"],
-        kms_key_arn=values["kms_key_arn"],
-        job_prefix=values["job_prefix"],
-    )
-
-
 class _Wiring:
-    """Built from the environment on first use; tests pass fakes."""
+    """Built from the settings on first use; tests pass fakes."""
 
     settings: DriftJobSettings | None = None
     store: ArtifactStore | None = None
@@ -71,12 +49,14 @@ def wire(
     _Wiring.settings, _Wiring.store, _Wiring.launcher = settings, store, launcher
 
 
-if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # in Lambda: a missing setting fails the cold start
-    _Wiring.settings = settings_from(dict(os.environ))
+# In Lambda, read once here: a missing setting fails the cold start, naming its variable.
+COLD_START_SETTINGS = DriftTriggerSettings.at_cold_start()
+if COLD_START_SETTINGS is not None:
+    _Wiring.settings = COLD_START_SETTINGS.drift_job()
 
 
 def start_drift_job(invocation: ScheduledInvocation) -> dict[str, Any]:
-    settings = _Wiring.settings or settings_from(dict(os.environ))
+    settings = _Wiring.settings or DriftTriggerSettings.load().drift_job()
     store = _Wiring.store or S3ArtifactStore()
     launcher = _Wiring.launcher or SageMakerProcessingLauncher()
     window = DriftWindow.hour_before(invocation.scheduled_time or dt.datetime.now(dt.UTC))

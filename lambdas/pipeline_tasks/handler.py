@@ -1,9 +1,8 @@
-"""The retraining state machine's Lambda tasks: ``gates``, ``register`` and ``publish_card``
-(see shared.pipeline_tasks)."""
+"""The retraining state machine's Lambda tasks: ``prepare``, ``gates``, ``register`` and
+``publish_card`` (see shared.pipeline_tasks)."""
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import Annotated, Any
 
@@ -15,6 +14,7 @@ from shared.adapters.artifacts import S3ArtifactStore
 from shared.adapters.model_packages import MlflowRestRegistry, SageMakerModelPackages
 from shared.pipeline_tasks import (
     GatesTask,
+    PrepareTask,
     PublishCardTask,
     RegisterTask,
     run_gates,
@@ -22,12 +22,17 @@ from shared.pipeline_tasks import (
     run_register,
 )
 from shared.ports import ArtifactStore, ModelPackageRegistry, ModelVersionRegistry
+from shared.settings import PipelineTasksSettings
+from step_functions.pipeline import prepare_run
+
+# In Lambda, read once here: a missing setting fails the cold start, naming its variable.
+COLD_START_SETTINGS = PipelineTasksSettings.at_cold_start()
 
 logger = Logger(service="claims-risk-pipeline-tasks")
 tracer = Tracer(service="claims-risk-pipeline-tasks")
 # The payload's "action" says which task it is.
-Task = Annotated[GatesTask | RegisterTask | PublishCardTask, Field(discriminator="action")]
-TASKS: TypeAdapter[GatesTask | RegisterTask | PublishCardTask] = TypeAdapter(Task)
+AnyTask = PrepareTask | GatesTask | RegisterTask | PublishCardTask
+TASKS: TypeAdapter[AnyTask] = TypeAdapter(Annotated[AnyTask, Field(discriminator="action")])
 
 
 @cache
@@ -43,15 +48,19 @@ def model_packages() -> ModelPackageRegistry:
 @cache
 def mlflow_registry() -> ModelVersionRegistry | None:
     """Only when the deployment names a tracking server (it costs money while it runs)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    return MlflowRestRegistry(uri, os.environ["AWS_REGION"]) if uri else None
+    settings = COLD_START_SETTINGS or PipelineTasksSettings.load()
+    if not settings.mlflow_tracking_uri:
+        return None
+    return MlflowRestRegistry(settings.mlflow_tracking_uri, settings.required("aws_region"))
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     task = TASKS.validate_python(event)  # a bad payload fails the state, whose Catch notifies on-call
-    if isinstance(task, RegisterTask):
+    if isinstance(task, PrepareTask):
+        result = prepare_run(task.input)  # a bad input fails here, naming the field, before any job
+    elif isinstance(task, RegisterTask):
         result = run_register(task, artifact_store(), model_packages(), mlflow_registry())
     elif isinstance(task, PublishCardTask):
         result = run_publish_card(task, artifact_store())

@@ -11,6 +11,10 @@ exactly one output line, its prediction or an error naming why it was rejected, 
 never fails its mini-batch and nothing is lost. The rejected rows also go, with their reasons, to
 a JSON Lines part under that rejected prefix (``rejected/<file>/``). Real-time requests keep the
 all-or-nothing behaviour (a bad body is one 4xx).
+
+Only a CSV's first mini-batch carries its header line, so the trigger passes the file's column order
+in ``CLAIMS_RISK_CSV_COLUMNS``: every mini-batch is read in that order and the header line skipped
+where it appears (without the variable, header-less lines are in the spec's order).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from shared.batch_jobs import REJECTED_URI_ENV
+from shared.batch_jobs import REJECTED_URI_ENV, declared_csv_columns
 from shared.feature_spec import ColumnRole
 from shared.ml.model import RiskModel
 from shared.payloads import CSV, JSON_LINES, media_type, parse_records, render_predictions
@@ -37,6 +41,7 @@ class LineBatch:
 
     body: bytes
     media_type: str
+    csv_columns: tuple[str, ...] | None = None  # the file's header, as the trigger read it
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,8 @@ def input_fn(request_body: bytes | str, request_content_type: str) -> list[dict[
         kind = PARQUET if base == PARQUET else media_type(request_content_type)
         if kind in (CSV, JSON_LINES, PARQUET):
             body = request_body.encode("utf-8") if isinstance(request_body, str) else request_body
-            return LineBatch(body, kind)
+            columns = declared_csv_columns(os.environ) if kind == CSV else None
+            return LineBatch(body, kind, tuple(columns) if columns else None)
     return parse_records(request_body, request_content_type, _csv_columns)
 
 
@@ -79,7 +85,7 @@ def predict_fn(
         kind = {CSV: InputFormat.CSV, JSON_LINES: InputFormat.JSON_LINES}.get(
             records.media_type, InputFormat.PARQUET
         )
-        results = score_lines(model, records.body, kind)
+        results = score_lines(model, records.body, kind, csv_columns=records.csv_columns)
         publish_rejections(results)
         return LineResults(results)
     return model.predict_records(records)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.ports import EndpointError, EndpointRejectedInput, ModelEndpoint
+from shared.settings import EndpointSettings
 
 CONTENT_TYPE = "application/json"
 
@@ -98,12 +98,10 @@ class HttpEndpoint:
         return f"http:{self.base_url}"
 
 
-def endpoint_from_env(env: Mapping[str, str] | None = None) -> ModelEndpoint:
-    """Wiring: the local model server when ``CLAIMS_RISK_MODEL_URL`` is set, else SageMaker."""
-    env = os.environ if env is None else env
-    if env.get("CLAIMS_RISK_MODEL_URL"):
-        return HttpEndpoint(env["CLAIMS_RISK_MODEL_URL"])
-    name = env.get("SAGEMAKER_ENDPOINT_NAME")
-    if not name:
+def endpoint_from(settings: EndpointSettings) -> ModelEndpoint:
+    """Wiring: the local model server when the settings give its URL, else SageMaker."""
+    if settings.model_url:
+        return HttpEndpoint(settings.model_url)
+    if not settings.endpoint_name:  # only outside Lambda, where the health check reports it
         raise EndpointError("set SAGEMAKER_ENDPOINT_NAME (AWS) or CLAIMS_RISK_MODEL_URL (local)")
-    return SageMakerEndpoint(name)
+    return SageMakerEndpoint(settings.endpoint_name)

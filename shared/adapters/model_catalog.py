@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from shared.ports import ModelCatalog, ModelCatalogError
+from shared.settings import ModelCatalogSettings
 
 
 class S3ModelCatalog:
@@ -49,10 +49,9 @@ class LocalModelCatalog:
         return loaded
 
 
-def catalog_from_env() -> ModelCatalog:
-    """``CLAIMS_RISK_MODEL_CARD_S3=s3://bucket/key`` in AWS; else the local store in CLAIMS_RISK_HOME."""
-    location = os.environ.get("CLAIMS_RISK_MODEL_CARD_S3", "")
-    if location.startswith("s3://"):
-        bucket, _, key = location[len("s3://") :].partition("/")
-        return S3ModelCatalog(bucket, key)
-    return LocalModelCatalog(Path(os.environ.get("CLAIMS_RISK_HOME", "data")) / "models")
+def catalog_from(settings: ModelCatalogSettings) -> ModelCatalog:
+    """The model card in S3 when the settings name it (always in Lambda); else the local store."""
+    location = settings.model_card_location()
+    if location is not None:
+        return S3ModelCatalog(*location)
+    return LocalModelCatalog(settings.home / "models")

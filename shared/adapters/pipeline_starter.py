@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.ports import PipelineStarter, PipelineStartError
+from shared.settings import PipelineStarterSettings
 
 
 class StepFunctionsStarter:
@@ -65,9 +66,8 @@ class LocalPipelineStarter:
         return execution_id
 
 
-def starter_from_env() -> PipelineStarter:
-    """``CLAIMS_RISK_STATE_MACHINE_ARN`` in AWS; otherwise a local run under CLAIMS_RISK_HOME."""
-    arn = os.environ.get("CLAIMS_RISK_STATE_MACHINE_ARN")
-    if arn:
-        return StepFunctionsStarter(arn)
-    return LocalPipelineStarter(Path(os.environ.get("CLAIMS_RISK_HOME", "data")).resolve())
+def starter_from(settings: PipelineStarterSettings) -> PipelineStarter:
+    """Step Functions when the settings name the state machine (always in Lambda); else a local run."""
+    if settings.state_machine_arn:
+        return StepFunctionsStarter(settings.state_machine_arn)
+    return LocalPipelineStarter(settings.home.resolve())

@@ -9,7 +9,8 @@ How a file is read (never whole; ``chunk_rows`` rows at a time, so memory stays 
 
 - **CSV**: one claim per line, as SageMaker's ``SplitType=Line`` cuts a file. The first non-blank line
   is the header when one of its cells names a spec column; otherwise the columns are the spec's, in
-  order (as batch transform sends them). Each line is decoded and parsed on its own, so a line that
+  order. (A transform job's mini-batches after the first carry no header: the job is told the
+  file's columns instead, see :func:`score_lines`.) Each line is decoded and parsed on its own, so a line that
   is not UTF-8, has broken quoting (an unclosed quote cannot swallow the lines after it) or has more
   or fewer fields than the header is rejected alone. A newline inside a quoted field is therefore
   not supported: SageMaker would cut the row there too.
@@ -49,6 +50,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from shared.batch_jobs import ClaimsHeaderError, csv_header_columns, is_header_line
 from shared.feature_spec import ColumnRole, FeatureSpec
 from shared.ml.model import RiskModel
 from shared.ml.validation import REASON, ROW_NUMBER, validate_frame
@@ -138,22 +140,14 @@ def _parse_csv_line(text: str) -> tuple[list[str] | None, str | None]:
 
 
 def csv_header(first_line: bytes, spec: FeatureSpec) -> tuple[list[str], bool]:
-    """The columns, and whether ``first_line`` was the header (not a data row)."""
-    text, not_utf8 = _decode(first_line)
-    known = {c.name for c in spec.columns} | {spec.target.column}
-    cells, broken = _parse_csv_line(text.lstrip("\ufeff"))
-    is_header = cells is not None and any(c.strip() in known for c in cells)
-    if not is_header:
+    """The columns, and whether ``first_line`` was the header (not a data row). The rules are the AWS
+    trigger's too (:func:`shared.batch_jobs.csv_header_columns`), so both refuse the same headers."""
+    try:
+        header = csv_header_columns(first_line, spec)
+    except ClaimsHeaderError as error:
+        raise BatchFileError(str(error)) from None
+    if header is None:
         return spec_csv_columns(spec), False
-    if not_utf8 or broken or cells is None:
-        raise BatchFileError(f"the header line cannot be read: {not_utf8 or broken}")
-    header = [c.strip() for c in cells]
-    repeated = sorted({c for c in header if header.count(c) > 1})
-    if repeated:
-        raise BatchFileError(f"the header repeats columns: {', '.join(repeated)}")
-    missing = [c.name for c in spec.columns if c.required and c.name not in header]
-    if missing:
-        raise BatchFileError(f"the header lacks required columns: {', '.join(missing)}")
     return header, True
 
 
@@ -666,7 +660,12 @@ def summarise(
 
 
 def score_lines(
-    model: RiskModel, body: bytes, kind: InputFormat, *, explain: bool = True
+    model: RiskModel,
+    body: bytes,
+    kind: InputFormat,
+    *,
+    explain: bool = True,
+    csv_columns: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Score one request body of CSV or JSON Lines lines (``SplitType=Line``), in order; or a whole
     Parquet file (which SageMaker sends unsplit), row by row.
@@ -677,6 +676,12 @@ def score_lines(
     file's first mini-batch carries it) gives ``{"header": true}``, which the renderer turns into the
     output's header. Rows are checked as in a file, but a mini-batch knows nothing of the others, so
     a repeated claim id is caught only within one mini-batch.
+
+    ``csv_columns`` is the file's header as the batch trigger read it (``CLAIMS_RISK_CSV_COLUMNS``):
+    only the first mini-batch holds the header line, so every mini-batch is read in that order, and
+    the header line is recognised (it equals the columns) and skipped in whichever one holds it: the
+    file's first line, so the first line of its mini-batch. Without it, a mini-batch whose first line
+    names a spec column reads by that line, any other by the spec's order.
     """
     spec = model.spec
     if kind == InputFormat.PARQUET:
@@ -690,7 +695,10 @@ def score_lines(
         return []
     header_line: list[dict[str, Any]] = []
     if kind == InputFormat.CSV:
-        header, had_header = csv_header(lines[0], spec)
+        if csv_columns:
+            header, had_header = list(csv_columns), is_header_line(lines[0], csv_columns)
+        else:
+            header, had_header = csv_header(lines[0], spec)
         if had_header:
             header_line, lines = [{"header": True}], lines[1:]
         chunk = csv_chunk(lines, header, 1, spec.id_column)

@@ -22,6 +22,7 @@ from shared.adapters.transform_jobs import SageMakerTransformLauncher
 from shared.batch_jobs import BatchSettings, TransformJobSpec, plan_transform_job
 from shared.ports import TransformJobError
 from tests.aws_fakes import FakeLambdaContext, offline_credentials
+from tests.factories import minimal_claim
 
 REGION: Final = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -29,7 +30,9 @@ BUCKET = "claims-drop-test"
 TABLE = "claims-batch-idempotency"
 ENDPOINT = "claims-risk"
 MODEL = "claims-risk-model-20261101"
-CSV_BODY = b"claim_id,claim_amount\nCLM-1,1200\nCLM-2,50000\n"
+# The trigger reads a CSV's header: it must name the claim schema's required columns.
+CSV_HEADER = ",".join(minimal_claim())
+CSV_BODY = f"{CSV_HEADER}\n{','.join(str(v) for v in minimal_claim().values())}\n".encode()
 
 
 FUNCTION_NAME = "claims-risk-batch-trigger"
@@ -171,7 +174,8 @@ def test_one_csv_drop_starts_one_transform_job_with_the_serving_model(aws: dict[
         "AssembleWith": "Line",
     }
     assert described["Environment"] == {
-        "CLAIMS_RISK_REJECTED_S3_URI": f"s3://{BUCKET}/rejected/2026/11/claims batch+1.csv/"
+        "CLAIMS_RISK_REJECTED_S3_URI": f"s3://{BUCKET}/rejected/2026/11/claims batch+1.csv/",
+        "CLAIMS_RISK_CSV_COLUMNS": json.dumps(CSV_HEADER.split(","), separators=(",", ":")),
     }
     assert described["TransformResources"] == {"InstanceType": "ml.m5.large", "InstanceCount": 1}
     assert described["BatchStrategy"] == "MultiRecord"

@@ -164,3 +164,71 @@ def test_publish_card_copies_the_serving_models_manifest_for_the_api_and_keeps_i
     # The next run's challenger is judged against this model.
     champion = aws.get_object(Bucket=BUCKET, Key="models/current/model.tar.gz")["Body"].read()
     assert champion == buffer.getvalue()
+
+
+PREPARE_STATE_FIELDS = (
+    "inputs",
+    "static_hyperparameters",
+    "trial_hyperparameters",
+    "hyperparameter_overrides",
+)
+
+
+def prepare_event(execution_input: dict[str, Any]) -> dict[str, Any]:
+    """The state machine's first state: its Payload with ``$$.Execution.Input`` filled in."""
+    from step_functions.state_machine import PREPARE_STATE, DeploymentGuardrails, definition
+
+    guardrails = DeploymentGuardrails(10, 300, 600, ("a",), "ml.m5.large", 1, 20)
+    payload = definition(guardrails)["States"][PREPARE_STATE]["Parameters"]["Payload"]
+    assert payload == {"action": "prepare", "input.$": "$$.Execution.Input"}
+    return {"action": payload["action"], "input": execution_input}
+
+
+def test_the_prepare_task_completes_the_runs_input_as_the_state_machine_reads_it() -> None:
+    from step_functions.pipeline import prepare_run
+
+    for execution_input in ({}, {"tuning_trials": 4, "hyperparameters": {"model_family": "xgboost"}}):
+        answer = handler.lambda_handler(prepare_event(execution_input), Context())
+        assert answer == prepare_run(execution_input)
+        # Every field the state's ResultSelector picks, and a JSON document as Lambda returns it.
+        assert {*PREPARE_STATE_FIELDS, "tuning"} <= set(answer)
+        assert json.loads(json.dumps(answer)) == answer
+    assert answer["inputs"]["tuning_trials"] == 4 and answer["tuning"]["max_parallel"] == 2
+    # A console start's {} arrives as such, and an event without "input" means the same.
+    assert handler.lambda_handler({"action": "prepare"}, Context()) == prepare_run({})
+
+
+@pytest.mark.parametrize(
+    ("execution_input", "named"),
+    [
+        ({"tuning_trials": -1}, "tuning_trials"),
+        ({"tuning_trails": 4}, "tuning_trails"),
+        ({"hyperparameters": {"max_depht": 4}}, "max_depht"),
+    ],
+)
+def test_a_bad_run_input_fails_the_prepare_task_naming_the_field(
+    execution_input: dict[str, Any], named: str
+) -> None:
+    """Before any job is paid for; the state's Catch turns the error into an on-call notification."""
+    with pytest.raises(ValueError, match=named):
+        handler.lambda_handler(prepare_event(execution_input), Context())
+
+
+def test_the_prepare_task_loads_no_heavy_library() -> None:
+    """The pipeline-tasks function's bundle carries no numpy or pandas: prepare_run must not need them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import sys; from step_functions.pipeline import prepare_run; prepare_run({}); "
+        "print(sorted(m for m in ('numpy', 'pandas', 'sklearn', 'xgboost') if m in sys.modules))"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert answer.stdout.strip() == "[]"
