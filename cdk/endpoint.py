@@ -39,6 +39,16 @@ def guardrails(config: StageConfig, *, model_monitor: bool = False) -> Deploymen
     )
 
 
+def key_grant_statement(key: kms.IKey) -> iam.PolicyStatement:
+    """kms:CreateGrant for SageMaker's own use of the key (encrypted volumes and endpoints)."""
+    return iam.PolicyStatement(
+        sid="KeyGrantsForSageMaker",
+        actions=["kms:CreateGrant"],
+        resources=[key.key_arn],
+        conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+    )
+
+
 class SageMakerRole(Construct):
     """The one role SageMaker jobs, models and monitors run as: the data bucket, the key, logs."""
 
@@ -59,6 +69,9 @@ class SageMakerRole(Construct):
             )
         )
         key.grant(self.role, *KEY_USE)
+        # Jobs with a VolumeKmsKeyId have SageMaker create a grant on the key for their volumes (the
+        # SageMaker API permissions reference); only for AWS resources, never for a person.
+        self.role.add_to_policy(key_grant_statement(key))
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="PullAwsImages",  # SageMaker's own images live in AWS-owned registries

@@ -7,6 +7,7 @@ require), so the pipeline-tasks Lambda needs neither the mlflow package nor its 
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -14,8 +15,12 @@ from typing import Any
 
 from shared.ports import ModelPackageRequest
 
-# SageMaker caps customer metadata values at 1024 characters and tag values at 256.
-_METADATA_VALUE_LIMIT = 1024
+# CreateModelPackage's CustomerMetadataProperties in botocore's SageMaker model: at most 50 entries, keys
+# of 1-128 and values of 1-256 characters, letters, digits, spaces and _.:/=+-@ only.
+_METADATA_ENTRIES = 50
+_METADATA_KEY_LIMIT = 128
+_METADATA_VALUE_LIMIT = 256
+_METADATA_OUTSIDE = re.compile(r"[^\w .:/=+\-@]")
 
 
 class SageMakerModelPackages:
@@ -69,10 +74,21 @@ class SageMakerModelPackages:
 
 
 def _metadata(request: ModelPackageRequest) -> dict[str, str]:
+    """The package's tags and metrics as SageMaker accepts them: other characters become "_" (a gate
+    summary such as "roc_auc 0.600 < 0.800" holds "<"), long text is cut, and the lineage comes first."""
+    entries = [
+        *((k, str(v)) for k, v in request.tags.items()),
+        *((f"metric_{k}", f"{v:.6g}") for k, v in request.metrics.items()),
+    ]
     return {
-        **{k: str(v)[:_METADATA_VALUE_LIMIT] for k, v in request.tags.items()},
-        **{f"metric_{k}": f"{v:.6g}" for k, v in request.metrics.items()},
+        metadata_text(key, _METADATA_KEY_LIMIT): metadata_text(value, _METADATA_VALUE_LIMIT)
+        for key, value in entries[:_METADATA_ENTRIES]
     }
+
+
+def metadata_text(text: str, limit: int = _METADATA_VALUE_LIMIT) -> str:
+    """``text`` as a CustomerMetadataProperties key or value: other characters become "_", cut."""
+    return _METADATA_OUTSIDE.sub("_", text)[:limit] or "-"
 
 
 class MlflowRestRegistry:

@@ -367,7 +367,7 @@ def test_happy_path_promotes_through_the_guarded_update(sandbox: Sandbox) -> Non
         "config": f"claims-risk-{run_id}",
     }
     assert "failure" not in message
-    assert result.subjects == ["claims-risk retraining run-1 ended"]
+    assert result.subjects == ["claims-risk retraining ended"]
 
 
 def test_failed_gates_keep_the_champion(sandbox: Sandbox) -> None:
@@ -519,4 +519,4 @@ def test_a_bad_input_fails_at_prepare_and_notifies(sandbox: Sandbox) -> None:
     assert result.status == "FAILED"
     assert is_subsequence(["failed at prepare run", "notify", "run failed"], result.entered)
     assert "validate" not in result.entered
-    assert result.subjects == ["claims-risk retraining run-1 ended"]
+    assert result.subjects == ["claims-risk retraining ended"]
