@@ -18,6 +18,8 @@ from constructs import Construct
 from cdk.config import StageConfig
 from cdk.data import INCOMING_PREFIX, REJECTED_PREFIX, SCORED_PREFIX
 from cdk.functions import python_function
+from shared.batch_jobs import REFUSAL_NOTE
+from step_functions.state_machine import MODEL_SPEC_KEY
 
 BATCH_JOB_PREFIX = "claims-batch-"
 INPUT_URI_PATH = "$.detail.TransformInput.DataSource.S3DataSource.S3Uri"
@@ -74,6 +76,7 @@ class DropFolderBatch(Construct):
                 "REJECTED_PREFIX": REJECTED_PREFIX,
                 "TRANSFORM_INSTANCE_TYPE": config.transform_instance_type,
                 "DATA_KMS_KEY_ID": key.key_arn,
+                "CLAIMS_RISK_MODEL_SPEC_S3": f"s3://{bucket.bucket_name}/{MODEL_SPEC_KEY}",
             },
             timeout=Duration.seconds(60),
             memory_mb=256,
@@ -88,7 +91,34 @@ class DropFolderBatch(Construct):
                 resources=[bucket.arn_for_objects(f"{INCOMING_PREFIX}*")],
             )
         )
+        # It checks those headers against the serving model's spec, which the deploy step publishes.
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadServingSpec",
+                actions=["s3:GetObject"],
+                resources=[bucket.arn_for_objects(MODEL_SPEC_KEY)],
+            )
+        )
+        # Until a model is deployed there is no spec: listing that one key tells "absent" (the default
+        # spec applies) from "denied", as S3 answers 403 for a missing key to a caller who cannot list.
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="FindServingSpec",
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringEquals": {"s3:prefix": MODEL_SPEC_KEY}},
+            )
+        )
+        # A refused file's sender gets a note beside where its rejected rows would go; nothing else there.
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="WriteRefusalNotes",
+                actions=["s3:PutObject"],
+                resources=[bucket.arn_for_objects(f"{REJECTED_PREFIX}*/{REFUSAL_NOTE}")],
+            )
+        )
         key.grant_decrypt(self.function)
+        key.grant(self.function, "kms:GenerateDataKey")  # the notes are written SSE-KMS with the data key
 
         def arn(resource: str, name: str) -> str:
             return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)

@@ -14,12 +14,13 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from cdk.config import StageConfig
-from cdk.endpoint import KEY_USE
+from cdk.endpoint import KEY_USE, key_grant_statement
 from cdk.functions import python_function
 from shared.alarms import RETRAIN_ON_ALARMS, alarm
 from step_functions.state_machine import (
     CHAMPION_MODEL_KEY,
     MODEL_CARD_KEY,
+    MODEL_SPEC_KEY,
     RUNS_PREFIX,
     SYNC_EVENT_RULES,
     DeploymentGuardrails,
@@ -75,12 +76,13 @@ class RetrainingPipeline(Construct):
                 resources=[bucket.arn_for_objects(f"{RUNS_PREFIX}/*")],
             )
         )
-        self.tasks.add_to_role_policy(  # the model card it publishes after a deployment
+        self.tasks.add_to_role_policy(  # the model card, champion and spec it publishes after a deployment
             iam.PolicyStatement(
                 actions=["s3:PutObject"],
                 resources=[
                     bucket.arn_for_objects(MODEL_CARD_KEY),
                     bucket.arn_for_objects(CHAMPION_MODEL_KEY),
+                    bucket.arn_for_objects(MODEL_SPEC_KEY),
                 ],
             )
         )
@@ -160,6 +162,8 @@ class RetrainingPipeline(Construct):
             return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
 
         jobs = [arns("processing-job"), arns("training-job"), arns("hyper-parameter-tuning-job")]
+        # CreateEndpoint with an endpoint config's KmsKeyId needs the caller to grant SageMaker the key.
+        self.role.add_to_policy(key_grant_statement(key))
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="RunJobs",

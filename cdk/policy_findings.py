@@ -77,6 +77,11 @@ def _by_path() -> dict[str, list[tuple[str, str]]]:
                 "reads the header line of any file dropped under incoming/ (senders name their files)",
             ),
             (
+                f"{_IAM5}[Resource::<Data178AD3D0.Arn>/rejected/*/refused.json]",
+                "answers a refused file with a note at rejected/<its path below incoming/>/refused.json: "
+                "senders name their files, and only notes of that name can be written, never rejected rows",
+            ),
+            (
                 f"{_IAM5}[Resource::{_ARN}:transform-job/claims-batch-*]",
                 "each dropped file starts a job named after it; all share the claims-batch- prefix",
             ),

@@ -11,23 +11,38 @@ schema (a header without a required column starts no job) and passes the order t
 ``CLAIMS_RISK_CSV_COLUMNS``; the inference script reads every mini-batch in that order and skips the
 header line where it finds it. A CSV whose first line names no known column has no header: its
 rows are read in the spec's order, as before.
+
+**Whose spec.** The header is checked against the spec of the model that serves (a model trained on
+a bring-your-own-data spec expects that spec's columns): the deploy step publishes the model's
+``feature_spec.json`` beside its model card, and :func:`serving_spec` reads it through an
+:class:`shared.ports.ArtifactStore`. Before any model is deployed there is none, and the default
+claims spec stands in. The drop folder checks with the loaded model's spec (``RiskModel.spec``), so
+both refuse the same headers.
+
+**A refused file's answer.** A file named as claims whose content cannot be scored (its header, its
+size) starts no job; its sender finds why in a small JSON note, :func:`refusal_note`, written at
+:func:`refusal_note_uri`: ``rejected/<path below incoming/>/refused.json``, the folder where a job
+would have put the file's rejected rows. The dropped file stays where it is.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import functools
 import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from shared.ports import TransformJobError
 
 if TYPE_CHECKING:  # the spec is built on first use only (pydantic), and only for CSV drops
     from shared.feature_spec import FeatureSpec
-    from shared.ports import ObjectHeadReader
+    from shared.ports import ArtifactStore, ObjectHeadReader
 
 REJECTED_URI_ENV = "CLAIMS_RISK_REJECTED_S3_URI"  # read by the inference script inside the container
 # The CSV file's column order, a JSON array, read by the inference script (see the module's docstring).
@@ -37,6 +52,8 @@ HEADER_READ_BYTES = 64 * 1024
 # botocore's sagemaker service model, CreateTransformJob's Environment (TransformEnvironmentMap): at
 # most 16 variables, each value (TransformEnvironmentValue) at most 10240 characters.
 ENV_VALUE_MAX = 10240
+# The note a refused file's sender finds in the folder of the file's rejected rows (see the docstring).
+REFUSAL_NOTE = "refused.json"
 JOB_NAME_PREFIX = "claims-batch-"
 JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's TransformJobName
 _JOB_NAME_MAX = 63
@@ -145,6 +162,7 @@ class NotAClaimsFile:
     reason: str
     # A file named as claims whose content is refused (its header): someone expected it scored.
     refused: bool = False
+    spec: FeatureSpec | None = None  # the spec a refused CSV header was checked against
 
     @property
     def uri(self) -> str:
@@ -212,14 +230,20 @@ def claims_format(
     if found is None:
         known = ", ".join(f.suffix for f in FORMATS)
         return skip(f"not a claims file: the name does not end with {known}")
+    # The refusal note's URI counts too: every file that can be refused can be told why.
+    uris = (*_uris(bucket, key, settings), refusal_note_uri(bucket, key, settings))
+    if max(len(uri) for uri in uris) > _S3_URI_MAX:
+        return skip(f"key too long: SageMaker takes S3 URIs of at most {_S3_URI_MAX} characters")
     if found.split_type == "None" and size is not None and size > settings.max_payload_mb * _MB:
         # An unsplit file is one request to the container; SageMaker fails the job if it is larger.
-        return skip(
+        # A claims file by its name that cannot be scored: refused, so its sender gets an answer.
+        return NotAClaimsFile(
+            bucket,
+            key,
             f"{found.suffix} file of {size / _MB:.1f} MB exceeds the {settings.max_payload_mb} MB payload "
-            "limit of an unsplit file; drop it as .csv or .jsonl"
+            "limit of an unsplit file; drop it as .csv or .jsonl",
+            refused=True,
         )
-    if max(len(uri) for uri in _uris(bucket, key, settings)) > _S3_URI_MAX:
-        return skip(f"key too long: SageMaker takes S3 URIs of at most {_S3_URI_MAX} characters")
     return found
 
 
@@ -231,6 +255,87 @@ def _uris(bucket: str, key: str, settings: BatchSettings) -> tuple[str, str, str
         s3_uri(bucket, f"{settings.scored_prefix}{relative}/"),
         s3_uri(bucket, f"{settings.rejected_prefix}{relative}/"),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A refused file's answer: a note beside where its rejected rows would have gone.
+
+
+def refusal_note_uri(bucket: str, key: str, settings: BatchSettings) -> str:
+    """Where the sender of a refused ``key`` finds why: ``incoming/2026/11/a.csv`` is answered in
+    ``rejected/2026/11/a.csv/refused.json``, the folder a job would have written its rejected rows to.
+    One note per key: a later refusal of the same key replaces it (the bucket keeps the versions)."""
+    return _uris(bucket, key, settings)[2] + REFUSAL_NOTE
+
+
+def refusal_note(refused: NotAClaimsFile, version_id: str | None, *, at: dt.datetime) -> dict[str, Any]:
+    """The note's content. Its fields are the drop folder's where they mean the same: ``file`` as in
+    a summary, ``state`` and ``reason`` as in its ledger (whose ``failed/<name>.reason.txt`` holds the
+    reason); ``source`` and ``version_id`` name the very object version refused, and ``spec`` the spec
+    its header was checked against."""
+    note: dict[str, Any] = {
+        "file": refused.key.rsplit("/", 1)[-1],
+        "source": refused.uri,
+        "version_id": version_id,
+        "state": "refused",
+        "reason": refused.reason,
+        "refused_at": at.astimezone(dt.UTC).isoformat(timespec="seconds"),
+        "kept": "the file stays where it was dropped; drop a corrected file to score it",
+    }
+    if refused.spec is not None:
+        note["spec"] = {"name": refused.spec.name, "version": refused.spec.version}
+    return note
+
+
+def write_refusal_note(
+    store: ArtifactStore,
+    refused: NotAClaimsFile,
+    version_id: str | None,
+    *,
+    settings: BatchSettings,
+    at: dt.datetime,
+) -> str:
+    """Write the note for ``refused``; its URI. Raises :class:`TransformJobError` when it cannot be
+    written now (the invocation then fails and Lambda retries it: a sender must get an answer)."""
+    uri = refusal_note_uri(refused.bucket, refused.key, settings)
+    try:
+        store.write_json(uri, refusal_note(refused, version_id, at=at))
+    except Exception as error:  # the store's own errors (botocore's in AWS): all mean "not written"
+        raise TransformJobError(f"could not write the refusal note {uri}: {error}") from error
+    return uri
+
+
+# ---------------------------------------------------------------------------------------------
+# Whose spec a CSV's header is checked against: the serving model's.
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    spec: FeatureSpec
+    published_at: str | None  # the URI it was read from; None: the default claims spec stood in
+
+
+def serving_spec(store: ArtifactStore, uri: str | None) -> ServingSpec:
+    """The feature spec of the model that serves, which the deploy step publishes at ``uri``; the
+    default claims spec when none is published yet (no model deployed) or no ``uri`` is configured
+    (outside Lambda). Raises :class:`TransformJobError` when it cannot be read now, or is no spec: a
+    header is never checked against a spec that may not be the serving model's."""
+    if uri is None:
+        return ServingSpec(_claims_spec(), None)
+    try:
+        body = store.read_bytes(uri)
+    except FileNotFoundError:
+        return ServingSpec(_claims_spec(), None)
+    except Exception as error:  # the store's own errors (botocore's in AWS): retry later
+        raise TransformJobError(f"could not read the serving model's spec {uri}: {error}") from error
+    from pydantic import ValidationError
+
+    from shared.feature_spec import FeatureSpec
+
+    try:
+        return ServingSpec(FeatureSpec.model_validate_json(body), uri)
+    except ValidationError as error:
+        raise TransformJobError(f"{uri} is not a feature spec: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,29 +431,32 @@ def inspect_claims_file(
     *,
     settings: BatchSettings,
     heads: ObjectHeadReader,
-    spec: FeatureSpec | None = None,
+    spec: FeatureSpec | Callable[[], FeatureSpec] | None = None,
 ) -> ClaimsFile | NotAClaimsFile:
     """:func:`claims_format`, then, for a CSV, its header checked against ``spec`` (the claim schema by
-    default). Raises :class:`shared.ports.TransformJobError` when the header cannot be read now."""
+    default; a callable is called only for a CSV, so other drops never load a spec). Raises
+    :class:`shared.ports.TransformJobError` when the header or the spec cannot be read now."""
     found = claims_format(bucket, key, size, settings=settings)
     if isinstance(found, NotAClaimsFile):
         return found
     if found != CSV:  # JSON Lines name their fields on every line; Parquet carries its schema
         return ClaimsFile(found)
 
-    def refuse(reason: str) -> NotAClaimsFile:
-        return NotAClaimsFile(bucket, key, f"not a claims file: {reason}", refused=True)
-
     try:
         head = heads.read_head(bucket, key, version_id, HEADER_READ_BYTES)
     except FileNotFoundError:
         return NotAClaimsFile(bucket, key, "deleted before its header could be read")
+    checked = _resolved(spec)
+
+    def refuse(reason: str) -> NotAClaimsFile:
+        return NotAClaimsFile(bucket, key, f"not a claims file: {reason}", refused=True, spec=checked)
+
     # Fewer bytes than asked for, or as many as the object has: the head is the whole object.
     whole = len(head) < HEADER_READ_BYTES or (size is not None and len(head) >= size)
     try:
         line = leading_line(head, whole=whole)
         line.decode("utf-8")  # a first line in another encoding (UTF-16, Latin-1) is no claims header
-        columns = csv_header_columns(line, spec or _claims_spec())
+        columns = csv_header_columns(line, checked)
     except UnicodeDecodeError as error:
         return refuse(f"its first line is not UTF-8 text (invalid byte at position {error.start + 1})")
     except ClaimsHeaderError as error:
@@ -361,6 +469,12 @@ def inspect_claims_file(
             f"carry ({ENV_VALUE_MAX} characters)"
         )
     return ClaimsFile(found, tuple(columns))
+
+
+def _resolved(spec: FeatureSpec | Callable[[], FeatureSpec] | None) -> FeatureSpec:
+    if spec is None:
+        return _claims_spec()
+    return spec() if callable(spec) else spec
 
 
 def plan_transform_job(

@@ -27,6 +27,8 @@ from shared.ports import (
 # Where the evaluate step leaves its reports in a run folder (the state machine's layout and the
 # local runner's): the run folder and the report follow from the evaluation's URI.
 EVALUATION_SUFFIX: Final = "/evaluation/evaluation.json"
+# The model archive's spec file: shared.ml.model.SPEC_FILE, which this Lambda's light bundle cannot import.
+SPEC_FILE: Final = "feature_spec.json"
 
 
 class ChallengerTask(BaseModel):
@@ -88,7 +90,8 @@ class RegisterTask(ChallengerTask):
 
 
 class PublishCardTask(BaseModel):
-    """After the endpoint serves the new model: its manifest becomes the API's model card."""
+    """After the endpoint serves the new model: its manifest becomes the API's model card, and its
+    feature spec the one the batch trigger checks dropped CSV headers against."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -96,13 +99,44 @@ class PublishCardTask(BaseModel):
     model: str = Field(description="URI of the model.tar.gz that now serves")
     card: str = Field(description="where the API reads the serving model's card")
     champion: str = Field(description="where the next run's evaluation finds the model to beat")
+    spec: str | None = Field(
+        default=None,
+        description=f"where the batch trigger reads the serving model's {SPEC_FILE} (the state machine "
+        "always names it; a payload without it, from a run started before it did, publishes none)",
+    )
 
 
 def run_publish_card(task: PublishCardTask, store: ArtifactStore) -> dict[str, Any]:
+    # Everything is read and checked before anything is written: a bad archive publishes nothing.
     manifest = json.loads(store.read_tar_member(task.model, "manifest.json"))
+    spec = (task.spec, _model_spec(task.model, store)) if task.spec else None
     store.copy(task.model, task.champion)
+    if spec is not None:  # before the card: whoever sees the new card also finds the new spec
+        store.write_bytes(*spec)
     store.write_json(task.card, manifest)
-    return {"card": task.card, "champion": task.champion, "model_version": manifest.get("model_version")}
+    return {
+        "card": task.card,
+        "champion": task.champion,
+        "spec": task.spec,
+        "model_version": manifest.get("model_version"),
+    }
+
+
+def _model_spec(model: str, store: ArtifactStore) -> bytes:
+    """The archive's feature spec, checked as the batch trigger will parse it. An archive without one
+    (every archive the training job writes has one) was trained on the default claims spec: that is
+    published then, so no earlier model's spec is left to stand for this one."""
+    from shared.feature_spec import FeatureSpec, claims_spec
+
+    try:
+        body = store.read_tar_member(model, SPEC_FILE)
+    except FileNotFoundError:
+        return claims_spec().to_json().encode()
+    try:
+        FeatureSpec.model_validate_json(body)
+    except ValueError as error:  # pydantic's ValidationError is a ValueError
+        raise ValueError(f"the {SPEC_FILE} in {model} is not a feature spec: {error}") from None
+    return body
 
 
 class ModelPackageChallengers:

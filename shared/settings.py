@@ -297,7 +297,23 @@ class BatchTriggerSettings(Settings):
         "required; tests: unset (no key given to SageMaker).",
         json_schema_extra={REQUIRED_IN_LAMBDA: True},
     )
+    model_spec_s3: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_MODEL_SPEC_S3",
+        description="s3://bucket/key of the serving model's feature_spec.json, which the deploy step "
+        "publishes beside the model card: a dropped CSV's header is checked against it (the default "
+        "claims spec until a model is deployed). Lambda, required. Local and tests: unset, the "
+        "default claims spec (the local drop folder checks with the loaded model's own spec).",
+        json_schema_extra={REQUIRED_IN_LAMBDA: True},
+    )
     metrics_namespace: MetricsNamespace = "ClaimsRisk"
+
+    @field_validator("model_spec_s3")
+    @classmethod
+    def _an_s3_object(cls, value: str | None) -> str | None:
+        if value is not None and not _S3_OBJECT.fullmatch(value):
+            raise ValueError("must be s3://bucket/key")
+        return value
 
     @field_validator("incoming_prefix", "scored_prefix", "rejected_prefix")
     @classmethod

@@ -50,6 +50,9 @@ RAW_DATA_PREFIX: Final = "training/raw"  # where an insurer drops the claims to 
 RUNS_PREFIX: Final = "pipeline/runs"
 RUN_TAG: Final = "claims-risk:run"
 MODEL_CARD_KEY: Final = "models/current/manifest.json"  # the API's model card (GET /models/current)
+# The serving model's feature_spec.json (shared.ml.model.SPEC_FILE), beside the card: the batch
+# trigger checks dropped CSV headers against it.
+MODEL_SPEC_KEY: Final = f"{MODEL_CARD_KEY.rsplit('/', 1)[0]}/feature_spec.json"
 CHAMPION_MODEL_KEY: Final = "models/current/model.tar.gz"  # the serving model, for the champion gate
 # Model Monitor's data-quality baseline of the serving model (statistics.json, constraints.json).
 MONITORING_BASELINE_PREFIX: Final = "monitoring/baseline"
@@ -503,8 +506,12 @@ def _deploy_states(
         "deploy: does the endpoint exist?": {
             "Type": "Task",
             "Resource": "arn:aws:states:::aws-sdk:sagemaker:listEndpoints",
-            "Parameters": {"NameContains": _dollar("EndpointName")},
-            "ResultSelector": {"names.$": "$.Endpoints[*].EndpointName"},
+            # NameContains matches substrings (claims-risk-dev contains claims-risk): keep exact names
+            # only. Paths may filter (https://docs.aws.amazon.com/step-functions/latest/dg/amazon-states-language-paths.html).
+            "Parameters": {"NameContains": _dollar("EndpointName"), "MaxResults": 100},
+            "ResultSelector": {
+                "names.$": f"$.Endpoints[?(@.EndpointName == '{_dollar('EndpointName')}')].EndpointName"
+            },
             "ResultPath": "$.deploy.existing",
             "Retry": [RETRY_SAGEMAKER],
             "Catch": _catch("deploy"),
@@ -571,8 +578,9 @@ def _deploy_states(
         },
         "deploy: model card": {
             "Type": "Task",
-            "Comment": "the serving model's manifest becomes the API's model card, and the model the "
-            "next run's challenger must beat",
+            "Comment": "the serving model's manifest becomes the API's model card, its feature spec "
+            "the one dropped CSV headers are checked against, and the model the next run's "
+            "challenger must beat",
             "Resource": "arn:aws:states:::lambda:invoke",
             "Parameters": {
                 "FunctionName": _dollar("TasksFunctionArn"),
@@ -581,6 +589,7 @@ def _deploy_states(
                     "model.$": "$.jobs.train.model",
                     "card": f"s3://{_dollar('DataBucket')}/{MODEL_CARD_KEY}",
                     "champion": f"s3://{_dollar('DataBucket')}/{CHAMPION_MODEL_KEY}",
+                    "spec": f"s3://{_dollar('DataBucket')}/{MODEL_SPEC_KEY}",
                 },
             },
             "ResultSelector": {"card.$": "$.Payload.card"},
@@ -842,7 +851,8 @@ def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
         "Resource": "arn:aws:states:::sns:publish",
         "Parameters": {
             "TopicArn": _dollar("TopicArn"),
-            "Subject.$": "States.Format('claims-risk retraining {} ended', $$.Execution.Name)",
+            # SNS subjects are under 100 characters and execution names up to 80: the name is in the message.
+            "Subject": "claims-risk retraining ended",
             "Message.$": "$",
         },
         "ResultPath": None,

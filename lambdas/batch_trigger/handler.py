@@ -4,11 +4,16 @@ transform job, scored by the model that serves the API.
 S3 event notifications arrive at least once, so each object version starts its job at most once:
 the start is idempotent on (bucket, key, version) in DynamoDB, and the job name is derived from the
 same triple, so SageMaker itself refuses a second job should the idempotency record be gone.
+
+A CSV's header is checked against the serving model's feature spec (published by the deploy step,
+read once per invocation), and a file refused for its content gets a note under ``rejected/``
+saying why (see :mod:`shared.batch_jobs`); the file itself is left where it was dropped.
 """
 
+import datetime as dt
 import functools
 from collections.abc import Callable
-from typing import Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -22,11 +27,23 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.adapters.artifacts import S3ArtifactStore
 from shared.adapters.object_heads import S3ObjectHeads
 from shared.adapters.transform_jobs import SageMakerTransformLauncher
-from shared.batch_jobs import BatchSettings, NotAClaimsFile, inspect_claims_file, plan_transform_job, s3_uri
-from shared.ports import ObjectHeadReader, TransformJobError, TransformJobLauncher
+from shared.batch_jobs import (
+    BatchSettings,
+    NotAClaimsFile,
+    inspect_claims_file,
+    plan_transform_job,
+    s3_uri,
+    serving_spec,
+    write_refusal_note,
+)
+from shared.ports import ArtifactStore, ObjectHeadReader, TransformJobError, TransformJobLauncher
 from shared.settings import BatchTriggerSettings
+
+if TYPE_CHECKING:  # the spec module loads with the first CSV only
+    from shared.feature_spec import FeatureSpec
 
 SERVICE = "claims-risk-batch-trigger"
 # S3 redelivers within hours and Lambda retries async events for up to 6 hours; days cover both.
@@ -67,10 +84,12 @@ idempotency_config = IdempotencyConfig(
 
 
 class _Wiring:
-    """The launcher and the header reader, built from the environment on first use; tests pass fakes."""
+    """The launcher, the header reader and the store of specs and notes, built from the environment
+    on first use; tests pass fakes."""
 
     launcher: TransformJobLauncher | None = None
     heads: ObjectHeadReader | None = None
+    artifacts: ArtifactStore | None = None
 
 
 def use_launcher(launcher: TransformJobLauncher | None) -> None:
@@ -89,9 +108,21 @@ def object_heads() -> ObjectHeadReader:
     return _Wiring.heads
 
 
+def use_artifacts(store: ArtifactStore | None) -> None:
+    _Wiring.artifacts = store
+
+
+def artifacts() -> ArtifactStore:
+    """Where the serving model's spec is read and refusal notes are written (the data bucket)."""
+    if _Wiring.artifacts is None:
+        _Wiring.artifacts = S3ArtifactStore()
+    return _Wiring.artifacts
+
+
 def reset_wiring() -> None:
     """Forget the clients (tests start a fresh moto account each time)."""
     use_launcher(None)
+    use_artifacts(None)
     _Wiring.heads = None
     idempotent_start.cache_clear()
 
@@ -149,6 +180,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Summary:
         logger.info("no records in the event", extra={"event_type": event.get("Event")})
         return summary
     settings = function_settings().batch_settings()
+    # Read at the first CSV, then kept for this invocation only: a new deployment's spec counts from
+    # the next one, and JSON Lines or Parquet drops never read it.
+    header_spec = functools.cache(load_header_spec)
     failures: list[str] = []
     for record in S3Event(event).records:
         bucket = record.s3.bucket.name
@@ -161,9 +195,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Summary:
         try:
             # A CSV's header is read and checked here: the job needs its column order (issue 11).
             found = inspect_claims_file(
-                bucket, key, s3_object.size, s3_object.version_id, settings=settings, heads=object_heads()
+                bucket,
+                key,
+                s3_object.size,
+                s3_object.version_id,
+                settings=settings,
+                heads=object_heads(),
+                spec=header_spec,
             )
             if isinstance(found, NotAClaimsFile):
+                if found.refused:  # its sender expects an answer: a note under rejected/, file kept
+                    at = dt.datetime.now(dt.UTC)
+                    write_refusal_note(artifacts(), found, s3_object.version_id, settings=settings, at=at)
                 ignore(summary, uri, found.reason, refused=found.refused)
                 continue
             source = {
@@ -189,6 +232,19 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Summary:
     if failures:
         raise TransformJobError(f"no job started for {', '.join(failures)}")
     return summary
+
+
+def load_header_spec() -> "FeatureSpec":
+    """The serving model's spec, or the default claims spec (and a log line) when none is published."""
+    uri = function_settings().model_spec_s3
+    found = serving_spec(artifacts(), uri)
+    if uri is not None and found.published_at is None:
+        logger.warning(
+            f"no model spec at {uri} yet (no model deployed?): CSV headers are checked against the "
+            "default claims spec",
+            extra={"spec": found.spec.name, "spec_uri": uri},
+        )
+    return found.spec
 
 
 def ignore(summary: Summary, uri: str, reason: str, *, refused: bool = False) -> None:

@@ -43,12 +43,30 @@ class S3ArtifactStore:
         self.client = client
 
     def read_bytes(self, uri: str) -> bytes:
+        from botocore.exceptions import ClientError
+
         bucket, key = split_s3_uri(uri)
         try:
             body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except self.client.exceptions.NoSuchKey:
             raise FileNotFoundError(f"{uri} does not exist: did its job write it?") from None
+        except ClientError as error:
+            # S3 answers a missing key with 403, not 404, to a caller without s3:ListBucket (GetObject's
+            # documented behaviour): listing that very key tells "absent" from "denied".
+            if error.response.get("Error", {}).get("Code") == "AccessDenied" and self._absent(bucket, key):
+                raise FileNotFoundError(f"{uri} does not exist") from None
+            raise
         return body
+
+    def _absent(self, bucket: str, key: str) -> bool:
+        """Whether ``key`` is surely not in the bucket; False when that cannot be listed either."""
+        from botocore.exceptions import ClientError
+
+        try:
+            listed = self.client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        except ClientError:
+            return False
+        return not any(item.get("Key") == key for item in listed.get("Contents", []))
 
     def read_json(self, uri: str) -> dict[str, Any]:
         document: dict[str, Any] = json.loads(self.read_bytes(uri))

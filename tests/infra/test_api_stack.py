@@ -138,6 +138,7 @@ def test_each_function_imports_from_its_own_bundle_without_the_heavy_stack(
         "SAGEMAKER_ENDPOINT_NAME": "e",
         "IDEMPOTENCY_TABLE": "t",
         "PYTHONPATH": str(bundle),
+        "PYTHONDONTWRITEBYTECODE": "1",  # the assembly stays as synthesized
     }
     answer = subprocess.run(
         [sys.executable, "-P", "-c", probe], cwd=bundle, env=env, capture_output=True, text=True, check=False

@@ -111,6 +111,7 @@ def test_each_handler_starts_from_its_bundle_with_the_templates_variables(synthe
         environment = {
             "PATH": os.environ.get("PATH", ""),
             "PYTHONPATH": str(bundle),
+            "PYTHONDONTWRITEBYTECODE": "1",  # the assembly stays as synthesized
             LAMBDA_MARKER: f"claims-risk-{synthesized.stage}-{module.split('.')[1]}",
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
             **RUNTIME,
@@ -154,6 +155,7 @@ def test_the_check_would_see_a_construct_forget_a_variable(
         env={
             "PATH": os.environ.get("PATH", ""),
             "PYTHONPATH": str(bundle),
+            "PYTHONDONTWRITEBYTECODE": "1",  # the assembly stays as synthesized
             LAMBDA_MARKER: "claims-risk-dev-test",
             "POWERTOOLS_TRACE_DISABLED": "true",
             **RUNTIME,

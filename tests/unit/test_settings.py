@@ -47,6 +47,7 @@ COMPLETE: Final[dict[type[Settings], dict[str, str]]] = {
         "REJECTED_PREFIX": "rejected/",
         "TRANSFORM_INSTANCE_TYPE": "ml.m5.large",
         "DATA_KMS_KEY_ID": KEY_ARN,
+        "CLAIMS_RISK_MODEL_SPEC_S3": "s3://claims-risk-data/models/current/feature_spec.json",
     },
     DriftTriggerSettings: {
         "CLAIMS_RISK_IMAGE_URI": f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/claims-risk:abc",
