@@ -77,6 +77,23 @@ def batch() -> None:
     show_default=True,
     help="a file is read once its size and time have not changed for this long",
 )
+@click.option(
+    "--in-progress-timeout",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="seconds a name a copy in progress uses (.*, ~*, *.part, ...) may sit unchanged before it is "
+    "refused with the reason",
+)
+@click.option(
+    "--duplicates",
+    type=click.Choice(["refuse", "score"]),
+    default="refuse",
+    envvar="CLAIMS_RISK_DROPBOX_DUPLICATES",
+    show_default=True,
+    help="contents already scored under another name: refuse (to failed/, naming the first file) or "
+    "score again",
+)
 @click.option("--once", is_flag=True, help="score what is in incoming/ (once it settles), then exit")
 @click.option("--no-explain", is_flag=True, help="scores only, without risk factors (faster)")
 @_model_dir_option
@@ -85,6 +102,8 @@ def watch(
     folder: Path | None,
     poll_interval: float,
     settle_seconds: float,
+    in_progress_timeout: float,
+    duplicates: str,
     once: bool,
     no_explain: bool,
     model_dir: Path | None,
@@ -92,7 +111,14 @@ def watch(
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     root = (folder or default_folder(_home())).resolve()
-    settings = WatchSettings(poll_interval, settle_seconds, chunk_rows, explain=not no_explain)
+    settings = WatchSettings(
+        poll_interval,
+        settle_seconds,
+        chunk_rows,
+        explain=not no_explain,
+        in_progress_timeout_s=in_progress_timeout,
+        duplicates="score" if duplicates == "score" else "refuse",
+    )
     model_source = (lambda: model_dir) if model_dir else published_model(_home())
     if once and model_source() is None:  # waiting for a model would never end
         raise click.ClickException("no published model: run `claims-risk train` first, or pass --model-dir")

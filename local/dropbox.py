@@ -13,8 +13,21 @@ Layout under the folder (``<home>/dropbox`` unless configured)::
 
 **When a file is read.** The watcher polls ``incoming/``. A file is complete when its size and
 modification time have not changed for the settle interval and it can be opened; names a copy in
-progress uses (``.*``, ``~*``, ``*.part``, ``*.tmp``, ``*.partial``, ``*.crdownload``) are never read.
-A file that changes while it is being scored is not committed: it settles again and is scored anew.
+progress uses (``.*``, ``~*``, ``*.part``, ``*.tmp``, ``*.partial``, ``*.crdownload``) are not read
+while they change, and one left unchanged under such a name for ``in_progress_timeout_s`` is
+refused with the reason (so no name waits forever unexplained). A file that changes while it is
+being scored is not committed: it settles again and is scored anew.
+
+**What is read.** Only a regular file created in the folder: it is opened without following links
+and checked on the open handle (a regular file with one name), and everything read comes from that
+handle. A symbolic link, a folder, a FIFO, a device or socket, or a hard link to a file that also
+has a name elsewhere is moved to ``failed/`` unread, with the reason; a link's target is never
+opened. Names too long for the outputs' names are scored under a shortened name that keeps the
+start of the stem and adds the contents' hash.
+
+**Duplicates.** A file whose contents were already scored under another name is a duplicate: it
+goes to ``failed/`` with a reason naming the first file and where its scores are
+(``WatchSettings.duplicates = "score"`` scores it again instead).
 
 **Exactly once.** The ledger (SQLite, durable on commit) keys a file by name, size and content hash.
 Scoring a file is a claim/commit protocol:
@@ -41,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import json
@@ -48,6 +62,7 @@ import logging
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -108,20 +123,89 @@ class DropFolder:
         )
 
 
+def in_progress_name(name: str) -> bool:
+    """A name a copy in progress or an editor uses: not read while it changes."""
+    return name.startswith((".", "~")) or name.lower().endswith(IGNORED_SUFFIXES)
+
+
 def is_candidate(path: Path) -> bool:
-    """A regular file whose name is not one a copy in progress or an editor uses."""
-    name = path.name
-    if name.startswith((".", "~")) or name.lower().endswith(IGNORED_SUFFIXES):
-        return False
-    return path.is_file()
+    """An entry the watcher handles now: any name but a copy in progress's (special files included,
+    to be refused with their reason)."""
+    return not in_progress_name(path.name)
 
 
-def content_hash(path: Path) -> str:
+def refusal(entry: os.stat_result) -> str | None:
+    """Why an entry of ``incoming/`` (its ``lstat``) is not read, or None for a regular file."""
+    mode = entry.st_mode
+    if stat.S_ISLNK(mode):
+        return "a symbolic link: only regular files created in incoming/ are read (copy the file in)"
+    if stat.S_ISDIR(mode):
+        return "a folder: drop files directly into incoming/"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO), not a file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if entry.st_nlink > 1:
+        return (
+            f"a hard link to a file with {entry.st_nlink - 1} other name(s) outside incoming/: copy or "
+            "move the file in instead"
+        )
+    return None
+
+
+class RefusedEntry(Exception):
+    """An entry that is not a regular file of its own; the message says what it is."""
+
+
+def open_dropped_file(path: Path) -> tuple[IO[bytes], os.stat_result]:
+    """The file opened for reading without following a link (nor blocking on a FIFO), checked on
+    the handle itself, so what is checked is what is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # the name is a symbolic link
+            raise RefusedEntry(refusal(path.lstat()) or "a symbolic link") from None
+        raise
+    opened = os.fstat(fd)
+    reason = refusal(opened)
+    if reason is not None:
+        os.close(fd)
+        raise RefusedEntry(reason)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb"), opened
+
+
+def content_hash(source: IO[bytes]) -> str:
+    """SHA-256 of what is left to read in ``source``; the handle is rewound for the next reader."""
     digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while block := source.read(_HASH_BLOCK):
-            digest.update(block)
+    while block := source.read(_HASH_BLOCK):
+        digest.update(block)
+    source.seek(0)
     return digest.hexdigest()
+
+
+# A file name may take 255 bytes (NAME_MAX on Linux and macOS). Outputs add to the input's name: a
+# temporary prefix and hash (22 bytes) and ".json" for the summary; a failed file's note adds
+# ".reason.txt"; a second file of one name gets "-<8 hex>".
+NAME_MAX_BYTES: Final = 255
+OUTPUT_NAME_MAX_BYTES: Final = NAME_MAX_BYTES - len(TEMP_PREFIX) - 13 - len(".json")
+MOVED_NAME_MAX_BYTES: Final = NAME_MAX_BYTES - len(".reason.txt")
+
+
+def fitted_name(name: str, sha256: str, limit: int) -> str:
+    """``name`` if it fits in ``limit`` bytes; else its stem cut to fit, then ``-<8 hex>`` and the
+    suffix, so two long names with one start stay apart."""
+    if len(name.encode()) <= limit:
+        return name
+    stem, suffix = _split_suffix(name)
+    suffix = suffix if len(suffix.encode()) <= 16 else ""
+    room = limit - len(suffix.encode()) - 9
+    cut = stem.encode()[:room].decode("utf-8", errors="ignore")
+    return f"{cut}-{sha256[:8]}{suffix}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,6 +238,7 @@ class Ledger:
             "size INTEGER NOT NULL, sha256 TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, "
             "output_name TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', updated_at TEXT NOT NULL)"
         )
+        self._db.execute("CREATE INDEX IF NOT EXISTS files_by_contents ON files (sha256)")
 
     @staticmethod
     def key(name: str, size: int, sha256: str) -> str:
@@ -165,6 +250,15 @@ class Ledger:
 
     def entries(self) -> list[LedgerEntry]:
         return [LedgerEntry(*r) for r in self._db.execute(f"SELECT {_FIELDS} FROM files ORDER BY updated_at")]
+
+    def first_scored_with(self, sha256: str, key: str) -> LedgerEntry | None:
+        """The first file scored with these contents under another key (name), if any."""
+        row = self._db.execute(
+            f"SELECT {_FIELDS} FROM files WHERE sha256 = ? AND key != ? AND state = 'done' "
+            "ORDER BY updated_at LIMIT 1",
+            (sha256, key),
+        ).fetchone()
+        return LedgerEntry(*row) if row else None
 
     def output_name_taken(self, output_name: str, key: str) -> bool:
         row = self._db.execute(
@@ -241,11 +335,17 @@ def commit(temps: tuple[Path, ...], finals: tuple[Path, ...]) -> None:
 
 
 def _free_name(folder: Path, name: str, sha256: str) -> Path:
-    target = folder / name
-    if not target.exists():
+    fitted = fitted_name(name, sha256, MOVED_NAME_MAX_BYTES - 16)  # room for the suffixes below
+    target = folder / fitted
+    if not os.path.lexists(target):
         return target
-    stem, suffix = _split_suffix(name)
-    return folder / f"{stem}-{sha256[:8]}{suffix}"
+    stem, suffix = _split_suffix(fitted)
+    candidate = folder / f"{stem}-{sha256[:8]}{suffix}"
+    counter = 2
+    while os.path.lexists(candidate):  # the same contents twice under one name (a refused duplicate)
+        candidate = folder / f"{stem}-{sha256[:8]}-{counter}{suffix}"
+        counter += 1
+    return candidate
 
 
 def _split_suffix(name: str) -> tuple[str, str]:
@@ -283,13 +383,13 @@ class SettleTracker:
         present = set()
         for path in paths:
             try:
-                stat = path.stat()
+                entry = path.lstat()  # never the target of a link
             except FileNotFoundError:
                 continue
             present.add(path.name)
             seen = self._seen.get(path.name)
-            if seen is None or (seen.size, seen.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
-                self._seen[path.name] = _Sighting(stat.st_size, stat.st_mtime_ns, now)
+            if seen is None or (seen.size, seen.mtime_ns) != (entry.st_size, entry.st_mtime_ns):
+                self._seen[path.name] = _Sighting(entry.st_size, entry.st_mtime_ns, now)
                 continue
             if now - seen.since >= self.settle_s and _can_open(path):
                 ready.append(path)
@@ -303,14 +403,18 @@ class SettleTracker:
 
 def _can_open(path: Path) -> bool:
     try:
-        with path.open("rb"):
-            return True
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
+    os.close(fd)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
 # The watcher.
+
+
+DuplicatePolicy = Literal["refuse", "score"]
 
 
 @dataclass(frozen=True)
@@ -319,6 +423,9 @@ class WatchSettings:
     settle_s: float = 2.0
     chunk_rows: int = CHUNK_ROWS
     explain: bool = True
+    # How long a name a copy in progress uses may sit unchanged before it is refused with the reason.
+    in_progress_timeout_s: float = 600.0
+    duplicates: DuplicatePolicy = "refuse"  # contents already scored under another name
 
 
 @dataclass(frozen=True)
@@ -352,6 +459,7 @@ class DropFolderWatcher:
         self._model_path: Path | None = None
         self._tracker = SettleTracker(settings.settle_s)
         self._lock: IO[bytes] | None = None
+        self._in_progress: dict[str, tuple[tuple[int, int], float]] = {}
         self.ledger = Ledger(root / LEDGER_FILE)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -379,7 +487,14 @@ class DropFolderWatcher:
         """Poll until stopped; with ``until_idle``, return once every file in ``incoming/`` is handled."""
         results: list[FileResult] = []
         while not self.stop_event.is_set():
-            pending = self.candidates()
+            pending = []
+            for path in self.candidates():
+                refused = self._refused_unread(path)
+                if refused is None:
+                    pending.append(path)
+                elif refused.outcome == "failed":
+                    results.append(refused)
+            results += self._abandoned_copies()
             for path in self._tracker.settled(pending):
                 if self.stop_event.is_set():
                     break
@@ -391,13 +506,55 @@ class DropFolderWatcher:
                     continue
                 if result is not None:
                     results.append(result)
-            if until_idle and not self.candidates():
+            if until_idle and not any(self.folder.incoming.iterdir()):  # copies in progress too
                 break
             self.stop_event.wait(self.settings.poll_interval_s)
         return results
 
     def candidates(self) -> list[Path]:
         return sorted(p for p in self.folder.incoming.iterdir() if is_candidate(p))
+
+    def _refused_unread(self, path: Path) -> FileResult | None:
+        """Move an entry that is not a regular file of its own to ``failed/``, unread; None for a
+        regular file (a vanished entry is "changed": it is looked at again next time)."""
+        try:
+            reason = refusal(path.lstat())
+        except FileNotFoundError:
+            return FileResult(path.name, "changed", "gone before it was read")
+        if reason is None:
+            return None
+        return self._refuse(path, reason, hashlib.sha256(path.name.encode()).hexdigest())
+
+    def _abandoned_copies(self) -> list[FileResult]:
+        """Refuse names of copies in progress that have not changed for the timeout."""
+        now, refused = time.monotonic(), []
+        seen = {p.name for p in self.folder.incoming.iterdir() if in_progress_name(p.name)}
+        for name in list(self._in_progress):
+            if name not in seen:
+                del self._in_progress[name]
+        for name in sorted(seen):
+            path = self.folder.incoming / name
+            try:
+                entry = path.lstat()
+            except FileNotFoundError:
+                continue
+            state = (entry.st_size, entry.st_mtime_ns)
+            first = self._in_progress.get(name)
+            if first is None or first[0] != state:
+                self._in_progress[name] = (state, now)
+                if first is None:
+                    log.info("%s: a copy in progress (by its name); read once renamed", name)
+                continue
+            if now - first[1] >= self.settings.in_progress_timeout_s:
+                del self._in_progress[name]
+                reason = (
+                    f"its name ({'starts with ' + repr(name[0]) if name[0] in '.~' else 'its suffix'}) "
+                    f"is one a copy in progress uses, and it did not change for "
+                    f"{self.settings.in_progress_timeout_s:g}s: rename it (no leading '.' or '~', a "
+                    f"suffix of .csv, .jsonl, .json or .parquet) to have it scored"
+                )
+                refused.append(self._refuse(path, reason, hashlib.sha256(name.encode()).hexdigest()))
+        return refused
 
     # -- one file ---------------------------------------------------------------------------
 
@@ -406,8 +563,15 @@ class DropFolderWatcher:
         model = self._current_model()
         if model is None:
             return None
-        before = path.stat()
-        sha256 = content_hash(path)
+        try:
+            source, before = open_dropped_file(path)
+        except RefusedEntry as refused:
+            return self._refuse(path, str(refused), hashlib.sha256(path.name.encode()).hexdigest())
+        with source:
+            return self._process_open(path, source, before, model)
+
+    def _process_open(self, path: Path, source: IO[bytes], before: os.stat_result, model: Any) -> FileResult:
+        sha256 = content_hash(source)
         key = Ledger.key(path.name, before.st_size, sha256)
         entry = self.ledger.get(key)
         if entry is not None and entry.state == "done":
@@ -424,6 +588,14 @@ class DropFolderWatcher:
         except BatchFileError as error:
             self.ledger.claim(key, path.name, before.st_size, sha256, path.name)
             return self._fail(path, key, sha256, str(error))
+        first = self.ledger.first_scored_with(sha256, key) if self.settings.duplicates == "refuse" else None
+        if first is not None:
+            self.ledger.claim(key, path.name, before.st_size, sha256, path.name)
+            reason = (
+                f"a duplicate of {first.name}: the same contents were scored at {first.updated_at} into "
+                f"scored/{first.output_name}; nothing was scored again"
+            )
+            return self._fail(path, key, sha256, reason)
         output_name = entry.output_name if entry else self._output_name(path.name, key, sha256)
         entry = self.ledger.claim(key, path.name, before.st_size, sha256, output_name)
         log.info("scoring %s (attempt %d)", path.name, entry.attempts)
@@ -438,6 +610,7 @@ class DropFolderWatcher:
                 explain=self.settings.explain,
                 chunk_rows=self.settings.chunk_rows,
                 should_stop=self.stop_event.is_set,
+                opened=source,
             )
         except Cancelled:
             self._remove(temps)
@@ -450,7 +623,7 @@ class DropFolderWatcher:
             log.exception("scoring %s failed", path.name)
             self._remove(temps)
             return self._fail(path, key, sha256, f"{type(error).__name__}: {error}")
-        after = path.stat()
+        after = os.fstat(source.fileno())
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
             self._remove(temps)
             self.ledger.release(key)
@@ -473,19 +646,26 @@ class DropFolderWatcher:
         return FileResult(path.name, "scored", str(moved), summary)
 
     def _output_name(self, name: str, key: str, sha256: str) -> str:
-        if not self.ledger.output_name_taken(name, key):
-            return name
-        stem, suffix = _split_suffix(name)
+        fitted = fitted_name(name, sha256, OUTPUT_NAME_MAX_BYTES - 9)
+        if not self.ledger.output_name_taken(fitted, key):
+            return fitted
+        stem, suffix = _split_suffix(fitted)
         return f"{stem}-{sha256[:8]}{suffix}"
 
     def _fail(self, path: Path, key: str, sha256: str, reason: str) -> FileResult:
+        result = self._refuse(path, reason, sha256)
+        self.ledger.fail(key, reason)
+        return result
+
+    def _refuse(self, path: Path, reason: str, sha256: str) -> FileResult:
+        """Move ``path`` itself (never a link's target) to ``failed/`` with ``<name>.reason.txt``."""
         failed = self.folder.folder("failed")
         moved = _move(path, failed, sha256)
         note = moved.with_name(moved.name + ".reason.txt")
         note.write_text(reason + "\n", encoding="utf-8")
         _fsync(note)
-        self.ledger.fail(key, reason)
-        log.warning("%s failed: %s (moved to %s)", path.name, reason, moved)
+        self._tracker.forget(path)
+        log.warning("%s refused: %s (moved to %s)", path.name, reason, moved)
         return FileResult(path.name, "failed", reason)
 
     @staticmethod

@@ -14,6 +14,8 @@ from typing import Any, Final
 
 import orjson
 
+from shared.csv_safety import InertCsvWriter
+
 JSON: Final = "application/json"
 JSON_LINES: Final = "application/jsonlines"
 CSV: Final = "text/csv"
@@ -107,7 +109,7 @@ def render_predictions(predictions: list[dict[str, Any]], accept: str | None) ->
     if kind == JSON_LINES:
         return b"".join(orjson.dumps(p, option=orjson.OPT_APPEND_NEWLINE) for p in predictions), JSON_LINES
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = InertCsvWriter(out)
     for p in predictions:
         factors = ";".join(f"{f['factor']}:{f['importance']}" for f in p.get("risk_factors", []))
         writer.writerow(

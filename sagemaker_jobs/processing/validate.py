@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 from sagemaker_jobs.monitoring.record_preprocessor import UNMONITORED_FIELDS
 from shared.feature_spec import ColumnKind, FeatureSpec, load_spec
 from shared.metric_lines import metric_line
+from shared.ml.frames import write_spreadsheet_safe_csv
 from shared.ml.validation import REASON, ROW_NUMBER, ValidationResult, quality_report, validate_frame
 
 CHUNK_ROWS = 200_000
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     out = base / "output"
 
     (out / "rejected").mkdir(parents=True, exist_ok=True)
-    rejected.to_csv(out / "rejected" / "rejected.csv", index=False)
+    write_spreadsheet_safe_csv(rejected, out / "rejected" / "rejected.csv")
     (out / "quality").mkdir(parents=True, exist_ok=True)
     report["target_prevalence"] = float(accepted[target].mean()) if len(accepted) else None
     (out / "quality" / "data_quality.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -35,6 +35,7 @@ happens to it (the drop folder moves it to ``failed/``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -51,7 +52,9 @@ import orjson
 import pandas as pd
 
 from shared.batch_jobs import ClaimsHeaderError, csv_header_columns, is_header_line
+from shared.csv_safety import InertCsvWriter
 from shared.feature_spec import ColumnRole, FeatureSpec
+from shared.ml.frames import inert_text
 from shared.ml.model import RiskModel
 from shared.ml.validation import REASON, ROW_NUMBER, validate_frame
 from shared.payloads import CSV_OUTPUT_COLUMNS
@@ -134,6 +137,8 @@ def _parse_csv_line(text: str) -> tuple[list[str] | None, str | None]:
     try:
         return next(csv.reader((text,), strict=True)), None
     except csv.Error as error:
+        if "new-line character" in str(error):
+            return None, "broken quoting: a line break (CR) inside an unquoted field"
         return None, f"broken quoting: {error}"
     except StopIteration:  # pragma: no cover - a non-blank line always yields a row
         return None, "empty line"
@@ -192,7 +197,10 @@ def _salvage_ids(chunk: RowChunk, id_index: int, id_column: str) -> None:
     """Best effort: an unreadable row's claim id, read leniently, so its rejection names the claim."""
     assert chunk.lines is not None
     for position in chunk.unreadable:
-        cells = next(csv.reader((chunk.lines[position],)), [])
+        try:
+            cells = next(csv.reader((chunk.lines[position],)), [])
+        except csv.Error:  # a bare CR outside quotes, say: the rejection then names no claim
+            continue
         if len(cells) > id_index:
             chunk.salvaged_ids[position] = cells[id_index].strip()
 
@@ -217,7 +225,8 @@ def jsonl_chunk(lines: Sequence[bytes], first_row: int, spec: FeatureSpec) -> Ro
                 unreadable[position] = ("not_an_object", "not a JSON object")
                 record = {}
         records.append(record)
-    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    # The index gives the row count even when no row has a field (every line unreadable, say).
+    frame = pd.DataFrame.from_records(records, index=pd.RangeIndex(len(records)))
     # Every spec column exists, so a field a row leaves out reads as missing, not as a missing column.
     for name in spec_csv_columns(spec):
         if name not in frame.columns:
@@ -239,13 +248,17 @@ def _line_batches(source: IO[bytes], chunk_rows: int) -> Iterator[list[bytes]]:
         yield batch
 
 
-def read_chunks(path: Path, spec: FeatureSpec, chunk_rows: int = CHUNK_ROWS) -> Iterator[RowChunk]:
-    """The file's rows, ``chunk_rows`` at a time."""
+def read_chunks(
+    path: Path, spec: FeatureSpec, chunk_rows: int = CHUNK_ROWS, opened: IO[bytes] | None = None
+) -> Iterator[RowChunk]:
+    """The file's rows, ``chunk_rows`` at a time. ``opened``: read from this handle instead of
+    opening ``path`` (whose name still gives the format), as the drop folder does with the file
+    it checked, so a name swapped for a link meanwhile is never followed."""
     kind = input_format(path)
     if kind == InputFormat.PARQUET:
-        yield from _parquet_chunks(path, spec, chunk_rows)
+        yield from _parquet_chunks(opened or path, spec, chunk_rows)
         return
-    with path.open("rb") as source:
+    with contextlib.nullcontext(opened) if opened is not None else path.open("rb") as source:
         batches = _line_batches(source, chunk_rows)
         next_row = 1
         if kind == InputFormat.CSV:
@@ -472,7 +485,8 @@ class _ArrowRowWriter:
 
 class CsvRowWriter(_ArrowRowWriter):
     """Arrow's CSV writer (C++), quoting only where needed: pandas' writer took a seventh of the
-    batch path's time on a million claims."""
+    batch path's time on a million claims. Text cells a spreadsheet would evaluate are made inert
+    (:mod:`shared.csv_safety`): claim ids, reasons and raw rows come from the file's sender."""
 
     def __init__(self, path: Path, columns: Sequence[str], types: Mapping[str, str]) -> None:
         import pyarrow.csv as pa_csv
@@ -484,6 +498,16 @@ class CsvRowWriter(_ArrowRowWriter):
             self._schema,
             write_options=pa_csv.WriteOptions(include_header=True, quoting_style="needed"),
         )
+        self._text_columns = [c for c in columns if types[c] == "string"]
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if not len(frame):
+            return
+        safe = frame.copy(deep=False)
+        for name in self._text_columns:  # the factors are JSON written by us: "[{...}]"
+            if name in safe.columns and name != "risk_factors":
+                safe[name] = inert_text(safe[name])
+        super().write(safe)
 
     def close(self) -> None:
         super().close()
@@ -570,8 +594,10 @@ def score_file(
     chunk_rows: int = CHUNK_ROWS,
     today: dt.date | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    opened: IO[bytes] | None = None,
 ) -> dict[str, Any]:
-    """Score ``source`` into the two output files and return the summary (see :func:`summarise`)."""
+    """Score ``source`` (or the already ``opened`` handle of it) into the two output files and
+    return the summary (see :func:`summarise`)."""
     started, started_at = time.perf_counter(), dt.datetime.now(dt.UTC)
     kind = input_format(source)
     scorer = BatchScorer(model, explain=explain, today=today)
@@ -581,7 +607,7 @@ def score_file(
     writers = [open_writer(outputs.scored, kind, SCORED_COLUMNS)]
     try:
         writers.append(open_writer(outputs.rejected, kind, REJECTED_COLUMNS))
-        for chunk in read_chunks(source, model.spec, chunk_rows):
+        for chunk in read_chunks(source, model.spec, chunk_rows, opened):
             if should_stop():
                 raise Cancelled(f"stopped after {rows_in} rows")
             outcome = scorer.score_chunk(chunk)
@@ -749,5 +775,5 @@ def render_line_results(results: Iterable[dict[str, Any]], as_csv: bool) -> byte
             factors = orjson.dumps(result["risk_factors"]).decode()
             out.append([*(result[c] for c in LINE_CSV_COLUMNS[:5]), factors, ""])
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(out)
+    InertCsvWriter(buffer).writerows(out)
     return buffer.getvalue().encode("utf-8")

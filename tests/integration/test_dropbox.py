@@ -189,16 +189,18 @@ def test_files_that_cannot_be_scored_go_to_failed_with_the_reason(model_dir: Pat
     (incoming / "notes.txt").write_text("not claims")
     (incoming / "broken.parquet").write_bytes(b"PAR1 but not really")
     pd.DataFrame({"claim_id": ["CLM-1"], "claim_type": ["auto"]}).to_csv(incoming / "short.csv", index=False)
-    (incoming / "copying.csv.part").write_text("claim_id\n")  # a copy in progress: left alone
+    (incoming / "copying.csv.part").write_text("claim_id\n")  # a copy in progress, then abandoned
 
-    assert sorted(watch_once(root, model_dir)) == ["failed"] * 3
+    abandoned_after = WatchSettings(poll_interval_s=0.05, settle_s=0.3, in_progress_timeout_s=1.5)
+    assert sorted(watch_once(root, model_dir, abandoned_after)) == ["failed"] * 4
 
     reasons = {p.name: p.read_text() for p in (root / "failed").glob("*.reason.txt")}
     assert "must end with" in reasons["notes.txt.reason.txt"]
     assert "Parquet" in reasons["broken.parquet.reason.txt"]
     assert "claim_amount" in reasons["short.csv.reason.txt"]
+    assert "copy in progress" in reasons["copying.csv.part.reason.txt"]
     assert {"notes.txt", "broken.parquet", "short.csv"} <= {p.name for p in (root / "failed").iterdir()}
-    assert [p.name for p in incoming.iterdir()] == ["copying.csv.part"]
+    assert not any(incoming.iterdir())
     assert not any((root / "scored").iterdir())
 
 
