@@ -28,6 +28,7 @@ from constructs import Construct
 from cdk.config import StageConfig
 from cdk.functions import python_function
 from shared import auth
+from shared.request_limits import MAX_API_BODY_BYTES, too_large_body
 from shared.schema import MAX_BATCH_CLAIMS, Claim
 
 CORRELATION_HEADER = "X-Correlation-Id"
@@ -87,15 +88,17 @@ ROUTE_MODELS = {
     ("POST", "/api/v1/models/retrain"): "RetrainRequest",
 }
 
-# The largest body the API can take. API Gateway accepts 10 MB, but every route is a Lambda proxy and
-# a synchronous Lambda invocation carries at most 6 MB (the body travels inside the event, with the
-# headers): a larger body can only end in a gateway error. Lambda's Invoke API reference:
-# https://docs.aws.amazon.com/lambda/latest/dg/API_Invoke.html ("For synchronous invocations, the
-# maximum payload size is 6 MB").
-MAX_BODY_BYTES: Final = 6 * 1024 * 1024
+# The largest body the API can take (shared/request_limits.py says why: Lambda's 6 MB, not API
+# Gateway's 10 MB); the local API refuses larger bodies with the same 413.
+MAX_BODY_BYTES: Final = MAX_API_BODY_BYTES
 # The managed common rule set's SizeRestrictions_BODY blocks bodies over 8 KB; a batch of about 30
 # claims is larger. It is set to count (still visible in the metrics and logs), and the rule below
 # blocks at MAX_BODY_BYTES instead.
+# What a web ACL rule answers instead of WAF's plain 403: (status, body in the API's error shape).
+# https://docs.aws.amazon.com/waf/latest/developerguide/customizing-the-response-for-blocked-requests.html
+FIREWALL_ANSWERS: Final = {
+    "payload-too-large": (413, too_large_body(MAX_BODY_BYTES).decode()),
+}
 COMMON_RULE_SET = "AWSManagedRulesCommonRuleSet"
 COUNTED_COMMON_RULES = ("SizeRestrictions_BODY",)
 # The web page's calls come through CloudFront, where WAF sees an edge address shared by many viewers.
@@ -411,11 +414,22 @@ class ClaimsApi(Construct):
                 visibility_config=visibility(name),
             )
 
-        def block(name: str, priority: int, **statement: Any) -> wafv2.CfnWebACL.RuleProperty:
+        def block(
+            name: str, priority: int, answer: str | None = None, **statement: Any
+        ) -> wafv2.CfnWebACL.RuleProperty:
+            """``answer``: a key of FIREWALL_ANSWERS, answered instead of WAF's plain 403."""
+            action: Any = {}
+            if answer is not None:
+                status, _ = FIREWALL_ANSWERS[answer]
+                action = wafv2.CfnWebACL.BlockActionProperty(
+                    custom_response=wafv2.CfnWebACL.CustomResponseProperty(
+                        response_code=status, custom_response_body_key=answer
+                    )
+                )
             return wafv2.CfnWebACL.RuleProperty(
                 name=name,
                 priority=priority,
-                action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                action=wafv2.CfnWebACL.RuleActionProperty(block=action),
                 statement=wafv2.CfnWebACL.StatementProperty(**statement),
                 visibility_config=visibility(name),
             )
@@ -439,6 +453,10 @@ class ClaimsApi(Construct):
             scope="REGIONAL",
             default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
             visibility_config=visibility(f"{config.prefix}-api"),
+            custom_response_bodies={
+                key: wafv2.CfnWebACL.CustomResponseBodyProperty(content=body, content_type="APPLICATION_JSON")
+                for key, (_, body) in FIREWALL_ANSWERS.items()
+            },
             rules=[
                 # Machine clients call the API directly: their own address is the request's.
                 block(
@@ -478,6 +496,7 @@ class ClaimsApi(Construct):
                 block(
                     "body-size",
                     2,
+                    answer="payload-too-large",
                     regex_match_statement=wafv2.CfnWebACL.RegexMatchStatementProperty(
                         field_to_match=header("content-length"),
                         regex_string=integer_above(MAX_BODY_BYTES),

@@ -23,12 +23,14 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from local.auth import LocalAuthorizer
 from shared import auth
+from shared.request_limits import MAX_API_BODY_BYTES, BodySizeLimit
 
 log = logging.getLogger("claims_risk.local_api")
 
@@ -285,11 +287,11 @@ def create_local_api(
             context = event["requestContext"]
             if caller.via_api_key:
                 context["identity"]["apiKeyId"] = caller.principal  # the key's id, never the key
-            else:
-                context["authorizer"] = {
-                    "principalId": caller.principal,
-                    "claims": {"sub": caller.principal, "scope": " ".join(sorted(caller.scopes))},
-                }
+            # The credential's scopes whichever header carried it, as the authorizer's claims.
+            context["authorizer"] = {
+                "principalId": caller.principal,
+                "claims": {"sub": caller.principal, "scope": " ".join(sorted(caller.scopes))},
+            }
         try:
             async with invocation_lock:
                 # The handler is synchronous and blocks on HTTP calls: keep it off the event loop.
@@ -315,4 +317,5 @@ def create_local_api(
         return response
 
     routes = [*(extra_routes or []), Route("/{path:path}", proxy, methods=HTTP_METHODS)]
-    return Starlette(routes=routes)
+    # A body the Lambda could not be invoked with is refused before it is read (413).
+    return Starlette(routes=routes, middleware=[Middleware(BodySizeLimit, max_bytes=MAX_API_BODY_BYTES)])

@@ -1,9 +1,10 @@
 """The local API's stand-in for API Gateway's authorizer and usage-plan throttling.
 
 A client presents a credential as ``Authorization: Bearer <token>`` (as a Cognito access token would
-come) or as ``x-api-key: <token>`` (as a usage-plan key would). A bearer credential carries scopes,
-which reach the handler as the authorizer's claims; an API key carries none, so, as in AWS, it can
-score claims and read the model card but never start a retraining.
+come) or as ``x-api-key: <token>`` (as a usage-plan key would). Either way the credential is the same
+and so are its scopes: they reach the handler as the authorizer's claims, which the handler checks
+on every scoped route. (In AWS a scoped route needs the Cognito token whatever key comes with it, so
+the claims are always there; a key alone never carries a scope.)
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class LocalAuthorizer:
         key = lowered.get("x-api-key")
         if key:
             credential = self._lookup(key.strip())
-            return Caller(credential.principal, frozenset(), True) if credential else None
+            return Caller(credential.principal, credential.scopes, True) if credential else None
         return None
 
     def _lookup(self, presented: str) -> Credential | None:

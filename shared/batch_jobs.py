@@ -36,7 +36,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from shared.ports import TransformJobError
 
@@ -383,6 +383,30 @@ def _csv_cells(text: str) -> list[str] | None:
         return None
 
 
+# How the first bytes of a file that is not UTF-8 text usually begin, and what to tell its sender.
+_NOT_TEXT_SIGNATURES: Final = (
+    (b"\x00\x00\xfe\xff", "UTF-32 text: save it as UTF-8"),
+    (b"\xff\xfe\x00\x00", "UTF-32 text: save it as UTF-8"),
+    (b"\xff\xfe", "UTF-16 text: save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text: save it as UTF-8"),
+    (b"PK\x03\x04", "a ZIP archive (an Excel workbook?): export the sheet as CSV"),
+    (b"\x1f\x8b", "gzip-compressed: unpack it first"),
+    (b"PAR1", "a Parquet file: name it .parquet"),
+    (b"%PDF", "a PDF document"),
+)
+
+
+def not_text_reason(head: bytes) -> str | None:
+    """Why a file whose first bytes are ``head`` is not a text file at all (None when it may be):
+    such a file goes to failed/ whole, where a text file's unreadable lines are rejected one by one."""
+    for signature, reason in _NOT_TEXT_SIGNATURES:
+        if head.startswith(signature):
+            return f"not a text file: {reason}"
+    if b"\x00" in head:
+        return "not a text file: it holds NUL bytes (binary data)"
+    return None
+
+
 def is_header_line(line: bytes, columns: Sequence[str]) -> bool:
     """Whether ``line`` is the header that declared ``columns`` (how a mini-batch holding it is told)."""
     try:
@@ -453,6 +477,9 @@ def inspect_claims_file(
 
     # Fewer bytes than asked for, or as many as the object has: the head is the whole object.
     whole = len(head) < HEADER_READ_BYTES or (size is not None and len(head) >= size)
+    binary = not_text_reason(head)
+    if binary is not None:
+        return refuse(binary)
     try:
         line = leading_line(head, whole=whole)
         line.decode("utf-8")  # a first line in another encoding (UTF-16, Latin-1) is no claims header

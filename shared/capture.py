@@ -154,12 +154,21 @@ PSEUDONYM_PREFIX: Final = "pii:"
 
 @dataclass(frozen=True)
 class CapturePolicy:
-    """Which exchanges are kept (a percentage, as SageMaker samples) and what becomes of personal fields."""
+    """Which exchanges are kept (a percentage, as SageMaker samples) and what of a request is kept.
+
+    Capture is by allow-list: only ``raw_fields`` (the spec's non-personal model inputs and the
+    claim id, :func:`captured_fields`) are kept as sent, and only when the value is a plain value.
+    Personal fields are dropped or pseudonymized (``pii``). Anything else (a key the spec does not
+    know, a nested value, another top-level key beside ``instances``) is dropped in both modes: its
+    name or contents may be personal, and nothing downstream reads it. ``raw_fields=None`` keeps
+    every non-personal field: only for captures made without a spec (tests of the format).
+    """
 
     percent: float = 100.0
     pii: PiiMode = "drop"
     key: bytes = b""
     personal_fields: frozenset[str] = frozenset()
+    raw_fields: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.percent <= 100:
@@ -180,6 +189,15 @@ def personal_fields(spec: FeatureSpec) -> frozenset[str]:
     )
 
 
+def captured_fields(spec: FeatureSpec, personal: frozenset[str] | None = None) -> frozenset[str]:
+    """What a capture keeps as sent: the id and the model's inputs, without the personal fields."""
+    from shared.feature_spec import ColumnRole
+
+    kept_roles = {ColumnRole.ID, ColumnRole.FEATURE, ColumnRole.CONTEXT}
+    personal = personal_fields(spec) if personal is None else personal
+    return frozenset(c.name for c in spec.columns if c.role in kept_roles and c.name not in personal)
+
+
 def pseudonym(value: Any, key: bytes) -> str:
     """A keyed hash of the value: equal values give equal tokens under one key; without it, no way back."""
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
@@ -187,23 +205,39 @@ def pseudonym(value: Any, key: bytes) -> str:
     return PSEUDONYM_PREFIX + digest[:32]  # 128 bits: no collisions at any capture volume
 
 
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _kept_raw(name: str, policy: CapturePolicy) -> bool:
+    return name not in policy.personal_fields and (policy.raw_fields is None or name in policy.raw_fields)
+
+
 def redact_claim(claim: Mapping[str, Any], policy: CapturePolicy) -> dict[str, Any]:
-    if policy.pii == "drop":
-        return {k: v for k, v in claim.items() if k not in policy.personal_fields}
-    return {
-        k: pseudonym(v, policy.key) if k in policy.personal_fields and v is not None else v
-        for k, v in claim.items()
-    }
+    """The claim's allow-listed fields as sent, its personal fields dropped or pseudonymized."""
+    kept: dict[str, Any] = {}
+    for name, value in claim.items():
+        if name in policy.personal_fields:
+            if policy.pii == "pseudonymize":
+                kept[name] = None if value is None else pseudonym(value, policy.key)
+        elif _kept_raw(name, policy) and _plain(value):
+            kept[name] = value
+    return kept
 
 
-def _redact_json(payload: Any, policy: CapturePolicy) -> Any:
-    if isinstance(payload, dict) and isinstance(payload.get("instances"), list):
-        return {**payload, "instances": [_redact_json(c, policy) for c in payload["instances"]]}
-    if isinstance(payload, list):
-        return [_redact_json(c, policy) for c in payload]
-    if isinstance(payload, dict):
-        return redact_claim(payload, policy)
-    return payload
+def claims_in(payload: Any) -> list[Any]:
+    """The claims of a JSON body in every shape the model server reads (see
+    :func:`shared.payloads.parse_records`): ``{"instances": [...]}``, ``{"instances": {...}}``, a list
+    or one object."""
+    if isinstance(payload, dict) and "instances" in payload:
+        payload = payload["instances"]
+    return payload if isinstance(payload, list) else [payload]
+
+
+def _redact_json(payload: Any, policy: CapturePolicy) -> dict[str, Any]:
+    """Always ``{"instances": [...]}``, whatever the shape sent: a shape the redaction did not
+    expect can then never carry a field past it."""
+    return {"instances": [redact_claim(c, policy) for c in claims_in(payload) if isinstance(c, dict)]}
 
 
 def _redact_csv(text: str, policy: CapturePolicy, csv_columns: Sequence[str]) -> str:
@@ -212,19 +246,24 @@ def _redact_csv(text: str, policy: CapturePolicy, csv_columns: Sequence[str]) ->
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     # A header row is recognised as the model server recognises it: its first cell is the id column.
-    if rows and csv_columns and rows[0] and rows[0][0].strip() == csv_columns[0]:
+    has_header = bool(rows and csv_columns and rows[0] and rows[0][0].strip() == csv_columns[0])
+    if has_header:
         header = [c.strip() for c in rows[0]]
-        writer.writerow(rows[0])
         rows = rows[1:]
-    personal = [i for i, name in enumerate(header) if name in policy.personal_fields]
+        # A column the spec does not know keeps its place (the server reads by position) but not its
+        # name, which could be anything.
+        writer.writerow([n if n in policy.personal_fields or _kept_raw(n, policy) else "" for n in header])
     for row in rows:
-        redacted = list(row)
-        for i in personal:
-            if i < len(redacted) and redacted[i] != "":
-                # Dropping empties the cell: CSV without a header is read by position.
-                redacted[i] = "" if policy.pii == "drop" else pseudonym(redacted[i], policy.key)
-        writer.writerow(redacted)
+        writer.writerow([_csv_cell(name, cell, policy) for name, cell in zip(header, row, strict=False)])
     return out.getvalue()
+
+
+def _csv_cell(name: str, cell: str, policy: CapturePolicy) -> str:
+    """Cells beyond the header are dropped by the caller; a dropped cell is emptied, not removed,
+    because CSV without a header is read by position."""
+    if name in policy.personal_fields:
+        return "" if policy.pii == "drop" or cell == "" else pseudonym(cell, policy.key)
+    return cell if _kept_raw(name, policy) else ""
 
 
 def redact_body(
@@ -232,7 +271,7 @@ def redact_body(
 ) -> bytes | None:
     """The request body with its personal fields handled, in its own format; None when it cannot be read
     (an unreadable body might hold anything, so it is not captured)."""
-    if not policy.personal_fields:
+    if not policy.personal_fields and policy.raw_fields is None:
         return body
     media = content_type.split(";", maxsplit=1)[0].strip().lower()
     try:
@@ -240,7 +279,8 @@ def redact_body(
         if media == "application/json":
             return _dumps(_redact_json(_loads(text), policy)).encode("utf-8")
         if media in {"application/jsonlines", "application/x-jsonlines", "application/jsonl"}:
-            lines = [_dumps(_redact_json(_loads(x), policy)) for x in text.splitlines() if x.strip()]
+            records = [_loads(x) for x in text.splitlines() if x.strip()]
+            lines = [_dumps(redact_claim(r, policy)) for r in records if isinstance(r, dict)]
             return ("\n".join(lines) + "\n").encode()
         if media == "text/csv":
             return _redact_csv(text, policy, csv_columns).encode()
@@ -422,4 +462,5 @@ def capture_policy_from_env(spec: FeatureSpec | None = None) -> CapturePolicy:
         pii=settings.pii,
         key=settings.key.get_secret_value().encode("utf-8"),
         personal_fields=personal,
+        raw_fields=captured_fields(spec, personal) if spec is not None else None,
     )

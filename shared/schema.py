@@ -8,6 +8,7 @@ numpy or pandas, so the API Lambda can use it.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -189,6 +190,22 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     claims: list[Claim] = Field(min_length=1, max_length=MAX_BATCH_CLAIMS)
+
+
+def repeated_claim_ids(claim_ids: Sequence[str | None]) -> dict[int, int]:
+    """The duplicate-id rule, one for the batch API and for claims files (the drop folder, a batch
+    transform, the validate job): an id seen earlier is a duplicate of its first occurrence, which
+    alone counts. Maps each repeat's position (0-based) to its first occurrence's."""
+    first: dict[str, int] = {}
+    repeats: dict[int, int] = {}
+    for position, claim_id in enumerate(claim_ids):
+        if claim_id is None:
+            continue
+        if claim_id in first:
+            repeats[position] = first[claim_id]
+        else:
+            first[claim_id] = position
+    return repeats
 
 
 class BatchResponse(BaseModel):

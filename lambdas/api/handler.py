@@ -24,7 +24,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared import auth
+from shared import auth, strict_json
 from shared.adapters.endpoint import endpoint_from
 from shared.adapters.model_catalog import catalog_from
 from shared.adapters.pipeline_starter import starter_from
@@ -46,6 +46,7 @@ from shared.schema import (
     PredictionResponse,
     RetrainRequest,
     RetrainResponse,
+    repeated_claim_ids,
 )
 from shared.scoring import score_claims
 from shared.settings import ApiSettings
@@ -67,7 +68,8 @@ logger = Logger(service="claims-risk-api")
 # imports each of them at cold start.
 tracer = Tracer(service="claims-risk-api", patch_modules=("botocore",))
 metrics = Metrics(namespace=function_settings().metrics_namespace, service="claims-risk-api")
-app = APIGatewayRestResolver(enable_validation=True)
+# Bodies are parsed strictly: deep nesting, huge integers, NaN and 1e400 are a 400, never a crash.
+app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=strict_json.loads)
 app.enable_swagger(
     path="/swagger",
     title="Claims risk API",
@@ -165,32 +167,68 @@ def with_correlation_id(router: APIGatewayRestResolver, next_middleware: NextMid
 
 
 def with_scope_check(router: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
-    """A second check behind the gateway's authorizer: the route's scope must be in the token."""
+    """A second check behind the gateway's authorizer: the route's scope must be in the token.
+
+    Every scoped route has the Cognito authorizer in front (cdk/api.py), so its claims are always
+    there in AWS; a request without them (an API key alone, a misconfigured route) has no scope and
+    is refused, never waved through."""
     event = router.current_event
     path = event.resource if event.resource not in ("/{proxy+}", "/") else event.path
     needed = auth.required_scope(event.http_method, path)
     if needed is None:
         return next_middleware(router)
-    claims = event.request_context.authorizer.claims  # {} without a Cognito token
-    if not claims:
-        if (event.http_method.upper(), path.rstrip("/")) in auth.USER_TOKEN_ONLY:
-            return error_response(
-                HTTPStatus.FORBIDDEN, "forbidden", f"this route needs a user token with the {needed} scope"
-            )
-        return next_middleware(router)  # an API key client, admitted by the gateway's usage plan
+    claims = event.request_context.authorizer.claims or {}
     if needed not in auth.granted_scopes(claims.get("scope")):
-        return error_response(HTTPStatus.FORBIDDEN, "forbidden", f"the token lacks the {needed} scope")
+        what = "the credential lacks" if claims else "the request carries no token with"
+        return error_response(HTTPStatus.FORBIDDEN, "forbidden", f"{what} the {needed} scope")
     return next_middleware(router)
 
 
-app.use(middlewares=[with_correlation_id, with_scope_check])
+def array_body_refusal() -> Response[Any] | None:
+    """Every body this API takes is one JSON object. Powertools' validation reads a JSON array sent
+    to a route taking one model as its first element and drops the rest (its list normalization is
+    meant for repeated query values), so an array is refused, whether its first element is valid
+    (the middleware below) or not (the validation error's handler). API Gateway's request validator
+    refuses it in AWS too (the models are JSON schemas of type object)."""
+    event = app.current_event
+    try:
+        body = event.decoded_body if event.body else None
+    except (UnicodeDecodeError, ValueError):
+        return None  # not text: the validation's own answer says so
+    if body is None or body.lstrip()[:1] != "[":
+        return None
+    single = event.path.rstrip("/").endswith("/api/v1/predict")
+    hint = ' To score several claims, POST {"claims": [...]} to /api/v1/predict/batch.' if single else ""
+    return error_response(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "validation_error",
+        f"the body is a JSON array; this route takes one JSON object.{hint}",
+        [{"field": "body", "message": "must be a JSON object, not an array", "type": "model_type"}],
+    )
+
+
+def with_object_body(router: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    return array_body_refusal() or next_middleware(router)
+
+
+app.use(middlewares=[with_correlation_id, with_scope_check, with_object_body])
 
 
 @app.exception_handler(RequestValidationError)
 def on_invalid_request(error: RequestValidationError) -> Response[Any]:
+    refused = array_body_refusal()
+    if refused is not None:
+        return refused
     errors = error.errors()
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return error_response(HTTPStatus.BAD_REQUEST, "malformed_json", "the request body is not valid JSON")
+    invalid = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if invalid is not None:
+        why = str((invalid.get("ctx") or {}).get("error") or "").strip()
+        message = (
+            f"the request body is not valid JSON: {why[:200]}"
+            if why
+            else "the request body is not valid JSON"
+        )
+        return error_response(HTTPStatus.BAD_REQUEST, "malformed_json", message)
     details = [
         {
             # loc is ("body", "claim_amount") for a body field; the field path is what a client needs.
@@ -215,6 +253,26 @@ def on_undecodable_body(_: UnicodeDecodeError) -> Response[Any]:
 def on_unsupported_content_type(_: RequestUnsupportedContentType) -> Response[Any]:
     return error_response(
         HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the claim as application/json"
+    )
+
+
+class RepeatedClaimIds(Exception):
+    def __init__(self, repeats: dict[int, int]) -> None:
+        super().__init__(f"{len(repeats)} repeated claim ids")
+        self.repeats = repeats
+
+
+@app.exception_handler(RepeatedClaimIds)
+def on_repeated_claim_ids(error: RepeatedClaimIds) -> Response[Any]:
+    details = [
+        {"field": f"claims.{i}.claim_id", "message": f"duplicate of claims.{j}.claim_id", "type": "duplicate"}
+        for i, j in sorted(error.repeats.items())
+    ]
+    return error_response(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "validation_error",
+        f"invalid request: {len(details)} claim id(s) repeat an earlier claim's",
+        details,
     )
 
 
@@ -261,13 +319,18 @@ def predict(claim: Claim) -> PredictionResponse:
     responses={
         200: {"description": "One prediction per claim, in the order sent"},
         400: {"description": "The body is not valid JSON"},
-        422: {"description": "No claims, more than 1000, or an invalid claim; details say which"},
+        422: {
+            "description": "No claims, more than 1000, an invalid claim or a repeated id; details say which"
+        },
         502: {"description": "The model endpoint failed"},
     },
 )
 @tracer.capture_method
 def predict_batch(batch: BatchRequest) -> BatchResponse:
     started = time.perf_counter()
+    repeats = repeated_claim_ids([claim.claim_id for claim in batch.claims])
+    if repeats:  # the claims files' rule: a claim id once per batch; the batch is refused whole
+        raise RepeatedClaimIds(repeats)
     results = score_claims(model_endpoint(), batch.claims)
     record_predictions(results)
     return BatchResponse(

@@ -27,6 +27,7 @@ from typing import Any
 from shared.batch_jobs import REJECTED_URI_ENV, declared_csv_columns
 from shared.feature_spec import ColumnRole
 from shared.ml.model import RiskModel
+from shared.ml.request_validation import validated_records
 from shared.payloads import CSV, JSON_LINES, media_type, parse_records, render_predictions
 
 # Batch transform sends CSV lines without a header; such lines are read in the spec's column order,
@@ -42,6 +43,14 @@ class LineBatch:
     body: bytes
     media_type: str
     csv_columns: tuple[str, ...] | None = None  # the file's header, as the trigger read it
+
+
+@dataclass(frozen=True)
+class RealTimeRequest:
+    """A real-time body's claims, validated in ``predict_fn`` (which has the model's spec)."""
+
+    records: list[dict[str, Any]]
+    from_csv: bool  # every value is text
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ def model_fn(model_dir: str) -> RiskModel:
     return model
 
 
-def input_fn(request_body: bytes | str, request_content_type: str) -> list[dict[str, Any]] | LineBatch:
+def input_fn(request_body: bytes | str, request_content_type: str) -> RealTimeRequest | LineBatch:
     if in_batch_transform():
         base = (request_content_type or "").split(";")[0].strip().lower()
         kind = PARQUET if base == PARQUET else media_type(request_content_type)
@@ -73,12 +82,11 @@ def input_fn(request_body: bytes | str, request_content_type: str) -> list[dict[
             body = request_body.encode("utf-8") if isinstance(request_body, str) else request_body
             columns = declared_csv_columns(os.environ) if kind == CSV else None
             return LineBatch(body, kind, tuple(columns) if columns else None)
-    return parse_records(request_body, request_content_type, _csv_columns)
+    records = parse_records(request_body, request_content_type, _csv_columns)
+    return RealTimeRequest(records, from_csv=media_type(request_content_type) == CSV)
 
 
-def predict_fn(
-    records: list[dict[str, Any]] | LineBatch, model: RiskModel
-) -> list[dict[str, Any]] | LineResults:
+def predict_fn(records: RealTimeRequest | LineBatch, model: RiskModel) -> list[dict[str, Any]] | LineResults:
     if isinstance(records, LineBatch):
         from shared.ml.batch_scoring import InputFormat, score_lines
 
@@ -88,7 +96,9 @@ def predict_fn(
         results = score_lines(model, records.body, kind, csv_columns=records.csv_columns)
         publish_rejections(results)
         return LineResults(results)
-    return model.predict_records(records)
+    # Held to the API's rules first: the endpoint is reachable without the API in front.
+    valid = validated_records(records.records, model.spec, as_text=records.from_csv)
+    return model.predict_records(valid)
 
 
 def publish_rejections(results: list[dict[str, Any]]) -> str | None:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -36,6 +38,7 @@ from shared.ml.features import InvalidFeatureValue
 from shared.ml.model import RiskModel
 from shared.payloads import PayloadError
 from shared.ports import MetricDatum, MetricsPublisher
+from shared.request_limits import MAX_ENDPOINT_BODY_BYTES, MAX_TRANSFORM_BODY_BYTES, BodySizeLimit
 
 log = logging.getLogger("claims_risk.model_server")
 
@@ -171,6 +174,31 @@ def _error(status: int, code: str, message: str, as_runtime: bool) -> Response:
     return JSONResponse(body, status_code=424, headers={"x-amzn-ErrorType": "ModelError"})
 
 
+# sagemaker-runtime's EndpointName (botocore's service model: pattern and max 63); a name is checked
+# against it before any use: it names capture folders and metric dimensions.
+ENDPOINT_NAME: Final = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
+ENDPOINT_NAME_MAX: Final = 63
+
+
+def endpoint_name_problem(name: str, served: str) -> str | None:
+    """Why ``name`` cannot be invoked here (SageMaker's own answers), or None when it is ``served``."""
+    if len(name) > ENDPOINT_NAME_MAX or ENDPOINT_NAME.fullmatch(name) is None:
+        return (
+            f"1 validation error detected: Value at 'endpointName' failed to satisfy constraint: Member "
+            f"must match pattern {ENDPOINT_NAME.pattern} and have length less than or equal to "
+            f"{ENDPOINT_NAME_MAX}"
+        )
+    if name != served:
+        return f"Endpoint {name} not found."
+    return None
+
+
+def _validation_error(message: str) -> Response:
+    """sagemaker-runtime's ValidationError, which boto3 raises as ``ValidationError``."""
+    headers = {"x-amzn-ErrorType": "ValidationError"}
+    return JSONResponse({"message": message}, status_code=400, headers=headers)
+
+
 _FROM_ENV: Final[Literal["env"]] = "env"
 
 
@@ -188,12 +216,14 @@ def create_model_server(
         return Response(status_code=200)  # liveness only: never touches the model
 
     async def invocations(request: Request) -> Response:
-        body = await request.body()
-        content_type = request.headers.get("content-type", "application/json")
-        accept = request.headers.get("accept", "application/json")
         # On sagemaker-runtime's path, errors take the runtime's shape so boto3 raises ModelError.
         endpoint = request.path_params.get("endpoint_name", default_endpoint)
         as_runtime = "endpoint_name" in request.path_params
+        if as_runtime and (problem := endpoint_name_problem(endpoint, default_endpoint)) is not None:
+            return _validation_error(problem)  # recorded nowhere: the name is not an endpoint here
+        body = await request.body()
+        content_type = request.headers.get("content-type", "application/json")
+        accept = request.headers.get("accept", "application/json")
         started = time.perf_counter()
         try:
             payload, media = inference.handle(model, body, content_type, accept)
@@ -226,4 +256,10 @@ def create_model_server(
             Route("/endpoints/{endpoint_name}/invocations", invocations, methods=["POST"]),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(BodySizeLimit, max_bytes=largest_body)],
     )
+
+
+def largest_body() -> int:
+    """InvokeEndpoint's limit, or a transform job's largest mini-batch (MaxPayloadInMB's maximum)."""
+    return MAX_TRANSFORM_BODY_BYTES if inference.in_batch_transform() else MAX_ENDPOINT_BODY_BYTES

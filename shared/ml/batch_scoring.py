@@ -51,7 +51,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from shared.batch_jobs import ClaimsHeaderError, csv_header_columns, is_header_line
+from shared.batch_jobs import ClaimsHeaderError, csv_header_columns, is_header_line, not_text_reason
 from shared.csv_safety import InertCsvWriter
 from shared.feature_spec import ColumnRole, FeatureSpec
 from shared.ml.frames import inert_text
@@ -64,6 +64,7 @@ CHUNK_ROWS: Final = 50_000  # rows read, validated and scored together: ~100 MB 
 SCORED_COLUMNS: Final = ("row_number", *CSV_OUTPUT_COLUMNS)
 REJECTED_COLUMNS: Final = ("row_number", "claim_id", "reason", "raw")
 QUANTILES: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+TEXT_PROBE_BYTES: Final = 65536  # the first bytes that tell a text file from a binary one
 _READ_RULE: Final = "read"  # rule-count key prefix of rows that could not be read
 
 
@@ -259,6 +260,11 @@ def read_chunks(
         yield from _parquet_chunks(opened or path, spec, chunk_rows)
         return
     with contextlib.nullcontext(opened) if opened is not None else path.open("rb") as source:
+        start = source.tell()
+        binary = not_text_reason(source.read(TEXT_PROBE_BYTES))
+        if binary is not None:
+            raise BatchFileError(binary)
+        source.seek(start)
         batches = _line_batches(source, chunk_rows)
         next_row = 1
         if kind == InputFormat.CSV:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from lambdas.api import handler
+from shared import auth
 from shared.ports import EndpointError, EndpointRejectedInput, ModelCatalogError
 from tests.aws_fakes import FakeLambdaContext
 from tests.factories import minimal_claim
@@ -72,9 +73,10 @@ def call(
     path: str,
     body: str | None = None,
     headers: dict[str, str] | None = None,
-    scopes: str | None = None,
+    scopes: str | None = " ".join(auth.ALL_SCOPES),
 ) -> dict[str, Any]:
-    """``scopes`` given: the request carries a Cognito token with them (the authorizer's claims)."""
+    """The request carries a Cognito token with ``scopes`` (the authorizer's claims; every scope unless
+    told); None: no token at all."""
     event = copy.deepcopy(EVENT)
     event.update(httpMethod=method, path=path, body=body, pathParameters={"proxy": path.lstrip("/")})
     event["requestContext"].update(httpMethod=method, path=f"/prod{path}")

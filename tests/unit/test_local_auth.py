@@ -89,16 +89,19 @@ def test_a_bearer_token_reaches_the_handler_as_the_authorizers_claims(client: Cl
     assert ADMIN not in json.dumps(events[-1]["requestContext"])
 
 
-def test_an_api_key_scores_but_carries_no_scope_so_cannot_retrain(client: Client) -> None:
-    test_client, _, starter, events = client
-    assert (
-        test_client.post("/api/v1/predict", json=minimal_claim(), headers={"x-api-key": ADMIN}).status_code
-        == 200
-    )
+def test_a_credential_has_the_same_scopes_whichever_header_carries_it(client: Client) -> None:
+    test_client, endpoint, starter, events = client
+    for headers in (bearer(READER), {"x-api-key": READER}):  # a model reader never scores claims
+        refused = test_client.post("/api/v1/predict", json=minimal_claim(), headers=headers)
+        assert refused.status_code == 403 and "claims-risk/predict" in refused.json()["error"]["message"]
+    assert endpoint.sent == []
+    assert test_client.get("/api/v1/models/current", headers={"x-api-key": READER}).status_code == 200
+    scored = test_client.post("/api/v1/predict", json=minimal_claim(), headers={"x-api-key": ADMIN})
+    assert scored.status_code == 200
     assert events[-1]["requestContext"]["identity"]["apiKeyId"] == "claims-system"
-    assert "authorizer" not in events[-1]["requestContext"]
-    refused = test_client.post("/api/v1/models/retrain", json={}, headers={"x-api-key": ADMIN})
-    assert refused.status_code == 403 and starter.started == []
+    assert events[-1]["requestContext"]["authorizer"]["claims"]["sub"] == "claims-system"
+    started = test_client.post("/api/v1/models/retrain", json={}, headers={"x-api-key": ADMIN})
+    assert started.status_code == 202 and len(starter.started) == 1
 
 
 def test_a_token_without_the_retrain_scope_gets_403_and_with_it_202(client: Client) -> None:
