@@ -24,7 +24,7 @@ from shared.adapters.metrics import LocalMetricsSink
 from shared.adapters.notify import LocalNotifier
 from shared.adapters.webhook import WebhookError, WebhookNotifier
 from shared.alarm_evaluation import INITIAL_STATE, AlarmState, Datapoint, evaluate
-from shared.alarms import ALARMS, RETRAIN_ON_ALARMS, AlarmDefinition
+from shared.alarms import ALARMS, LOCAL_ALARMS, RETRAIN_ON_ALARMS, AlarmDefinition
 from shared.ports import Notifier, PipelineStarter, PipelineStartError
 
 log = logging.getLogger("claims_risk.alarms")
@@ -86,7 +86,7 @@ class AlarmSink:
         self,
         home: Path,
         *,
-        definitions: Sequence[AlarmDefinition] = ALARMS,
+        definitions: Sequence[AlarmDefinition] = ALARMS + LOCAL_ALARMS,
         pager: Notifier | None = None,
         console: Callable[[str], None] | None = _print,
         retrain: PipelineStarter | None = None,

@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from local.api_gateway import create_local_api
 from local.auth import LocalAuthorizer, authorizer_from_env
+from local.supervisor import SUPERVISED_ENV, SupervisedProcesses
 from shared.adapters.endpoint import HttpEndpoint
 from shared.adapters.model_catalog import LocalModelCatalog
 from shared.adapters.pipeline_starter import LocalPipelineStarter
@@ -35,6 +36,8 @@ def create_api(model_url: str, home: Path, authorizer: LocalAuthorizer | None = 
         endpoint=HttpEndpoint(model_url),
         catalog=LocalModelCatalog(home / "models"),
         starter=LocalPipelineStarter(home),
+        # Under `claims-risk up`, /health reports each process the supervisor keeps alive.
+        processes=SupervisedProcesses(home) if os.environ.get(SUPERVISED_ENV) else None,
     )
 
     async def root(_: Request) -> Response:

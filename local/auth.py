@@ -14,6 +14,8 @@ import hmac
 import json
 import os
 import secrets
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ EXTRA_TOKENS_ENV = "CLAIMS_RISK_API_TOKENS_FILE"  # JSON {token: {"principal": .
 THROTTLE_ENV = "CLAIMS_RISK_THROTTLE_PER_MINUTE"
 TOKEN_FILE = "api-token"
 WINDOW_S = 60.0
+SHARED_THROTTLE_ENV = "CLAIMS_RISK_SHARED_THROTTLE"  # set by `claims-risk up` for its API processes
 
 
 @dataclass(frozen=True)
@@ -41,16 +44,50 @@ class Caller:
     via_api_key: bool
 
 
+class SharedWindow:
+    """Each client's requests of the last minute in SQLite, so every API process (each a Lambda
+    execution environment of its own) counts against one allowance, as API Gateway's usage plan does."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=OFF")  # a throttle window need not survive a power cut
+        self._db.execute("CREATE TABLE IF NOT EXISTS hits (principal TEXT NOT NULL, at REAL NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS hits_by_principal ON hits (principal, at)")
+        self._lock = threading.Lock()
+
+    def admit(self, principal: str, limit: int, now: float) -> float | None:
+        """None admits (and counts) the request; otherwise seconds until the window has room."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                expired = now - WINDOW_S
+                self._db.execute("DELETE FROM hits WHERE principal = ? AND at <= ?", (principal, expired))
+                count, oldest = self._db.execute(
+                    "SELECT COUNT(*), MIN(at) FROM hits WHERE principal = ?", (principal,)
+                ).fetchone()
+                if count >= limit:
+                    return float(WINDOW_S - (now - oldest))
+                self._db.execute("INSERT INTO hits (principal, at) VALUES (?, ?)", (principal, now))
+                return None
+            finally:
+                self._db.execute("COMMIT")
+
+
 class LocalAuthorizer:
     def __init__(
         self,
         credentials: Mapping[str, Credential],
         requests_per_minute: int = auth.DEFAULT_REQUESTS_PER_MINUTE,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedWindow | None = None,
     ) -> None:
+        """``shared``: count across processes (then ``clock`` must be wall time, as they share it)."""
         self.credentials = dict(credentials)
         self.requests_per_minute = requests_per_minute
         self.clock = clock
+        self.shared = shared
         self._recent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
 
     def authenticate(self, headers: Mapping[str, str]) -> Caller | None:
@@ -78,6 +115,8 @@ class LocalAuthorizer:
         if self.requests_per_minute <= 0:
             return None
         now = self.clock()
+        if self.shared is not None:
+            return self.shared.admit(principal, self.requests_per_minute, now)
         recent = self._recent[principal]
         while recent and now - recent[0] >= WINDOW_S:
             recent.popleft()
@@ -109,4 +148,6 @@ def authorizer_from_env(home: Path) -> LocalAuthorizer:
         for token, entry in json.loads(Path(extra).read_text(encoding="utf-8")).items():
             credentials[token] = Credential(entry["principal"], frozenset(entry.get("scopes", [])))
     rate = int(os.environ.get(THROTTLE_ENV, auth.DEFAULT_REQUESTS_PER_MINUTE))
+    if os.environ.get(SHARED_THROTTLE_ENV):  # several API processes: one allowance per client
+        return LocalAuthorizer(credentials, rate, time.time, SharedWindow(home / "run" / "throttle.sqlite3"))
     return LocalAuthorizer(credentials, rate)

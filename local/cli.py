@@ -9,13 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -280,10 +277,31 @@ def serve(host: str, api_port: int, model_port: int) -> None:
     _serve(host, api_port, model_port)
 
 
+API_ENVIRONMENTS_ENV = "CLAIMS_RISK_API_ENVIRONMENTS"
+
+
+def api_environments() -> int:
+    """How many invocations of the API's handler run side by side (one process each, as Lambda runs
+    one execution environment per concurrent invocation): CLAIMS_RISK_API_ENVIRONMENTS, default 4."""
+    value = os.environ.get(API_ENVIRONMENTS_ENV, "4")
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise click.BadParameter(f"{API_ENVIRONMENTS_ENV} must be 1 to 64, not {value!r}")
+    return int(value)
+
+
 def _serve(host: str, api_port: int, model_port: int) -> None:
     from local.auth import local_token
+    from local.dropbox import default_folder
     from local.pipeline_runner import LocalModelStore
-    from local.servers import port_is_free, start_api_server, start_model_server, stop, wait_until_ready
+    from local.servers import port_is_free
+    from local.supervisor import (
+        CrashLoop,
+        NotReady,
+        Supervisor,
+        listening_socket,
+        run_until_stopped,
+        supervised_children,
+    )
 
     model_dir = LocalModelStore(home() / "models").current_dir()
     if model_dir is None:
@@ -297,30 +315,24 @@ def _serve(host: str, api_port: int, model_port: int) -> None:
             console.print(f"[red]port {port} for the {what} is in use: free it or set {env}[/]")
             raise SystemExit(1)
     logs = home() / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     model_url, api_url = f"http://{host}:{model_port}", f"http://{host}:{api_port}"
-    children: list[subprocess.Popen[bytes]] = []
+    api_socket = listening_socket(host, api_port)  # kept here: clients queue on it while the API restarts
 
-    def shutdown(*_: object) -> None:
-        for child in reversed(children):
-            stop(child)
+    def say(line: str) -> None:
+        console.print(line, markup=False, soft_wrap=True)
+        console.file.flush()
 
+    children = supervised_children(
+        home(), host, model_port, api_socket.fileno(), api_url, logs, api_environments=api_environments()
+    )
+    supervisor = Supervisor(children, home(), say=say)
     try:
-        with console.status("starting the model server and the API"):
-            children.append(start_model_server(model_dir, host, model_port, logs / "model_server.log"))
-            wait_until_ready(f"{model_url}/ping", children[-1])
-            children.append(start_api_server(model_url, host, api_port, logs / "api.log"))
-            wait_until_ready(f"{api_url}/health", children[-1])
-    except (RuntimeError, TimeoutError) as error:
-        shutdown()
-        console.print(f"[red]could not start: {error}; see {logs}[/]")
+        with console.status("starting the model server, the API, the drop folder's watcher and the alarms"):
+            supervisor.start()
+    except NotReady as error:
+        supervisor.stop()
+        console.print(f"[red]could not start: {error}[/]")
         raise SystemExit(1) from None
-    # The drop folder's watcher and the alarm sink run beside the servers, as in AWS.
-    from local.alarm_sink import start_alarm_loop
-    from local.dropbox import default_folder, start_watcher
-
-    watcher = start_watcher(home())
-    alarms = start_alarm_loop(home())
     _print_where_to_look(api_url, model_url, model_dir, logs, local_token(home()))
     incoming = default_folder(home()) / "incoming"
     console.print(
@@ -329,22 +341,21 @@ def _serve(host: str, api_port: int, model_port: int) -> None:
         soft_wrap=True,
     )
     console.print(f"  {'Alarms':<14} {home() / 'monitoring' / 'alarms.jsonl'}", markup=False, soft_wrap=True)
+    console.print(
+        f"  {'Processes':<14} {home() / 'run' / 'children.json'}   (each is restarted if it crashes)",
+        markup=False,
+        soft_wrap=True,
+    )
     console.file.flush()
-
-    def on_signal(signum: int, _: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
     try:
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-        console.print("[red]a server stopped unexpectedly; see the logs[/]")
+        run_until_stopped(supervisor)
     except KeyboardInterrupt:
         console.print("stopping…")
+    except CrashLoop as error:
+        console.print(f"[red]{escape(str(error))}[/]")
+        raise SystemExit(1) from None
     finally:
-        alarms.stop()
-        watcher.stop()
-        shutdown()
+        api_socket.close()
 
 
 def _print_where_to_look(api_url: str, model_url: str, model_dir: Path, logs: Path, token: str) -> None:
@@ -377,27 +388,51 @@ def _print_where_to_look(api_url: str, model_url: str, model_dir: Path, logs: Pa
 
 
 @main.command("serve-model", help="Run only the model server (SageMaker serving contract).")
-@click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--model-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="an unpacked model (default: the published one in <home>/models, followed: a newly promoted "
+    "model replaces it while the server runs)",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8080, show_default=True)
-def serve_model(model_dir: Path, host: str, port: int) -> None:
+def serve_model(model_dir: Path | None, host: str, port: int) -> None:
     import uvicorn
 
+    from local.pipeline_runner import LocalModelStore
     from sagemaker_jobs.inference.model_server import create_model_server
 
-    uvicorn.run(create_model_server(model_dir), host=host, port=port, log_level="warning", access_log=False)
+    follow = None
+    if model_dir is None:
+        follow = LocalModelStore(home() / "models").current_dir
+        model_dir = follow()
+        if model_dir is None:
+            raise click.ClickException("no published model: run `claims-risk train` first, or --model-dir")
+    app = create_model_server(model_dir, follow=follow)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 @main.command("serve-api", help="Run only the local API in front of a model server.")
 @click.option("--model-url", required=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
-def serve_api(model_url: str, host: str, port: int) -> None:
+@click.option(
+    "--fd", type=int, default=None, help="serve on this inherited listening socket (what `up` passes) instead"
+)
+def serve_api(model_url: str, host: str, port: int, fd: int | None) -> None:
+    import socket
+
     import uvicorn
 
     from local.api_server import create_api
 
-    uvicorn.run(create_api(model_url, home()), host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        create_api(model_url, home()), host=host, port=port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    # The supervisor's socket outlives this process: clients queue on it while the API restarts.
+    server.run(sockets=[socket.socket(fileno=fd)] if fd is not None else None)
 
 
 def _register_groups() -> None:

@@ -105,3 +105,22 @@ def run(
     if report.features_missing_more:
         click.echo(f"missing more often: {', '.join(report.features_missing_more)}")
     click.echo(f"report: {config.output / drift.REPORT_HTML}")
+
+
+@monitor.command(
+    "alarms", help="Evaluate the alarms every --interval seconds until stopped (what `claims-risk up` runs)."
+)
+@click.option("--interval", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+def alarms(interval: float) -> None:
+    import signal
+    import threading
+
+    from local.alarm_sink import AlarmLoop, alarm_sink_from_env
+
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    loop = AlarmLoop(alarm_sink_from_env(_home()), interval).start()
+    click.echo(f"evaluating the alarms every {interval:g}s", err=True)
+    stopped.wait()
+    loop.stop()

@@ -46,12 +46,16 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout_s: floa
 
 
 def start_model_server(
-    model_dir: Path, host: str, port: int, log_file: Path | None = None, env: Mapping[str, str] | None = None
+    model_dir: Path | None,
+    host: str,
+    port: int,
+    log_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``env`` adds to this process's environment: the data folder for captures and metrics, say."""
-    return _start(
-        ["serve-model", "--model-dir", str(model_dir), "--host", host, "--port", str(port)], log_file, env
-    )
+    """``env`` adds to this process's environment: the data folder for captures and metrics, say.
+    ``model_dir`` None: the published model of the data folder, followed as new ones are promoted."""
+    where = ["--model-dir", str(model_dir)] if model_dir is not None else []
+    return _start(["serve-model", *where, "--host", host, "--port", str(port)], log_file, env)
 
 
 def start_api_server(

@@ -17,7 +17,10 @@ PREDICTION_DRIFT_METRIC: Final = "prediction_drift_psi"
 MISSING_RATE_METRIC: Final = "missing_rate_increase_max"
 
 Comparison = Literal["GreaterThanThreshold", "GreaterThanOrEqualToThreshold", "LessThanThreshold"]
-Component = Literal["api", "endpoint", "monitoring", "pipeline", "batch", "lambda"]
+Component = Literal["api", "endpoint", "monitoring", "pipeline", "batch", "lambda", "runtime"]
+# The local runtime's own health (``claims-risk up``'s supervisor); AWS runs managed services instead.
+RUNTIME_NAMESPACE: Final = "ClaimsRisk/LocalRuntime"
+PROCESS_RESTARTS_METRIC: Final = "ProcessRestarts"
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,26 @@ ALARMS: Final[tuple[AlarmDefinition, ...]] = (
         1,
         1,
         ("RuleName",),
+    ),
+)
+
+
+# Evaluated only by the local alarm sink: in AWS, Lambda and SageMaker restart their own processes.
+LOCAL_ALARMS: Final[tuple[AlarmDefinition, ...]] = (
+    AlarmDefinition(
+        "process-restarts",
+        "runtime",
+        "a process of the local runtime (model server, API, drop-folder watcher, alarm sink) crashed and "
+        "was restarted",
+        RUNTIME_NAMESPACE,
+        PROCESS_RESTARTS_METRIC,
+        "Sum",
+        1,
+        "GreaterThanOrEqualToThreshold",
+        60,
+        1,
+        1,
+        ("Process",),
     ),
 )
 

@@ -385,10 +385,10 @@ def _csv_cells(text: str) -> list[str] | None:
 
 # How the first bytes of a file that is not UTF-8 text usually begin, and what to tell its sender.
 _NOT_TEXT_SIGNATURES: Final = (
-    (b"\x00\x00\xfe\xff", "UTF-32 text: save it as UTF-8"),
-    (b"\xff\xfe\x00\x00", "UTF-32 text: save it as UTF-8"),
-    (b"\xff\xfe", "UTF-16 text: save it as UTF-8"),
-    (b"\xfe\xff", "UTF-16 text: save it as UTF-8"),
+    (b"\x00\x00\xfe\xff", "UTF-32 text, not UTF-8: save it as UTF-8"),
+    (b"\xff\xfe\x00\x00", "UTF-32 text, not UTF-8: save it as UTF-8"),
+    (b"\xff\xfe", "UTF-16 text, not UTF-8: save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text, not UTF-8: save it as UTF-8"),
     (b"PK\x03\x04", "a ZIP archive (an Excel workbook?): export the sheet as CSV"),
     (b"\x1f\x8b", "gzip-compressed: unpack it first"),
     (b"PAR1", "a Parquet file: name it .parquet"),

@@ -22,6 +22,10 @@ class EndpointRejectedInput(EndpointError):
     """The endpoint refused the input (its 4xx); the message says why."""
 
 
+class EndpointUnavailable(EndpointError):
+    """The endpoint cannot take requests now (down, restarting, throttled): worth a retry shortly."""
+
+
 class ModelEndpoint(Protocol):
     """A deployed model that scores claims (SageMaker endpoint, or the local model server)."""
 
@@ -101,6 +105,15 @@ class ModelCatalog(Protocol):
 
     def current_manifest(self) -> Mapping[str, Any]:
         """The serving model's ``manifest.json`` content; raises :class:`ModelCatalogError`."""
+        ...
+
+
+class RuntimeProcesses(Protocol):
+    """The processes a runtime keeps alive beside the API (the local supervisor's children); AWS
+    runs managed services and wires none."""
+
+    def states(self) -> Mapping[str, str]:
+        """Each process's name and state ("running", "restarting", ...)."""
         ...
 
 

@@ -31,11 +31,13 @@ from shared.adapters.pipeline_starter import starter_from
 from shared.ports import (
     EndpointError,
     EndpointRejectedInput,
+    EndpointUnavailable,
     ModelCatalog,
     ModelCatalogError,
     ModelEndpoint,
     PipelineStarter,
     PipelineStartError,
+    RuntimeProcesses,
 )
 from shared.schema import (
     BatchRequest,
@@ -90,6 +92,7 @@ class _Wiring:
     endpoint: ModelEndpoint | None = None
     catalog: ModelCatalog | None = None
     starter: PipelineStarter | None = None
+    processes: RuntimeProcesses | None = None  # only the local runtime has processes of its own
 
 
 def use_endpoint(endpoint: ModelEndpoint | None) -> None:
@@ -101,8 +104,10 @@ def use_ports(
     endpoint: ModelEndpoint | None = None,
     catalog: ModelCatalog | None = None,
     starter: PipelineStarter | None = None,
+    processes: RuntimeProcesses | None = None,
 ) -> None:
     _Wiring.endpoint, _Wiring.catalog, _Wiring.starter = endpoint, catalog, starter
+    _Wiring.processes = processes
 
 
 def model_endpoint() -> ModelEndpoint:
@@ -281,6 +286,21 @@ def on_endpoint_rejected(error: EndpointRejectedInput) -> Response[Any]:
     return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "rejected_by_model", str(error))
 
 
+RETRY_AFTER_S = 5  # a restarting model server is back within seconds; SageMaker throttling eases too
+
+
+@app.exception_handler(EndpointUnavailable)
+def on_endpoint_unavailable(error: EndpointUnavailable) -> Response[Any]:
+    logger.warning("model endpoint unavailable", extra={"reason": str(error)})
+    response = error_response(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "model_unavailable",
+        f"the model endpoint cannot take requests right now; retry in {RETRY_AFTER_S} seconds",
+    )
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
 @app.exception_handler(EndpointError)
 def on_endpoint_error(error: EndpointError) -> Response[Any]:
     logger.error("model endpoint failed", extra={"reason": str(error)})
@@ -302,6 +322,7 @@ def on_not_found(_: NotFoundError) -> Response[Any]:
         400: {"description": "The body is not valid JSON"},
         422: {"description": "The claim breaks the schema or a business rule; details name the field"},
         502: {"description": "The model endpoint failed"},
+        503: {"description": "The model endpoint cannot take requests now; retry after Retry-After seconds"},
     },
 )
 @tracer.capture_method
@@ -323,6 +344,7 @@ def predict(claim: Claim) -> PredictionResponse:
             "description": "No claims, more than 1000, an invalid claim or a repeated id; details say which"
         },
         502: {"description": "The model endpoint failed"},
+        503: {"description": "The model endpoint cannot take requests now; retry after Retry-After seconds"},
     },
 )
 @tracer.capture_method
@@ -423,6 +445,11 @@ def health() -> HealthResponse:
         status = "healthy"
     except EndpointError as error:
         dependencies, status = {"model_endpoint": f"not configured: {error}"}, "degraded"
+    if _Wiring.processes is not None:  # the local runtime: each supervised process
+        for name, state in _Wiring.processes.states().items():
+            dependencies[f"process:{name}"] = state
+            if not state.startswith("running"):
+                status = "degraded"
     return HealthResponse(
         status=status,
         version=API_VERSION,

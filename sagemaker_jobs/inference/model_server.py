@@ -13,6 +13,7 @@ local alarm sink evaluates the endpoint alarms on them.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -199,14 +200,67 @@ def _validation_error(message: str) -> Response:
     return JSONResponse({"message": message}, status_code=400, headers=headers)
 
 
+class ServedModel:
+    """The model the server scores with. With a ``source`` (where the published model is now), a
+    thread looks every ``poll_s`` and, when another model is published, loads it whole and only then
+    swaps it in: a request scores with the model it started with, never with a half-loaded one, and
+    its answer names that model. (In AWS, SageMaker swaps an endpoint's model itself.)"""
+
+    def __init__(
+        self, model_dir: str | Path, source: Callable[[], Path | None] | None = None, poll_s: float = 1.0
+    ) -> None:
+        self.path = Path(model_dir).resolve()
+        self.model: RiskModel = inference.model_fn(str(self.path))
+        self.source, self.poll_s = source, poll_s
+        self.swaps = 0
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.source is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._follow, name="model-follower", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def refresh(self) -> bool:
+        """Load and swap in the published model if it changed; whether it did."""
+        published = self.source() if self.source is not None else None
+        if published is None or published.resolve() == self.path:
+            return False
+        loaded = RiskModel.load(published)  # whole, before anyone can see it
+        gc.freeze()  # as model_fn does: the collector stops rescanning the model's objects
+        self.model, self.path = loaded, published.resolve()
+        inference.use_model(loaded)
+        self.swaps += 1
+        log.warning("now serving model %s (from %s)", loaded.version, published)
+        return True
+
+    def _follow(self) -> None:
+        while not self._stopped.wait(self.poll_s):
+            try:
+                self.refresh()
+            except Exception:  # a broken publish must not stop the server: it keeps the model it has
+                log.exception("the published model could not be loaded; still serving %s", self.model.version)
+
+
 _FROM_ENV: Final[Literal["env"]] = "env"
 
 
 def create_model_server(
-    model_dir: str | Path, monitoring: ServerMonitoring | Literal["env"] | None = _FROM_ENV
+    model_dir: str | Path,
+    monitoring: ServerMonitoring | Literal["env"] | None = _FROM_ENV,
+    *,
+    follow: Callable[[], Path | None] | None = None,
+    poll_s: float = 1.0,
 ) -> Starlette:
-    """The app; ``monitoring`` defaults to what the environment configures, None records nothing."""
-    model: RiskModel = inference.model_fn(str(model_dir))  # loaded once, before the first request
+    """The app; ``monitoring`` defaults to what the environment configures, None records nothing.
+    ``follow``: where the published model is now (see :class:`ServedModel`)."""
+    served = ServedModel(model_dir, follow, poll_s)  # loaded before the first request
+    model = served.model
     watch = monitoring_from_env(model) if isinstance(monitoring, str) else monitoring
     capture = watch.capture if watch else None
     metrics = watch.metrics if watch else None
@@ -225,6 +279,7 @@ def create_model_server(
         content_type = request.headers.get("content-type", "application/json")
         accept = request.headers.get("accept", "application/json")
         started = time.perf_counter()
+        model = served.model  # this request's model, whatever is swapped in meanwhile
         try:
             payload, media = inference.handle(model, body, content_type, accept)
         except (PayloadError, InvalidFeatureValue) as error:
@@ -245,7 +300,9 @@ def create_model_server(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        served.start()
         yield
+        served.stop()
         if watch is not None:
             watch.close()  # queued capture lines and the current minute's metrics reach the disk
 

@@ -8,7 +8,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shared.ports import EndpointError, EndpointRejectedInput, ModelEndpoint
+from shared.ports import EndpointError, EndpointRejectedInput, EndpointUnavailable, ModelEndpoint
 from shared.settings import EndpointSettings
 
 CONTENT_TYPE = "application/json"
@@ -54,6 +54,11 @@ class SageMakerEndpoint:
             )
         except self._client.exceptions.ValidationError as error:
             raise EndpointRejectedInput(str(error)) from None
+        except (
+            self._client.exceptions.ServiceUnavailable,
+            self._client.exceptions.ModelNotReadyException,
+        ) as error:
+            raise EndpointUnavailable(str(error)) from None
         except self._client.exceptions.ModelError as error:
             status = int(str(error.response.get("OriginalStatusCode", 500)))
             message = str(error.response.get("OriginalMessage", error))
@@ -89,8 +94,13 @@ class HttpEndpoint:
             detail = error.read().decode("utf-8", "replace")[:500]
             if 400 <= error.code < 500:
                 raise EndpointRejectedInput(detail) from None
+            if error.code == 503:
+                raise EndpointUnavailable(f"model server answered 503: {detail}") from None
             raise EndpointError(f"model server answered {error.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            if isinstance(reason, ConnectionError):  # refused or reset: down or restarting
+                raise EndpointUnavailable(f"model server at {self.base_url} unreachable: {reason}") from None
             raise EndpointError(f"model server at {self.base_url} unreachable: {error}") from None
         return parse_predictions(body, len(claims))
 

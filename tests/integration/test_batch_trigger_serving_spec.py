@@ -186,10 +186,11 @@ def test_a_newly_deployed_spec_counts_from_the_next_invocation(trigger: dict[str
     ("body", "reason"),
     [
         ((CSV_HEADER + ",claim_id\n").encode(), "the header repeats columns: claim_id"),
-        (CSV_HEADER.encode("utf-16"), "its first line is not UTF-8 text"),
+        ((CSV_HEADER + ",r\u00e9gion\n").encode("latin-1"), "its first line is not UTF-8 text"),
+        (CSV_HEADER.encode("utf-16"), "UTF-16 text, not UTF-8"),
         ((CSV_HEADER + "," + "x" * 70_000 + "\n").encode(), "too long for a header"),
     ],
-    ids=["repeated column", "not utf-8", "header too long"],
+    ids=["repeated column", "latin-1", "utf-16", "header too long"],
 )
 def test_every_refused_header_gets_its_note(trigger: dict[str, Any], body: bytes, reason: str) -> None:
     summary = invoke(put(trigger, "incoming/x/bad.csv", body))
