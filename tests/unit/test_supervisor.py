@@ -40,7 +40,12 @@ def test_a_killed_child_is_restarted_counted_and_reported(tmp_path: Path) -> Non
         first = supervisor.pid("worker")
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: (supervisor.check(), supervisor.pid("worker") != first)[1])
+
+        def restarted() -> bool:
+            supervisor.check()
+            return supervisor.pid("worker") != first
+
+        wait_for(restarted)
         status = json.loads((tmp_path / "run" / "children.json").read_text())["worker"]
         assert status["state"] == "running" and status["restarts"] == 1
         assert status["last_exit"] == "killed by signal 9"
