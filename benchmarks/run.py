@@ -15,6 +15,7 @@ BENCHMARKS = (
     "bench_lambda",
     "bench_batch",
     "bench_monitoring",
+    "bench_load",
 )
 
 
