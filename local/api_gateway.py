@@ -230,6 +230,7 @@ def create_local_api(
     stage: str = "local",
     extra_routes: Sequence[BaseRoute] | None = None,
     authorizer: LocalAuthorizer | None = None,
+    shed_when_busy: bool = False,
 ) -> Starlette:
     """A Starlette app sending every request, but those ``extra_routes`` match, through the handler.
 
@@ -314,6 +315,8 @@ def create_local_api(
                     f"{request_id}.",
                 )
         response.headers["x-amzn-RequestId"] = request_id  # as API Gateway adds to every answer
+        if shed_when_busy and invocation_lock.statistics().tasks_waiting:
+            response.headers["Connection"] = "close"
         return response
 
     routes = [*(extra_routes or []), Route("/{path:path}", proxy, methods=HTTP_METHODS)]

@@ -50,4 +50,5 @@ def create_api(model_url: str, home: Path, authorizer: LocalAuthorizer | None = 
             Mount("/ui", app=StaticFiles(directory=WEB_DIR, html=True), name="ui"),
         ],
         authorizer=authorizer or authorizer_from_env(home),
+        shed_when_busy=bool(os.environ.get(SUPERVISED_ENV)),
     )
