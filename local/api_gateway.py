@@ -293,10 +293,12 @@ def create_local_api(
                 "principalId": caller.principal,
                 "claims": {"sub": caller.principal, "scope": " ".join(sorted(caller.scopes))},
             }
+        others_waiting = False
         try:
             async with invocation_lock:
                 # The handler is synchronous and blocks on HTTP calls: keep it off the event loop.
                 result = await run_in_threadpool(handler, event, LocalLambdaContext())
+                others_waiting = invocation_lock.statistics().tasks_waiting > 0  # before the release
         except Exception:
             # Lambda reports the failure and API Gateway answers 502; the traceback stays in the log.
             log.exception("the Lambda handler raised (request id %s)", request_id)
@@ -315,7 +317,7 @@ def create_local_api(
                     f"{request_id}.",
                 )
         response.headers["x-amzn-RequestId"] = request_id  # as API Gateway adds to every answer
-        if shed_when_busy and invocation_lock.statistics().tasks_waiting:
+        if shed_when_busy and others_waiting:
             response.headers["Connection"] = "close"
         return response
 

@@ -353,3 +353,27 @@ def test_the_local_context_counts_down() -> None:
     context = LocalLambdaContext(timeout_s=5)
     assert 0 < context.get_remaining_time_in_millis() <= 5_000
     assert context.aws_request_id != LocalLambdaContext().aws_request_id
+
+
+def test_under_up_a_response_sent_while_others_wait_frees_its_connection() -> None:
+    """Several API processes share one socket: a busy one hands its clients back to the others."""
+    import asyncio
+
+    import httpx
+
+    def slow_handler(event: dict[str, Any], _: Any) -> dict[str, Any]:
+        time.sleep(0.2)
+        return {"statusCode": 200, "headers": {}, "body": event["path"]}
+
+    async def two_at_once(shed: bool) -> list[httpx.Response]:
+        app = create_local_api(slow_handler, shed_when_busy=shed)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            return list(await asyncio.gather(http.get("/first"), http.get("/second")))
+
+    shed = asyncio.run(two_at_once(True))
+    assert [r.status_code for r in shed] == [200, 200]
+    # The one answered while the other waited closes; the last, with nobody waiting, keeps alive.
+    assert sorted(r.headers.get("connection", "keep-alive") for r in shed) == ["close", "keep-alive"]
+    kept = asyncio.run(two_at_once(False))
+    assert all("connection" not in r.headers for r in kept), "one API process keeps its connections"
