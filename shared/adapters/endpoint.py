@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -97,6 +98,10 @@ class HttpEndpoint:
             if error.code == 503:
                 raise EndpointUnavailable(f"model server answered 503: {detail}") from None
             raise EndpointError(f"model server answered {error.code}: {detail}") from None
+        except http.client.HTTPException as error:  # the server went away mid-answer (killed, restarting)
+            raise EndpointUnavailable(
+                f"model server at {self.base_url} broke off its answer: {error!r}"
+            ) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             if isinstance(reason, ConnectionError):  # refused or reset: down or restarting
