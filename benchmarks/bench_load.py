@@ -19,7 +19,6 @@ import http.client
 import json
 import os
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from benchmarks.bench_serving import as_body, claim_records, prepare_channels
 from benchmarks.harness import Figure, judged
 from local.jobs import REPO_ROOT, run_training
 from local.pipeline_runner import LocalModelStore
-from local.servers import free_port, wait_until_ready
+from local.servers import free_port, stop, wait_until_ready
 from step_functions.pipeline import step
 
 NAME = "load"
@@ -160,12 +159,7 @@ def run_up(home: Path, environments: int, bodies: list[bytes], seconds: float) -
         time.sleep(1.0)
         after = tree_rss_mb(process.pid)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout_s=30)
     plural = "s" if environments > 1 else ""
     return Run(
         f"claims-risk up, {environments} API environment{plural}", environments, outcomes, before, after

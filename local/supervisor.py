@@ -34,6 +34,7 @@ from typing import Final, Literal
 
 from local.auth import SHARED_THROTTLE_ENV
 from local.jobs import REPO_ROOT
+from local.servers import stop as stop_process
 from shared.adapters.metrics import LocalMetricsSink
 from shared.alarms import PROCESS_RESTARTS_METRIC, RUNTIME_NAMESPACE
 from shared.ports import MetricDatum
@@ -127,14 +128,8 @@ class Supervisor:
     def stop(self, timeout_s: float = 15.0) -> None:
         self._stopping = True
         for child in reversed(self.children):
-            process = child.process
-            if process is not None and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            if child.process is not None:
+                stop_process(child.process, timeout_s)
             child.state = "stopped"
         self.write_status()
 
