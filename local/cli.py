@@ -436,15 +436,17 @@ def serve_api(model_url: str, host: str, port: int, fd: int | None) -> None:
 
 
 def _register_groups() -> None:
-    """The drop folder's, the monitors' and the deployed stack's commands live in modules of their own."""
+    """Commands of the drop folder, the monitors, the lake and the deployed stack: modules of their own."""
     from local.aws_smoke import aws
     from local.cli_batch import batch
+    from local.cli_lake import lake
     from local.cli_monitor import monitor
     from local.cli_quality import quality
 
     monitor.add_command(quality)
     main.add_command(batch)
     main.add_command(monitor)
+    main.add_command(lake)  # claims-risk lake query "select ..."
     main.add_command(aws)  # claims-risk aws smoke --stack ClaimsRisk-<stage>
 
 

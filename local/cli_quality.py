@@ -1,5 +1,9 @@
 """``claims-risk monitor quality``: outcomes that arrived later, joined to the captured predictions.
 
+The labels file goes into the claims lake's ``outcomes`` table (a file loaded again replaces its own
+rows), the capture is flattened into ``inferences``, and the join runs in the lake's SQL: every
+outcome the lake holds counts, each claim once with its latest prediction and its latest outcome.
+
 Prints precision, recall and FNR per day or week against the model's test metrics, and sets the
 ``model-quality`` alarm (alarms.jsonl, the console and the on-call webhook, as the other local alarms)
 when the newest bucket with enough labels fell below them. Exit 3 while it is in ALARM, so a scheduled
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -18,13 +23,13 @@ from rich.console import Console
 from rich.table import Table
 
 from local.cli_monitor import capture_option
+from shared.lake_writers import MetricRow
 from shared.ml.quality import (
     DEFAULT_MIN_POSITIVES,
     DEFAULT_TOLERANCE,
     Bucket,
     QualityReport,
     baseline_from_manifest,
-    predictions_from_capture,
     quality_report,
     read_labels,
 )
@@ -47,6 +52,33 @@ def _manifest_path(model_dir: Path | None, home: Path) -> Path:
     if current is None:
         raise click.UsageError("no published model under <home>/models: pass --model-dir")
     return current / "manifest.json"
+
+
+def _run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def quality_rows(report: QualityReport) -> list[MetricRow]:
+    """Each bucket's figures as the lake's monitoring rows, its window the bucket's days."""
+    days = 7 if report.bucket == "week" else 1
+    rows = []
+    for b in report.buckets:
+        start = datetime.combine(b.start, datetime.min.time(), UTC)
+        window = (start, start + timedelta(days=days))
+        m = b.metrics
+        base = report.baseline
+        figures = (
+            ("labelled", m.labelled, None),
+            ("precision", m.precision, base.precision - report.tolerance),
+            ("recall", m.recall, base.recall - report.tolerance),
+            ("false_negative_rate", m.false_negative_rate, None),
+        )
+        for name, value, floor in figures:
+            violated = (
+                bool(b.drops) and name in ("precision", "recall") and any(d.startswith(name) for d in b.drops)
+            )
+            rows.append(MetricRow(name, None if value is None else float(value), "", floor, violated, window))
+    return rows
 
 
 def _rate(value: float | None, baseline: float) -> str:
@@ -89,15 +121,17 @@ def _print(report: QualityReport) -> None:
 
 @click.command(
     "quality",
-    help="Join outcomes (CSV: claim_id, outcome) to the captured predictions; precision, recall and FNR "
+    help="Load outcomes (CSV: claim_id, outcome) into the lake and join them to the captured predictions; "
+    "precision, recall and FNR "
     f"per day or week against the model's test metrics. Exit {EXIT_QUALITY_ALARM} when the newest "
     "judged bucket dropped.",
 )
 @click.option(
     "--labels",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="CSV with claim_id and the outcome (1/0, true/false, high/low)",
+    default=None,
+    help="CSV with claim_id and the outcome (1/0, true/false, high/low), added to the lake's outcomes; "
+    "without it, the outcomes the lake already holds",
 )
 @capture_option
 @click.option("--bucket", type=click.Choice(["day", "week"]), default="day", show_default=True)
@@ -124,7 +158,7 @@ def _print(report: QualityReport) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def quality(
-    labels: Path,
+    labels: Path | None,
     capture: Path | None,
     bucket: Bucket,
     model_dir: Path | None,
@@ -134,16 +168,26 @@ def quality(
     as_json: bool,
 ) -> None:
     from local.alarm_sink import PREFIX, alarm_sink_from_env
+    from local.cli_lake import open_lake, sync_capture
+    from shared.lake import LakeError
+    from shared.lake_writers import write_monitoring, write_outcomes
 
     home = _home()
     try:
-        truth = read_labels(labels.read_text(encoding="utf-8"), outcome_column)
         manifest = json.loads(_manifest_path(model_dir, home).read_text(encoding="utf-8"))
         baseline = baseline_from_manifest(manifest)
-    except (ValueError, OSError) as error:
+        lake = open_lake(home)
+        if labels is not None:
+            content = labels.read_bytes()
+            truth = read_labels(content.decode("utf-8"), outcome_column)
+            write_outcomes(lake, truth, content, labels.name)
+        sync_capture(home, lake, capture)
+        report = quality_report(lake, baseline, bucket, tolerance, min_positives)
+        write_monitoring(
+            lake, "quality", _run_id(), quality_rows(report), model_version=baseline.model_version
+        )
+    except (ValueError, OSError, LakeError) as error:
         raise click.ClickException(str(error)) from error
-    root = capture or home / "capture"
-    report = quality_report(predictions_from_capture(root), truth, baseline, bucket, tolerance, min_positives)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     else:

@@ -5,13 +5,16 @@ Each port has an AWS adapter and a local adapter (:mod:`shared.adapters`); unit 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # only for annotations: the API Lambda's bundle need not ship the batch domain
+    import pandas as pd
+
     from shared.batch_jobs import TransformJobSpec
+    from shared.lake import LakeTable
 
 
 class EndpointError(RuntimeError):
@@ -280,3 +283,28 @@ class MetricsPublisher(Protocol):
     """Where jobs publish metrics (CloudWatch in AWS, a JSON Lines file here)."""
 
     def publish(self, namespace: str, metrics: Sequence[MetricDatum]) -> None: ...
+
+
+class ClaimsLake(Protocol):
+    """The claims lake (:mod:`shared.lake`): Parquet tables under S3 with Glue and Athena in AWS,
+    under a folder with DuckDB here; the same tables and the same SQL (Athena's dialect)."""
+
+    def describe(self) -> str: ...
+
+    def tables(self) -> list[str]: ...
+
+    def partitions(self, table: str) -> list[dict[str, str]]:
+        """The partitions a table holds, each as its key → value."""
+        ...
+
+    def write(self, table: LakeTable, partition: Mapping[str, str], frames: Iterable[pd.DataFrame]) -> int:
+        """Replace the partition's rows with these (streamed chunk by chunk); the rows written."""
+        ...
+
+    def query(self, sql: str) -> pd.DataFrame:
+        """A small answer, whole; raises :class:`shared.lake.LakeError`."""
+        ...
+
+    def query_chunks(self, sql: str, chunk_rows: int = ...) -> Iterator[pd.DataFrame]:
+        """A large answer, chunk by chunk."""
+        ...

@@ -25,7 +25,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal, Self
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.batch_jobs import BatchSettings
+from shared.batch_jobs import BatchSettings, BatchStrategy
 from shared.drift_jobs import DriftJobSettings
 
 LAMBDA_MARKER: Final = "AWS_LAMBDA_FUNCTION_NAME"
@@ -290,6 +290,16 @@ class BatchTriggerSettings(Settings):
         validation_alias="TRANSFORM_MAX_PAYLOAD_MB",
         description="Transform jobs' MaxPayloadInMB, 1 to 100 (Lambda).",
     )
+    transform_max_concurrent: int = Field(
+        1,
+        validation_alias="TRANSFORM_MAX_CONCURRENT",
+        description="Transform jobs' MaxConcurrentTransforms; times MaxPayloadInMB at most 100 (Lambda).",
+    )
+    transform_batch_strategy: BatchStrategy = Field(
+        "MultiRecord",
+        validation_alias="TRANSFORM_BATCH_STRATEGY",
+        description="Transform jobs' BatchStrategy for line-split files (MultiRecord, SingleRecord; Lambda).",
+    )
     data_kms_key_id: str | None = Field(
         None,
         validation_alias="DATA_KMS_KEY_ID",
@@ -335,6 +345,8 @@ class BatchTriggerSettings(Settings):
             instance_count=self.transform_instance_count,
             max_payload_mb=self.transform_max_payload_mb,
             kms_key_id=self.data_kms_key_id,
+            max_concurrent_transforms=self.transform_max_concurrent,
+            batch_strategy=self.transform_batch_strategy,
         )
 
 
@@ -349,7 +361,7 @@ def _required_in_lambda(variable: str, description: str) -> Any:
 
 class DriftTriggerSettings(Settings):
     """The hourly drift trigger (lambdas/drift_trigger/handler.py); it has no local counterpart, so
-    every field is needed wherever it runs (cdk/monitoring.py sets each)."""
+    every field but the job's instances is needed wherever it runs (cdk/monitoring.py sets each)."""
 
     handler: ClassVar[str | None] = "lambdas.drift_trigger.handler"
     image: str | None = _required_in_lambda(
@@ -370,9 +382,21 @@ class DriftTriggerSettings(Settings):
     job_prefix: str | None = _required_in_lambda(
         "CLAIMS_RISK_JOB_PREFIX", "The stage's prefix (claims-risk-dev) on every job name. Lambda, required."
     )
+    instance_type: str = Field(
+        "ml.m5.large",
+        validation_alias="CLAIMS_RISK_DRIFT_INSTANCE_TYPE",
+        description="The drift job's instance type (the stage's choice, cdk/config.py). Lambda.",
+    )
+    instance_count: int = Field(
+        1,
+        validation_alias="CLAIMS_RISK_DRIFT_INSTANCE_COUNT",
+        description="The drift job's instance count; it runs on one (shared/drift_jobs.py says why). Lambda.",
+    )
 
     def drift_job(self) -> DriftJobSettings:
-        missing = {env: MISSING for name, env in self.variables().items() if _blank(getattr(self, name))}
+        missing = {
+            env: MISSING for name, env in self.required_in_lambda().items() if _blank(getattr(self, name))
+        }
         if missing:
             raise SettingsError(self._owner(), missing)
         return DriftJobSettings(
@@ -382,6 +406,8 @@ class DriftTriggerSettings(Settings):
             endpoint=self.required("endpoint"),
             kms_key_arn=self.required("kms_key_arn"),
             job_prefix=self.required("job_prefix"),
+            instance_type=self.instance_type,
+            instance_count=self.instance_count,
         )
 
 
@@ -459,3 +485,25 @@ class CaptureSettings(Settings):
         if self.pii_fields is None:
             return None
         return frozenset(f.strip() for f in self.pii_fields.split(",") if f.strip())
+
+
+class LakeSettings(Settings):
+    """Job and local: where the claims lake is (:mod:`shared.adapters.lake`)."""
+
+    root: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_LAKE_ROOT",
+        description="The lake's root: an s3:// prefix in AWS (with CLAIMS_RISK_LAKE_DATABASE), a folder "
+        "locally. Unset: a job writes no lake; the local CLI uses <CLAIMS_RISK_HOME>/lake. Job and local.",
+    )
+    database: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_LAKE_DATABASE",
+        description="The Glue database of the lake's tables; set, the lake is Athena's. Job.",
+    )
+    workgroup: str = Field(
+        "primary",
+        validation_alias="CLAIMS_RISK_LAKE_WORKGROUP",
+        description="The Athena workgroup the lake's queries run in (its settings say where results go). "
+        "Job.",
+    )

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the runtime of every SageMaker job and of the endpoint into PREFIX, from the lock file:
-#   PREFIX/venv      the locked versions of the project's light core and its ml and local groups,
+#   PREFIX/venv      the locked versions of the project's light core and its ml, local and lake groups,
 #                    every file checked against the lock's hashes; nothing is installed at job start
 #   PREFIX/code      our packages (shared, sagemaker_jobs, step_functions), compiled
 #   PREFIX/bin       SageMaker's entrypoints: `train` and `serve` (what SageMaker runs in a custom
@@ -17,12 +17,12 @@ uv=${UV:-uv}
 python=${PYTHON:-python3}
 
 mkdir -p "$prefix/bin" "$prefix/code"
-"$uv" export --project "$repo" --frozen --no-default-groups --group ml --group local \
+"$uv" export --project "$repo" --frozen --no-default-groups --group ml --group local --group lake \
     --no-emit-project --format requirements-txt --quiet --output-file "$prefix/requirements.txt"
 # uv sync installs exactly the lock's resolution for these groups, each file checked against the
 # lock's hash; the project itself is not installed (its code goes to PREFIX/code below).
 UV_PROJECT_ENVIRONMENT="$prefix/venv" "$uv" sync --project "$repo" --frozen --quiet \
-    --no-default-groups --group ml --group local --no-install-project --python "$python"
+    --no-default-groups --group ml --group local --group lake --no-install-project --python "$python"
 
 # Our code: the packages the jobs and the inference script import, without caches or tests.
 rm -rf "$prefix/code"

@@ -1,8 +1,8 @@
 """Model quality once the truth is known: labels joined to captured predictions, judged against a baseline.
 
-Claims are scored today and their outcome is known weeks later. Joining the outcomes (a CSV of
-``claim_id`` and outcome) to what the endpoint answered (its data capture) gives precision, recall and
-the false negative rate per day or week; the model's own test metrics (its manifest) are the baseline,
+Claims are scored today and their outcome is known weeks later. The outcomes table of the claims
+lake (:mod:`shared.lake`), joined in SQL to the captured inferences, gives precision, recall and the
+false negative rate per day or week; the model's own test metrics (its manifest) are the baseline,
 and a bucket whose recall or precision fell more than a tolerance below it is a drop.
 """
 
@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from shared.capture import CapturedExchange, iter_capture_files, parse_capture_line
+from shared.lake import LABELS_WITHOUT_PREDICTION, model_versions_by_bucket, quality_by_bucket
+
+if TYPE_CHECKING:
+    from shared.ports import ClaimsLake
 
 Bucket = Literal["day", "week"]
 OUTCOME_COLUMNS: Final = ("outcome", "is_high_risk", "label", "high_risk")
@@ -26,61 +27,6 @@ _NEGATIVE: Final = frozenset({"0", "0.0", "false", "no", "low", "low_risk", "leg
 # Judging recall on a handful of high-risk claims is judging noise: fewer positives, no verdict.
 DEFAULT_MIN_POSITIVES: Final = 20
 DEFAULT_TOLERANCE: Final = 0.10  # absolute drop below the baseline that counts
-
-
-@dataclass(frozen=True)
-class CapturedPrediction:
-    claim_id: str
-    scored_at: dt.datetime
-    high_risk: bool
-    risk_score: float | None
-    model_version: str
-
-
-def _predictions(exchange: CapturedExchange) -> list[dict[str, Any]]:
-    media = exchange.response_type.split(";", maxsplit=1)[0].strip().lower()
-    text = exchange.response.decode("utf-8")
-    if media == "application/json":
-        payload = json.loads(text)
-        rows = payload.get("predictions", []) if isinstance(payload, dict) else payload
-        return [r for r in rows if isinstance(r, dict)]
-    if media == "application/jsonlines":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    if media == "text/csv":  # claim_id, risk_level, risk_score, confidence, model_version, factors
-        return [
-            {"claim_id": r[0], "risk_level": r[1], "risk_score": r[2], "model_version": r[4]}
-            for r in csv.reader(io.StringIO(text))
-            if len(r) >= 5
-        ]
-    return []
-
-
-def _scored_at(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
-
-
-def predictions_from_capture(root: Path) -> Iterator[CapturedPrediction]:
-    """Every prediction in the capture files under ``root``; lines that are not captures are skipped."""
-    for path in iter_capture_files(root):
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                try:
-                    exchange = parse_capture_line(line)
-                    when = _scored_at(exchange.inference_time)
-                    rows = _predictions(exchange)
-                except (ValueError, UnicodeDecodeError, AttributeError):
-                    continue  # a torn last line of a file still being written, or another format
-                for row in rows:
-                    if "claim_id" not in row or "risk_level" not in row:
-                        continue
-                    score = row.get("risk_score")
-                    yield CapturedPrediction(
-                        str(row["claim_id"]),
-                        when,
-                        str(row["risk_level"]).lower() == "high",
-                        float(score) if score not in (None, "") else None,
-                        str(row.get("model_version", "")),
-                    )
 
 
 def parse_outcome(value: str) -> bool:
@@ -260,32 +206,32 @@ def _drops(metrics: QualityMetrics, baseline: Baseline, tolerance: float, min_po
     return drops
 
 
+def _metrics(row: Mapping[Any, Any]) -> QualityMetrics:
+    tp, fp, fn, tn = (int(row[k]) for k in ("tp", "fp", "fn", "tn"))
+    return QualityMetrics(tp + fp + fn + tn, tp + fn, tp + fp, tp, fp, fn, tn)
+
+
 def quality_report(
-    predictions: Iterable[CapturedPrediction],
-    labels: Mapping[str, bool],
+    lake: ClaimsLake,
     baseline: Baseline,
     bucket: Bucket = "day",
     tolerance: float = DEFAULT_TOLERANCE,
     min_positives: int = DEFAULT_MIN_POSITIVES,
 ) -> QualityReport:
-    # A claim scored more than once (a retry, a re-score) counts once, with its latest answer.
-    latest: dict[str, CapturedPrediction] = {}
-    for prediction in predictions:
-        if prediction.claim_id in labels:
-            seen = latest.get(prediction.claim_id)
-            if seen is None or prediction.scored_at >= seen.scored_at:
-                latest[prediction.claim_id] = prediction
-    grouped: dict[dt.date, list[CapturedPrediction]] = {}
-    for prediction in latest.values():
-        grouped.setdefault(bucket_start(prediction.scored_at, bucket), []).append(prediction)
+    """The outcomes in the lake joined to the captured predictions, in the lake's SQL: each labelled
+    claim once, with its latest prediction (a retry or a re-score counts once) and its latest outcome.
+    Only the per-bucket counts leave the engine."""
+    counts = lake.query(quality_by_bucket(bucket))
+    versions: dict[dt.date, list[str]] = {}
+    for row in lake.query(model_versions_by_bucket(bucket)).to_dict("records"):
+        versions.setdefault(_day(row["bucket_start"]), []).append(str(row["model_version"] or ""))
     buckets = []
-    for start in sorted(grouped):
-        members = grouped[start]
-        metrics = quality_metrics((p.high_risk, labels[p.claim_id]) for p in members)
-        versions = tuple(sorted({p.model_version for p in members}))
+    for row in counts.to_dict("records"):
+        start = _day(row["bucket_start"])
+        metrics = _metrics(row)
         drops = tuple(_drops(metrics, baseline, tolerance, min_positives))
-        buckets.append(BucketQuality(start, metrics, versions, drops))
-    overall = quality_metrics((p.high_risk, labels[p.claim_id]) for p in latest.values())
+        buckets.append(BucketQuality(start, metrics, tuple(sorted(versions.get(start, []))), drops))
+    overall = _metrics({k: int(counts[k].sum()) for k in ("tp", "fp", "fn", "tn")})
     judged = next(
         (
             b
@@ -295,7 +241,7 @@ def quality_report(
         None,
     )
     notes = []
-    others = {p.model_version for p in latest.values()} - {baseline.model_version, ""}
+    others = {v for b in buckets for v in b.model_versions} - {baseline.model_version, ""}
     if others:
         notes.append(
             f"predictions of {', '.join(sorted(others))} are judged against {baseline.model_version}'s "
@@ -303,14 +249,16 @@ def quality_report(
         )
     if judged is None and buckets:
         notes.append(f"no {bucket} has {min_positives} high-risk or flagged claims yet: no verdict")
+    unmatched = int(lake.query(LABELS_WITHOUT_PREDICTION)["claims"].iloc[0])
     return QualityReport(
-        baseline,
-        bucket,
-        buckets,
-        overall,
-        len(set(labels) - set(latest)),
-        tolerance,
-        min_positives,
-        judged,
-        notes,
+        baseline, bucket, buckets, overall, unmatched, tolerance, min_positives, judged, notes
     )
+
+
+def _day(value: Any) -> dt.date:
+    """A bucket's start as either engine returns a DATE (a date, a Timestamp or ISO text)."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])

@@ -13,9 +13,11 @@ from starlette.testclient import TestClient
 
 from local.cli_quality import EXIT_QUALITY_ALARM, quality
 from sagemaker_jobs.inference.model_server import EndpointMetrics, ServerMonitoring, create_model_server
+from shared.adapters.lake import LocalLake
 from shared.adapters.metrics import LocalMetricsSink
 from shared.capture import CapturePolicy, CaptureWriter, iter_capture_files, parse_capture_line
-from shared.ml.quality import Baseline, predictions_from_capture, quality_report
+from shared.lake_writers import ingest_capture, write_outcomes
+from shared.ml.quality import Baseline, quality_report
 from tests.factories import minimal_claim
 
 DAY1 = dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC)  # a Monday
@@ -59,10 +61,19 @@ def captured_days(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     return tmp_path / "capture", labels
 
 
-def test_precision_recall_and_fnr_per_day(captured_days: tuple[Path, dict[str, int]]) -> None:
+def lake_with(capture: Path, truth: dict[str, bool], root: Path) -> LocalLake:
+    """A lake holding the capture's inferences and these outcomes."""
+    lake = LocalLake(root)
+    ingest_capture(capture, lake)
+    write_outcomes(lake, truth, repr(sorted(truth.items())).encode(), "labels.csv")
+    return lake
+
+
+def test_precision_recall_and_fnr_per_day(captured_days: tuple[Path, dict[str, int]], tmp_path: Path) -> None:
     capture, labels = captured_days
     truth = {k: bool(v) for k, v in labels.items()}
-    report = quality_report(predictions_from_capture(capture), truth, BASELINE, "day")
+    lake = lake_with(capture, truth, tmp_path / "lake")
+    report = quality_report(lake, BASELINE, "day")
     first, second = report.buckets
     assert (first.start, second.start) == (DAY1.date(), DAY2.date())
     assert first.metrics.recall == pytest.approx(0.90) and first.metrics.precision == pytest.approx(0.80)
@@ -70,14 +81,14 @@ def test_precision_recall_and_fnr_per_day(captured_days: tuple[Path, dict[str, i
     assert first.drops == () and second.drops and "recall 0.50" in second.drops[0]
     assert report.judged == second and report.alarm
     # Per week, the two days are one bucket.
-    [week] = quality_report(predictions_from_capture(capture), truth, BASELINE, "week").buckets
+    [week] = quality_report(lake, BASELINE, "week").buckets
     assert week.metrics.labelled == 200 and week.metrics.recall == pytest.approx(56 / 80)
 
 
-def test_too_few_labels_give_no_verdict(captured_days: tuple[Path, dict[str, int]]) -> None:
+def test_too_few_labels_give_no_verdict(captured_days: tuple[Path, dict[str, int]], tmp_path: Path) -> None:
     capture, labels = captured_days
     few = {k: bool(v) for k, v in list(labels.items())[:10]}
-    report = quality_report(predictions_from_capture(capture), few, BASELINE, "day")
+    report = quality_report(lake_with(capture, few, tmp_path / "lake"), BASELINE, "day")
     assert report.judged is None and not report.alarm and report.notes
 
 
@@ -140,8 +151,11 @@ def test_the_model_server_captures_what_the_quality_report_reads(model_dir: Path
     assert "Jane Doe" not in text and "female" not in text
     [exchange] = [parse_capture_line(line) for line in text.splitlines()]
     assert json.loads(exchange.response) == answer.json()
-    predictions = list(predictions_from_capture(tmp_path / "capture"))
-    assert [p.claim_id for p in predictions] == [c["claim_id"] for c in claims]
+    lake = LocalLake(tmp_path / "lake")
+    ingest_capture(tmp_path / "capture", lake)
+    flattened = lake.query("SELECT claim_id, risk_level, model_version FROM inferences ORDER BY position")
+    assert flattened["claim_id"].tolist() == [c["claim_id"] for c in claims]
+    assert flattened["risk_level"].tolist() == [p["risk_level"] for p in answer.json()["predictions"]]
 
     published = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     totals = {m["name"]: m["value"] for m in published if m["name"] != "ModelLatency"}
