@@ -77,12 +77,13 @@ def _empty_view(table: LakeTable) -> str:
     return f"SELECT {', '.join(columns)} WHERE FALSE"
 
 
-def to_duckdb(sql: str) -> str:
-    """Athena's SQL as DuckDB reads it."""
+def transpiled(sql: str, engine: str) -> str:
+    """Athena's SQL as ``engine`` reads it: "duckdb", or "trino" for Athena itself (sqlglot writes
+    standard Trino, so a shorthand sqlglot accepts, like ``x::int``, reaches Athena as a CAST)."""
     import sqlglot
 
     try:
-        return ";\n".join(sqlglot.transpile(sql, read="trino", write="duckdb"))
+        return ";\n".join(sqlglot.transpile(sql, read="trino", write=engine))
     except sqlglot.errors.ParseError as error:
         raise LakeError(f"not a query Athena would read: {error}") from None
 
@@ -182,7 +183,7 @@ class LocalLake:
 
         connection = self._connect()
         try:
-            answer: pd.DataFrame = connection.execute(to_duckdb(sql)).df()
+            answer: pd.DataFrame = connection.execute(transpiled(sql, "duckdb")).df()
             return answer
         except duckdb.Error as error:
             raise LakeError(f"the query failed: {error}") from None
@@ -194,7 +195,7 @@ class LocalLake:
 
         connection = self._connect()
         try:
-            reader = connection.execute(to_duckdb(sql)).fetch_record_batch(chunk_rows)
+            reader = connection.execute(transpiled(sql, "duckdb")).fetch_record_batch(chunk_rows)
             for batch in reader:
                 yield batch.to_pandas()
         except duckdb.Error as error:
@@ -272,7 +273,7 @@ class AthenaLake:
 
         try:
             frame: pd.DataFrame = wr.athena.read_sql_query(
-                sql,
+                transpiled(sql, "trino"),
                 database=self.database,
                 workgroup=self.workgroup,
                 ctas_approach=False,
@@ -288,7 +289,7 @@ class AthenaLake:
         # The CTAS approach reads Athena's answer as Parquet, chunk by chunk: for large results.
         try:
             chunks = wr.athena.read_sql_query(
-                sql,
+                transpiled(sql, "trino"),
                 database=self.database,
                 workgroup=self.workgroup,
                 ctas_approach=True,
