@@ -74,7 +74,7 @@ class DropFolderBatch(Construct):
                 "INCOMING_PREFIX": INCOMING_PREFIX,
                 "SCORED_PREFIX": SCORED_PREFIX,
                 "REJECTED_PREFIX": REJECTED_PREFIX,
-                "TRANSFORM_INSTANCE_TYPE": config.transform_instance_type,
+                **config.transform_environment(),  # the stage's scale-out of each job
                 "DATA_KMS_KEY_ID": key.key_arn,
                 "CLAIMS_RISK_MODEL_SPEC_S3": f"s3://{bucket.bucket_name}/{MODEL_SPEC_KEY}",
             },

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
 
 from shared.auth import DEFAULT_REQUESTS_PER_MINUTE
+from shared.batch_jobs import USEFUL_INSTANCES_PER_JOB, BatchSettings, BatchStrategy
+from shared.drift_jobs import check_instance_count
+from step_functions.pipeline import STEPS, JobResources, job_resources
 
 # Public Powertools for AWS Lambda (Python) V3 layer; it carries pydantic, which the handlers need.
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"
@@ -40,10 +44,65 @@ class StageConfig:
     retrain_schedule_cron: str  # EventBridge cron(...) expression
     retrain_on_schedule: bool
     retrain_on_drift: bool  # as locally: off unless the insurer opts in
-    transform_instance_type: str
     monitor_schedule_cron: str  # Model Monitor's own schedule (accounts that have it): hourly at :00
+    # Scale-out, on SageMaker's own instances (README, "Scaling out per stage"). Each pipeline job
+    # (validate, features, tune: each trial, train, evaluate) and the drift job: type, count, volume.
+    # A count above 1 needs a job that reads its input shard by shard (ShardedByS3Key); none of ours
+    # does yet, and each says why (step_functions/pipeline.py, shared/drift_jobs.py): they scale up.
+    jobs: Mapping[str, JobResources]
+    drift_job: JobResources
+    # Batch transform of a dropped file: CreateTransformJob's TransformResources, MaxConcurrentTransforms,
+    # MaxPayloadInMB and BatchStrategy, given to the batch trigger through its environment.
+    transform_instance_type: str
+    transform_instance_count: int  # 1: a job scores one object, which SageMaker gives to one instance
+    transform_max_concurrent: int  # requests in flight per instance
+    transform_max_payload_mb: int  # per mini-batch; times transform_max_concurrent at most 100
+    transform_batch_strategy: BatchStrategy
     # Our drift job (EventBridge Scheduler): each hour, after the previous hour's capture is written.
     drift_schedule_cron: str = "cron(10 * * * ? *)"
+
+    def __post_init__(self) -> None:
+        """A setting SageMaker would refuse, or one that only pays for idle instances, fails synthesis."""
+        job_steps = {s.name for s in STEPS if s.is_job}
+        if set(self.jobs) != job_steps:
+            raise ValueError(
+                f"{self.stage}: jobs must set exactly {sorted(job_steps)}, not {sorted(self.jobs)}"
+            )
+        job_resources(self.jobs)  # each count against what its step can use
+        check_instance_count(self.drift_job.instance_count)
+        if self.transform_instance_count > USEFUL_INSTANCES_PER_JOB:
+            raise ValueError(
+                f"{self.stage}: transform_instance_count {self.transform_instance_count}: a job scores one "
+                "dropped object, which SageMaker gives to one instance; the others would idle"
+            )
+        self.batch_settings()  # SageMaker's bounds: MaxPayloadInMB and its product with the concurrency
+
+    def batch_settings(self) -> BatchSettings:
+        return BatchSettings(
+            instance_type=self.transform_instance_type,
+            instance_count=self.transform_instance_count,
+            max_payload_mb=self.transform_max_payload_mb,
+            max_concurrent_transforms=self.transform_max_concurrent,
+            batch_strategy=self.transform_batch_strategy,
+        )
+
+    def transform_environment(self) -> dict[str, str]:
+        """The batch trigger's variables for its jobs (shared/settings.py, BatchTriggerSettings)."""
+        return {
+            "TRANSFORM_INSTANCE_TYPE": self.transform_instance_type,
+            "TRANSFORM_INSTANCE_COUNT": str(self.transform_instance_count),
+            "TRANSFORM_MAX_CONCURRENT": str(self.transform_max_concurrent),
+            "TRANSFORM_MAX_PAYLOAD_MB": str(self.transform_max_payload_mb),
+            "TRANSFORM_BATCH_STRATEGY": self.transform_batch_strategy,
+        }
+
+    def drift_environment(self) -> dict[str, str]:
+        """The drift trigger's variables for its job (shared/settings.py, DriftTriggerSettings)."""
+        return {
+            "CLAIMS_RISK_DRIFT_INSTANCE_TYPE": self.drift_job.instance_type,
+            "CLAIMS_RISK_DRIFT_INSTANCE_COUNT": str(self.drift_job.instance_count),
+            "CLAIMS_RISK_DRIFT_VOLUME_GB": str(self.drift_job.volume_gb),
+        }
 
     @property
     def prefix(self) -> str:
@@ -73,8 +132,22 @@ STAGES = {
         retrain_schedule_cron="cron(0 3 ? * MON *)",
         retrain_on_schedule=False,
         retrain_on_drift=False,
-        transform_instance_type="ml.m5.large",
         monitor_schedule_cron="cron(0 * ? * * *)",
+        jobs={
+            "validate": JobResources("ml.m5.xlarge"),
+            "features": JobResources("ml.m5.large"),
+            "tune": JobResources("ml.m5.xlarge"),
+            "train": JobResources("ml.m5.xlarge"),
+            "evaluate": JobResources("ml.m5.xlarge"),
+        },
+        drift_job=JobResources("ml.m5.large", volume_gb=20),
+        transform_instance_type="ml.m5.large",
+        transform_instance_count=1,
+        # Two in flight: the server scores one mini-batch on every core while the next one waits,
+        # read and ready; more would only queue (it scores one request at a time).
+        transform_max_concurrent=2,
+        transform_max_payload_mb=6,  # SageMaker's default: about 10,000 claims a mini-batch
+        transform_batch_strategy="MultiRecord",
     ),
     "prod": StageConfig(
         "prod",
@@ -98,8 +171,21 @@ STAGES = {
         retrain_schedule_cron="cron(0 3 ? * MON *)",
         retrain_on_schedule=True,
         retrain_on_drift=False,
-        transform_instance_type="ml.m5.xlarge",
         monitor_schedule_cron="cron(0 * ? * * *)",
+        jobs={
+            # Every row in memory at once (pandas), and the raw files copied onto the volume.
+            "validate": JobResources("ml.m5.2xlarge", volume_gb=100),
+            "features": JobResources("ml.m5.xlarge"),
+            "tune": JobResources("ml.m5.xlarge"),  # trials sample at most tuning_max_rows
+            "train": JobResources("ml.m5.2xlarge"),  # all rows, every core for XGBoost
+            "evaluate": JobResources("ml.m5.2xlarge"),  # five cross-validation refits on every row
+        },
+        drift_job=JobResources("ml.m5.large", volume_gb=20),  # an hour of capture
+        transform_instance_type="ml.m5.xlarge",
+        transform_instance_count=1,
+        transform_max_concurrent=2,
+        transform_max_payload_mb=6,
+        transform_batch_strategy="MultiRecord",
     ),
 }
 

@@ -140,6 +140,7 @@ class ModelMonitoring(Construct):
                 "SAGEMAKER_ENDPOINT_NAME": endpoint_name,
                 "CLAIMS_RISK_KMS_KEY_ARN": key.key_arn,
                 "CLAIMS_RISK_JOB_PREFIX": config.prefix,
+                **config.drift_environment(),
             },
             timeout=Duration.seconds(30),
             memory_mb=256,

@@ -131,7 +131,7 @@ class RetrainingPipeline(Construct):
             self,
             "StateMachine",
             state_machine_name=f"{config.prefix}-retraining",
-            definition_body=sfn.DefinitionBody.from_string(definition_json(guardrails)),
+            definition_body=sfn.DefinitionBody.from_string(definition_json(guardrails, config.jobs)),
             definition_substitutions={
                 "SageMakerRoleArn": sagemaker_role.role_arn,
                 "DataBucket": bucket.bucket_name,

@@ -36,7 +36,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from shared.ports import TransformJobError
 
@@ -64,6 +64,17 @@ _TAG_VALUE_MAX = 256
 _MB = 1024 * 1024
 
 SplitType = Literal["Line", "None"]
+BatchStrategy = Literal["MultiRecord", "SingleRecord"]
+BATCH_STRATEGIES: Final[tuple[BatchStrategy, ...]] = ("MultiRecord", "SingleRecord")
+# CreateTransformJob's MaxPayloadInMB: "cannot be greater than 100 MB. If you specify the
+# MaxConcurrentTransforms parameter, the value of (MaxConcurrentTransforms * MaxPayloadInMB) also
+# cannot exceed 100 MB" (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTransformJob.html,
+# the same words in botocore's sagemaker model).
+MAX_PAYLOAD_TOTAL_MB: Final = 100
+# Each job scores the one object dropped, and SageMaker hands an input object to one instance: "If you
+# have one input file but initialize multiple compute instances, only one instance processes the input
+# file and the rest of the instances are idle" (https://docs.aws.amazon.com/sagemaker/latest/dg/batch-transform.html).
+USEFUL_INSTANCES_PER_JOB: Final = 1
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,9 @@ class BatchSettings:
     instance_count: int = 1
     max_payload_mb: int = 6
     kms_key_id: str | None = None
+    # Requests in flight to each instance; SageMaker's own default when unset is 1.
+    max_concurrent_transforms: int = 1
+    batch_strategy: BatchStrategy = "MultiRecord"  # for line-split files; an unsplit one is one record
 
     def __post_init__(self) -> None:
         prefixes = {
@@ -117,9 +131,25 @@ class BatchSettings:
             )
         if self.instance_count < 1:
             raise ValueError(f"TRANSFORM_INSTANCE_COUNT must be at least 1, not {self.instance_count}")
-        if not 1 <= self.max_payload_mb <= 100:
+        # 0 would mean chunked streaming, which the model server does not take.
+        if not 1 <= self.max_payload_mb <= MAX_PAYLOAD_TOTAL_MB:
             raise ValueError(
                 f"TRANSFORM_MAX_PAYLOAD_MB must be 1 to 100 (SageMaker's limit), not {self.max_payload_mb}"
+            )
+        if self.max_concurrent_transforms < 1:
+            raise ValueError(
+                f"TRANSFORM_MAX_CONCURRENT must be at least 1, not {self.max_concurrent_transforms}"
+            )
+        in_flight = self.max_concurrent_transforms * self.max_payload_mb
+        if in_flight > MAX_PAYLOAD_TOTAL_MB:
+            raise ValueError(
+                f"TRANSFORM_MAX_CONCURRENT times TRANSFORM_MAX_PAYLOAD_MB is {in_flight} MB: SageMaker takes "
+                f"at most {MAX_PAYLOAD_TOTAL_MB} MB in flight per instance"
+            )
+        if self.batch_strategy not in BATCH_STRATEGIES:
+            raise ValueError(
+                f"TRANSFORM_BATCH_STRATEGY must be one of {', '.join(BATCH_STRATEGIES)}, "
+                f"not {self.batch_strategy!r}"
             )
 
     @classmethod
@@ -145,6 +175,8 @@ class BatchSettings:
             instance_count=number("TRANSFORM_INSTANCE_COUNT", defaults.instance_count),
             max_payload_mb=number("TRANSFORM_MAX_PAYLOAD_MB", defaults.max_payload_mb),
             kms_key_id=text("DATA_KMS_KEY_ID", "") or None,
+            max_concurrent_transforms=number("TRANSFORM_MAX_CONCURRENT", defaults.max_concurrent_transforms),
+            batch_strategy=cast(BatchStrategy, text("TRANSFORM_BATCH_STRATEGY", defaults.batch_strategy)),
         )
 
 
@@ -200,11 +232,13 @@ class TransformJobSpec:
     kms_key_id: str | None
     environment: Mapping[str, str]
     tags: Mapping[str, str]
+    max_concurrent_transforms: int = 1
+    line_batch_strategy: BatchStrategy = "MultiRecord"
 
     @property
-    def batch_strategy(self) -> Literal["MultiRecord", "SingleRecord"]:
-        # Line-split files go in mini-batches of many rows; an unsplit file is one record.
-        return "MultiRecord" if self.split_type == "Line" else "SingleRecord"
+    def batch_strategy(self) -> BatchStrategy:
+        # Line-split files go in mini-batches (the stage's strategy); an unsplit file is one record.
+        return self.line_batch_strategy if self.split_type == "Line" else "SingleRecord"
 
 
 def s3_uri(bucket: str, key: str) -> str:
@@ -545,6 +579,8 @@ def plan_transform_job(
         model_name=model_name,
         max_payload_mb=settings.max_payload_mb,
         kms_key_id=settings.kms_key_id,
+        max_concurrent_transforms=settings.max_concurrent_transforms,
+        line_batch_strategy=settings.batch_strategy,
         environment=environment,
         tags={"source-object": tag_value(source), "source-version": tag_value(version_id or "none")},
     )

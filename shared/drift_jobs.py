@@ -27,6 +27,11 @@ VARIANT: Final = "AllTraffic"
 PROCESSING_ROOT: Final = "/opt/ml/processing"
 DRIFT_MODULE: Final = "sagemaker_jobs.monitoring.drift"
 JOB_NAME_MAX: Final = 63  # CreateProcessingJob's ProcessingJobName (botocore's sagemaker model)
+# Sharded by S3 key, each instance would see part of the hour and publish its own figures for it.
+WHY_ONE_INSTANCE: Final = (
+    "its drift figures (PSI, missing rates) compare the whole hour of capture with the baseline, "
+    "and it publishes one set of metrics per hour"
+)
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,18 @@ class DriftJobSettings:
     endpoint: str
     kms_key_arn: str
     job_prefix: str  # e.g. claims-risk-dev: every job the stack starts carries it
-    instance_type: str = "ml.m5.large"
+    instance_type: str = "ml.m5.large"  # the stage's (cdk/config.py), through the Lambda's environment
+    instance_count: int = 1
+    volume_gb: int = 20
     max_runtime_s: int = 1800
+
+    def __post_init__(self) -> None:
+        check_instance_count(self.instance_count)
+
+
+def check_instance_count(count: int) -> None:
+    if count != 1:
+        raise ValueError(f"the drift job runs on one instance, not {count}: {WHY_ONE_INSTANCE}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,7 @@ def drift_job_request(settings: DriftJobSettings, window: DriftWindow) -> dict[s
                     "LocalPath": source,
                     "S3DataType": "S3Prefix",
                     "S3InputMode": "File",
+                    "S3DataDistributionType": "FullyReplicated",
                 },
             }
         ],
@@ -116,9 +132,9 @@ def drift_job_request(settings: DriftJobSettings, window: DriftWindow) -> dict[s
         },
         "ProcessingResources": {
             "ClusterConfig": {
-                "InstanceCount": 1,
+                "InstanceCount": settings.instance_count,
                 "InstanceType": settings.instance_type,
-                "VolumeSizeInGB": 20,
+                "VolumeSizeInGB": settings.volume_gb,
                 "VolumeKmsKeyId": settings.kms_key_arn,
             }
         },

@@ -392,6 +392,11 @@ class DriftTriggerSettings(Settings):
         validation_alias="CLAIMS_RISK_DRIFT_INSTANCE_COUNT",
         description="The drift job's instance count; it runs on one (shared/drift_jobs.py says why). Lambda.",
     )
+    volume_gb: int = Field(
+        20,
+        validation_alias="CLAIMS_RISK_DRIFT_VOLUME_GB",
+        description="The drift job's volume in GB. Lambda.",
+    )
 
     def drift_job(self) -> DriftJobSettings:
         missing = {
@@ -408,6 +413,7 @@ class DriftTriggerSettings(Settings):
             job_prefix=self.required("job_prefix"),
             instance_type=self.instance_type,
             instance_count=self.instance_count,
+            volume_gb=self.volume_gb,
         )
 
 

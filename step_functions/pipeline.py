@@ -7,6 +7,7 @@ these steps on this machine; the CDK state machine is built from the same defini
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -210,6 +211,23 @@ JOB_KINDS: Final = frozenset({"processing", "tuning", "training"})
 
 
 @dataclass(frozen=True)
+class JobResources:
+    """Where one SageMaker job runs: a processing job's ``ClusterConfig`` or a training job's
+    ``ResourceConfig``. Each stage sets its own in cdk/config.py."""
+
+    instance_type: str
+    instance_count: int = 1
+    volume_gb: int = 30
+
+    def __post_init__(self) -> None:
+        # botocore's sagemaker model: ProcessingInstanceCount 1 to 100, ProcessingVolumeSizeInGB 1 to 16384.
+        if not 1 <= self.instance_count <= 100:
+            raise ValueError(f"instance count must be 1 to 100, not {self.instance_count}")
+        if not 1 <= self.volume_gb <= 16384:
+            raise ValueError(f"volume size must be 1 to 16384 GB, not {self.volume_gb}")
+
+
+@dataclass(frozen=True)
 class Step:
     """One step of the pipeline and the job that runs it."""
 
@@ -221,7 +239,7 @@ class Step:
     description: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    instance_type: str
+    instance_type: str  # a job's type when no stage sets one (cdk/config.py does for AWS)
     arguments: tuple[str, ...] = ()
     metric_names: tuple[str, ...] = field(default_factory=tuple)
     optional_inputs: tuple[str, ...] = ()
@@ -229,6 +247,19 @@ class Step:
     input_arguments: tuple[tuple[str, str], ...] = ()
     # A step that can say "stop": where the run goes when it does (a Choice state in AWS).
     on_stop_next: str | None = None
+    # Inputs the job can read shard by shard, each instance its own share of the S3 objects
+    # (ShardedByS3Key). Empty: the job needs all of its data on one instance, for the reason given.
+    shardable_inputs: tuple[str, ...] = ()
+    why_one_instance: str = ""
+
+    def check_resources(self, resources: JobResources) -> None:
+        """A job that cannot work on a shard runs on one instance: more would each redo (or half-do)
+        the whole job and overwrite each other's outputs."""
+        if resources.instance_count > 1 and not self.shardable_inputs:
+            raise ValueError(
+                f"step {self.name} cannot run on {resources.instance_count} instances: "
+                f"{self.why_one_instance or 'it reads no input shard by shard'}"
+            )
 
     @property
     def is_job(self) -> bool:
@@ -246,6 +277,8 @@ STEPS: Final[tuple[Step, ...]] = (
         outputs=("train", "validation", "test", "rejected", "quality", "monitor_baseline"),
         instance_type="ml.m5.xlarge",
         input_arguments=(("--spec", "spec"), ("--seed", "seed")),
+        why_one_instance="it needs every row at once: claim ids repeated across files, one stratified "
+        "split, one data hash and one quality report for the gates",
     ),
     Step(
         name="features",
@@ -256,6 +289,8 @@ STEPS: Final[tuple[Step, ...]] = (
         inputs=("train", "validation"),
         outputs=("features",),
         instance_type="ml.m5.xlarge",
+        why_one_instance="it fits one encoder on the whole training split (one object) and screens a "
+        "sample of at most 100,000 rows",
     ),
     Step(
         name="tune",
@@ -266,6 +301,8 @@ STEPS: Final[tuple[Step, ...]] = (
         outputs=("hyperparameters",),
         instance_type="ml.m5.xlarge",
         metric_names=TRAINING_METRICS,
+        # Tuning scales out by running trials in parallel (MaxParallelTrainingJobs), one instance each.
+        why_one_instance="each trial is one train.py run, which fits in one process (see train)",
     ),
     Step(
         name="train",
@@ -276,6 +313,10 @@ STEPS: Final[tuple[Step, ...]] = (
         outputs=("model",),
         instance_type="ml.m5.xlarge",
         metric_names=TRAINING_METRICS,
+        # XGBoost can train across instances on sharded data, but only with a collective (tracker)
+        # joining the hosts, which SageMaker's built-in XGBoost image sets up and our script does not;
+        # scikit-learn's forest and our Keras network have no multi-host mode at all.
+        why_one_instance="train.py fits every family in one process, with no collective across hosts",
     ),
     Step(
         name="evaluate",
@@ -289,6 +330,8 @@ STEPS: Final[tuple[Step, ...]] = (
         instance_type="ml.m5.xlarge",
         metric_names=tuple(f"test:{m}" for m in ("roc_auc", "pr_auc", "f1", "brier", "expected_cost")),
         input_arguments=(("--cv-folds", "cv_folds"), ("--seed", "seed")),
+        why_one_instance="its metrics (ROC-AUC, calibration, fairness) are over the whole test split "
+        "and its cross-validation refits on every row",
     ),
     Step(
         name="gates",
@@ -388,6 +431,19 @@ def step(name: str) -> Step:
         if candidate.name == name:
             return candidate
     raise KeyError(name)
+
+
+def job_resources(stage: Mapping[str, JobResources] | None = None) -> dict[str, JobResources]:
+    """Every job step's resources: the stage's (cdk/config.py), else the step's instance type on one
+    instance. A name that is no job step, or more instances than a step can use, fails."""
+    jobs = {s.name: s for s in STEPS if s.is_job}
+    unknown = sorted(set(stage or {}) - set(jobs))
+    if unknown:
+        raise ValueError(f"no job steps named {unknown}: the job steps are {sorted(jobs)}")
+    chosen = {name: (stage or {}).get(name, JobResources(s.instance_type)) for name, s in jobs.items()}
+    for name, resources in chosen.items():
+        jobs[name].check_resources(resources)
+    return chosen
 
 
 def static_hyperparameters(inputs: PipelineInputs) -> dict[str, str]:

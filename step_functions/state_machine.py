@@ -4,8 +4,9 @@ Every step of :data:`step_functions.pipeline.STEPS` becomes the state of the sam
 tuning and training jobs run through Step Functions' ``.sync`` SageMaker integrations, the gates and
 the registration are tasks of the pipeline-tasks Lambda, the deploy step updates the endpoint with
 the guardrails and waits until it serves (or rolled back), and ``notify`` publishes to the on-call
-topic. Instance types, hyperparameter ranges, metric regexes and the run's defaults all come from
-``pipeline.py``, so the local runner and this machine cannot disagree.
+topic. Hyperparameter ranges, metric regexes and the run's defaults all come from ``pipeline.py``, so
+the local runner and this machine cannot disagree; each job's instances come from the stage
+(cdk/config.py), checked against what its step can use.
 
 The definition is plain JSON with ``${Name}`` placeholders for what only the deployment knows (role,
 bucket, images, ARNs); CDK fills them through ``DefinitionSubstitutions`` and the moto tests with
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,7 +26,9 @@ from step_functions.pipeline import (
     OBJECTIVE_METRIC,
     STEPS,
     TRAINING_METRIC_DEFINITIONS,
+    JobResources,
     Step,
+    job_resources,
 )
 
 # What the deployment fills in (CDK DefinitionSubstitutions); each appears as ${Name} in the ASL.
@@ -56,6 +60,8 @@ MODEL_SPEC_KEY: Final = f"{MODEL_CARD_KEY.rsplit('/', 1)[0]}/feature_spec.json"
 CHAMPION_MODEL_KEY: Final = "models/current/model.tar.gz"  # the serving model, for the champion gate
 # Model Monitor's data-quality baseline of the serving model (statistics.json, constraints.json).
 MONITORING_BASELINE_PREFIX: Final = "monitoring/baseline"
+# Its analyzer profiles at most 100,000 sampled training claims (validate's monitor_baseline).
+MONITORING_BASELINE_RESOURCES: Final = JobResources("ml.m5.xlarge")
 
 # Errors worth retrying: throttling and transient service faults, never a job that failed on its own.
 RETRY_SAGEMAKER: Final = {
@@ -185,13 +191,21 @@ def _channel(name: str, uri_expression: str) -> dict[str, Any]:
     }
 
 
-def _resources(step: Step) -> dict[str, Any]:
+def _resources(resources: JobResources) -> dict[str, Any]:
+    """A processing job's ClusterConfig, or a training job's ResourceConfig (the same members)."""
     return {
-        "InstanceCount": 1,
-        "InstanceType": step.instance_type,
-        "VolumeSizeInGB": 30,
+        "InstanceCount": resources.instance_count,
+        "InstanceType": resources.instance_type,
+        "VolumeSizeInGB": resources.volume_gb,
         "VolumeKmsKeyId": _dollar("KmsKeyArn"),
     }
+
+
+def _distribution(step: Step, input_name: str, resources: JobResources) -> str:
+    """On several instances, an input the job reads shard by shard is split by S3 key (each instance
+    gets its share of the objects); every other input, and any input on one instance, is copied whole."""
+    sharded = resources.instance_count > 1 and input_name in step.shardable_inputs
+    return "ShardedByS3Key" if sharded else "FullyReplicated"
 
 
 def _input_uri(name: str) -> str:
@@ -238,7 +252,7 @@ def _job_task(
 PROCESSING_RESULT: Final = {"name.$": "$.ProcessingJobName", "status.$": "$.ProcessingJobStatus"}
 
 
-def _processing_state(step: Step, next_state: str) -> dict[str, Any]:
+def _processing_state(step: Step, next_state: str, resources: JobResources) -> dict[str, Any]:
     # The image carries the code and every library: nothing to fetch or install when the job starts.
     app_spec: dict[str, Any] = {
         "ImageUri": _dollar("Image"),
@@ -263,6 +277,7 @@ def _processing_state(step: Step, next_state: str) -> dict[str, Any]:
                     "LocalPath": f"{PROCESSING_ROOT}/input/{name}",
                     "S3DataType": "S3Prefix",
                     "S3InputMode": "File",
+                    "S3DataDistributionType": _distribution(step, name, resources),
                 },
             }
         )
@@ -283,14 +298,14 @@ def _processing_state(step: Step, next_state: str) -> dict[str, Any]:
         "AppSpecification": app_spec,
         "ProcessingInputs": inputs,
         "ProcessingOutputConfig": {"Outputs": outputs, "KmsKeyId": _dollar("KmsKeyArn")},
-        "ProcessingResources": {"ClusterConfig": _resources(step)},
+        "ProcessingResources": {"ClusterConfig": _resources(resources)},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
         **({"Environment": environment} if environment else {}),
     }
     return _job_task(step, "processing", parameters, PROCESSING_RESULT, next_state)
 
 
-def _training_definition(step: Step) -> dict[str, Any]:
+def _training_definition(resources: JobResources) -> dict[str, Any]:
     return {
         "AlgorithmSpecification": {
             "TrainingImage": _dollar("Image"),
@@ -300,7 +315,7 @@ def _training_definition(step: Step) -> dict[str, Any]:
         "RoleArn": _dollar("SageMakerRoleArn"),
         "InputDataConfig": [_channel(name, _run_uri(name)) for name in ("train", "validation")],
         "OutputDataConfig": {"S3OutputPath.$": _run_uri("tuning"), "KmsKeyId": _dollar("KmsKeyArn")},
-        "ResourceConfig": _resources(step),
+        "ResourceConfig": _resources(resources),
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
         # The run's seed and costs, and its sample size per trial (see pipeline.prepare_run).
         "StaticHyperParameters.$": "$.trial_hyperparameters",
@@ -308,7 +323,7 @@ def _training_definition(step: Step) -> dict[str, Any]:
     }
 
 
-def _tuning_state(step: Step, next_state: str) -> dict[str, Any]:
+def _tuning_state(step: Step, next_state: str, resources: JobResources) -> dict[str, Any]:
     parameters = {
         "HyperParameterTuningJobName.$": _job_name(step.name),
         "HyperParameterTuningJobConfig": {
@@ -322,7 +337,7 @@ def _tuning_state(step: Step, next_state: str) -> dict[str, Any]:
             "ParameterRanges": _hyperparameter_ranges(),
             "TrainingJobEarlyStoppingType": "Auto",
         },
-        "TrainingJobDefinition": _training_definition(step),
+        "TrainingJobDefinition": _training_definition(resources),
     }
     result = {
         "best_job.$": "$.BestTrainingJob.TrainingJobName",
@@ -331,7 +346,7 @@ def _tuning_state(step: Step, next_state: str) -> dict[str, Any]:
     return _job_task(step, "tuning", parameters, result, next_state)
 
 
-def _training_state(step: Step, next_state: str) -> dict[str, Any]:
+def _training_state(step: Step, next_state: str, resources: JobResources) -> dict[str, Any]:
     channels = [_channel(name, _run_uri(name)) for name in step.inputs if name != "hyperparameters"]
     parameters = {
         "TrainingJobName.$": _job_name(step.name),
@@ -347,7 +362,7 @@ def _training_state(step: Step, next_state: str) -> dict[str, Any]:
         "EnableNetworkIsolation": True,
         "InputDataConfig": channels,
         "OutputDataConfig": {"S3OutputPath.$": _run_uri("model"), "KmsKeyId": _dollar("KmsKeyArn")},
-        "ResourceConfig": _resources(step),
+        "ResourceConfig": _resources(resources),
         "StoppingCondition": {"MaxRuntimeInSeconds": 7200},
     }
     result = {"name.$": "$.TrainingJobName", "model.$": "$.ModelArtifacts.S3ModelArtifacts"}
@@ -434,7 +449,7 @@ def _monitoring_baseline_state(step: Step, next_state: str) -> dict[str, Any]:
             ],
             "KmsKeyId": _dollar("KmsKeyArn"),
         },
-        "ProcessingResources": {"ClusterConfig": {**_resources(step), "InstanceType": "ml.m5.xlarge"}},
+        "ProcessingResources": {"ClusterConfig": _resources(MONITORING_BASELINE_RESOURCES)},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
     }
     return _job_task(
@@ -728,8 +743,12 @@ def _given_package_states(first_step: str, deploy_step: str) -> dict[str, dict[s
     }
 
 
-def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
-    """The state machine, as an ASL document with ``${Name}`` placeholders."""
+def definition(
+    guardrails: DeploymentGuardrails, resources: Mapping[str, JobResources] | None = None
+) -> dict[str, Any]:
+    """The state machine, as an ASL document with ``${Name}`` placeholders; ``resources``: the
+    stage's instances per job step (cdk/config.py), checked by :func:`job_resources`."""
+    jobs = job_resources(resources)
     names = [s.name for s in STEPS]
     main = [s for s in STEPS if s.kind != "notify"]
     states: dict[str, Any] = {
@@ -775,9 +794,9 @@ def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
         if position + 1 < len(main) and main[position + 1].kind == "tuning":
             following = TUNING_CHOICE
         if step.kind == "processing":
-            states[step.name] = _processing_state(step, following)
+            states[step.name] = _processing_state(step, following, jobs[step.name])
         elif step.kind == "tuning":
-            states[step.name] = _tuning_state(step, following)
+            states[step.name] = _tuning_state(step, following, jobs[step.name])
             # SageMaker's tuner needs at least one trial: 0 trials means the defaults, no search.
             states[TUNING_CHOICE] = {
                 "Type": "Choice",
@@ -794,7 +813,7 @@ def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
                 "Next": following,
             }
         elif step.kind == "training":
-            states[step.name] = _training_state(step, following)
+            states[step.name] = _training_state(step, following, jobs[step.name])
         elif step.kind == "gates":
             states[step.name] = _tasks_state(
                 step,
@@ -896,8 +915,10 @@ def definition(guardrails: DeploymentGuardrails) -> dict[str, Any]:
     }
 
 
-def definition_json(guardrails: DeploymentGuardrails) -> str:
-    return json.dumps(definition(guardrails), indent=1, ensure_ascii=False)
+def definition_json(
+    guardrails: DeploymentGuardrails, resources: Mapping[str, JobResources] | None = None
+) -> str:
+    return json.dumps(definition(guardrails, resources), indent=1, ensure_ascii=False)
 
 
 def substitute(asl: str, values: dict[str, str]) -> str:

@@ -49,6 +49,7 @@ class SageMakerTransformLauncher:
                 TransformJobName=spec.job_name,
                 ModelName=spec.model_name,
                 MaxPayloadInMB=spec.max_payload_mb,
+                MaxConcurrentTransforms=spec.max_concurrent_transforms,
                 BatchStrategy=spec.batch_strategy,
                 Environment=dict(spec.environment),
                 TransformInput={
