@@ -221,6 +221,20 @@ def test_settings_from_the_environment() -> None:
     assert BatchSettings.from_env({"DATA_KMS_KEY_ID": "", "TRANSFORM_INSTANCE_COUNT": ""}) == BatchSettings()
 
 
+def test_the_stages_concurrency_and_strategy_reach_the_job() -> None:
+    """SageMaker caps MaxConcurrentTransforms times MaxPayloadInMB at 100 MB (CreateTransformJob's page):
+    16 times 6 fits. The strategy applies to line-split files; a Parquet file is one record."""
+    settings = BatchSettings.from_env(
+        {"TRANSFORM_MAX_CONCURRENT": "16", "TRANSFORM_BATCH_STRATEGY": "SingleRecord"}
+    )
+    assert (settings.max_concurrent_transforms, settings.batch_strategy) == (16, "SingleRecord")
+    line = plan("incoming/a.csv", settings=settings)
+    assert (line.max_concurrent_transforms, line.batch_strategy) == (16, "SingleRecord")
+    assert plan(
+        "incoming/a.parquet", settings=BatchSettings(batch_strategy="MultiRecord")
+    ).batch_strategy == ("SingleRecord")
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -230,6 +244,12 @@ def test_settings_from_the_environment() -> None:
         ({"TRANSFORM_MAX_PAYLOAD_MB": "101"}, "TRANSFORM_MAX_PAYLOAD_MB must be 1 to 100"),
         ({"TRANSFORM_MAX_PAYLOAD_MB": "0"}, "TRANSFORM_MAX_PAYLOAD_MB must be 1 to 100"),
         ({"TRANSFORM_INSTANCE_TYPE": "m5.large"}, "TRANSFORM_INSTANCE_TYPE must look like ml.m5.large"),
+        ({"TRANSFORM_MAX_CONCURRENT": "0"}, "TRANSFORM_MAX_CONCURRENT must be at least 1"),
+        (
+            {"TRANSFORM_MAX_CONCURRENT": "17", "TRANSFORM_MAX_PAYLOAD_MB": "6"},
+            "TRANSFORM_MAX_CONCURRENT times TRANSFORM_MAX_PAYLOAD_MB is 102 MB",
+        ),
+        ({"TRANSFORM_BATCH_STRATEGY": "Lines"}, "TRANSFORM_BATCH_STRATEGY must be one of MultiRecord"),
         ({"INCOMING_PREFIX": "/incoming/"}, "INCOMING_PREFIX must be a folder"),
         ({"SCORED_PREFIX": "incoming/scored/"}, "SCORED_PREFIX 'incoming/scored/' overlaps INCOMING_PREFIX"),
         ({"REJECTED_PREFIX": "incoming"}, "REJECTED_PREFIX 'incoming/' overlaps INCOMING_PREFIX"),
