@@ -78,6 +78,12 @@ def _pipeline_options(default_trials: int, default_cv_folds: int) -> Callable[[C
                 help="raw claims file or folder (default: generated claims)",
             ),
             click.option(
+                "--source",
+                default="",
+                help="raw claims from the claims lake instead: athena:<query> or glue:<table> "
+                '(e.g. "glue:training_claims"); answered by DuckDB over <home>/lake offline',
+            ),
+            click.option(
                 "--spec", default="claims", show_default=True, help="built-in spec name or spec JSON path"
             ),
             click.option(
@@ -140,19 +146,30 @@ def _pipeline_options(default_trials: int, default_cv_folds: int) -> Callable[[C
 
 
 def _inputs(options: dict[str, Any]) -> PipelineInputs:
+    from pydantic import ValidationError
+
     from step_functions.pipeline import PipelineInputs
 
     malformed = [h for h in options["hyperparameters"] if "=" not in h]
     if malformed:
         raise click.BadParameter(f"expected NAME=VALUE, got {malformed}", param_hint="--hp")
-    return PipelineInputs(
-        spec=options["spec"],
-        tuning_trials=options["trials"],
-        tuning_timeout_s=options["timeout_s"],
-        cv_folds=options["cv_folds"],
-        hyperparameters=dict(h.split("=", 1) for h in options["hyperparameters"]),
-        costs=DecisionCosts(missed_high_risk=options["cost_missed"], needless_review=options["cost_review"]),
-    )
+    if options["source"] and options["data"]:
+        raise click.UsageError("give --data or --source, not both")
+    try:
+        return PipelineInputs(
+            spec=options["spec"],
+            source=options["source"],
+            tuning_trials=options["trials"],
+            tuning_timeout_s=options["timeout_s"],
+            cv_folds=options["cv_folds"],
+            hyperparameters=dict(h.split("=", 1) for h in options["hyperparameters"]),
+            costs=DecisionCosts(
+                missed_high_risk=options["cost_missed"], needless_review=options["cost_review"]
+            ),
+        )
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise click.UsageError(problems) from None
 
 
 @main.command(
@@ -185,7 +202,9 @@ def _train(data: Path | None, rows: int, inputs: PipelineInputs, run_id: str | N
     from step_functions.pipeline import STEPS
 
     truth = None
-    if data is None:
+    if inputs.source:
+        data = None
+    elif data is None:
         data = home() / "raw" / "claims.csv"
         if not data.exists():
             _generate(rows, 0, 0.0, data)
@@ -225,6 +244,7 @@ def _train(data: Path | None, rows: int, inputs: PipelineInputs, run_id: str | N
             tracking_uri=tracking_uri(),
             on_step=on_step,
             on_line=on_line,
+            lake_root=home() / "lake",
         )
     except JobFailed as failure:
         console.print(f"[red]pipeline stopped at {failure.step}: {failure.reason}[/]")

@@ -11,6 +11,7 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -63,6 +64,13 @@ capture_option = click.option(
 @click.option("--since", default=None, help="window start, ISO 8601 (UTC unless a zone is given)")
 @click.option("--until", default=None, help="window end, ISO 8601, exclusive")
 @click.option("--endpoint", default=None, help="the metrics' Endpoint dimension; default the capture's")
+@click.option(
+    "--source",
+    type=click.Choice(["capture", "lake"]),
+    default="capture",
+    show_default=True,
+    help="read the window from the capture files, or from the claims lake's inferences",
+)
 def run(
     capture: Path | None,
     model_dir: Path | None,
@@ -70,7 +78,11 @@ def run(
     since: str | None,
     until: str | None,
     endpoint: str | None,
+    source: Literal["capture", "lake"],
 ) -> None:
+    from dataclasses import replace
+
+    from local.cli_lake import open_lake
     from sagemaker_jobs.monitoring import drift
     from shared.adapters.metrics import LocalMetricsSink
 
@@ -90,7 +102,8 @@ def run(
     # The local sink of this home, whatever the environment says: the local alarms read it.
     metrics = LocalMetricsSink(home / "monitoring" / "metrics.jsonl")
     try:
-        config = drift.config_from(argv, {})
+        # The run's capture hours and figures go to this home's lake (or the one the environment names).
+        config = replace(drift.config_from(argv, {}), lake=open_lake(home), source=source)
         report = drift.run(config, metrics)
     except drift.DriftJobError as error:
         raise click.ClickException(str(error)) from error

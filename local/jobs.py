@@ -74,8 +74,10 @@ def run_processing(
     output_root: Path,
     arguments: Sequence[str] = (),
     on_line: LineSink | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> JobResult:
-    """Inputs appear under ``<base>/input/<name>``; outputs are written to ``output_root/<name>``."""
+    """Inputs appear under ``<base>/input/<name>``; outputs are written to ``output_root/<name>``;
+    ``environment`` adds to this process's (as a processing job's Environment does)."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"{step.name}-") as tmp:
         base = Path(tmp) / "processing"
@@ -86,7 +88,7 @@ def run_processing(
             outputs[name] = output_root / name
             outputs[name].mkdir(parents=True, exist_ok=True)
             _link(outputs[name], base / "output" / name)
-        code, log = _run(step, ["--base-dir", str(base), *arguments], {}, on_line)
+        code, log = _run(step, ["--base-dir", str(base), *arguments], environment or {}, on_line)
     if code != 0:
         reason = log.strip().splitlines()[-1] if log.strip() else f"exit code {code}"
         raise JobFailed(step.name, reason, log)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -60,7 +61,7 @@ class PipelineRun:
 
 
 def run_pipeline(
-    raw_data: Path,
+    raw_data: Path | None,
     run_dir: Path,
     inputs: PipelineInputs | None = None,
     *,
@@ -69,17 +70,24 @@ def run_pipeline(
     tracking_uri: str | None = None,
     on_step: StepEvent | None = None,
     on_line: LineSink | None = None,
+    lake_root: Path | None = None,
 ) -> PipelineRun:
     """Run every step of :data:`STEPS`; a gate that says stop skips to the step it names (notify).
 
     A failing job notifies and then raises :class:`JobFailed`, as the state machine's Catch → notify →
-    Fail does.
+    Fail does. The jobs write the claims lake the environment names (``CLAIMS_RISK_LAKE_*``), else
+    the one at ``lake_root``, else none; the run's folder name is their partition.
     """
     inputs = inputs or PipelineInputs()
+    environment = {"CLAIMS_RISK_RUN_ID": run_dir.name}
+    if lake_root is not None and not os.environ.get("CLAIMS_RISK_LAKE_ROOT"):
+        environment["CLAIMS_RISK_LAKE_ROOT"] = str(lake_root)
     run_dir.mkdir(parents=True, exist_ok=True)
     raw_dir = run_dir / "raw"
     raw_dir.mkdir(exist_ok=True)
-    if raw_data.is_dir():
+    if raw_data is None:  # the run reads its claims from the lake (inputs.source)
+        pass
+    elif raw_data.is_dir():
         for f in sorted(raw_data.iterdir()):
             if f.is_file():
                 shutil.copy2(f, raw_dir / f.name)
@@ -110,7 +118,7 @@ def run_pipeline(
             output_root = run_dir / step.name
             if step.kind == "processing":
                 arguments = job_arguments(step, inputs)
-                result = run_processing(step, available, output_root, arguments, on_line)
+                result = run_processing(step, available, output_root, arguments, on_line, environment)
             elif step.kind == "tuning":
                 result = run_tuning(step, available, output_root, inputs, tracking_uri, on_line)
             elif step.kind == "training":

@@ -58,3 +58,14 @@ def training_environment(env: dict[str, str] | None = None) -> TrainingEnvironme
         channels=channels,
         hyperparameters=hyperparameters,
     )
+
+
+def processing_job_name(env: dict[str, str] | None = None) -> str | None:
+    """The processing job's name, from the config file SageMaker gives a processing container
+    (``/opt/ml/config/processingjobconfig.json``; ``CLAIMS_RISK_JOB_CONFIG`` moves it)."""
+    env = dict(os.environ if env is None else env)
+    config = Path(env.get("CLAIMS_RISK_JOB_CONFIG", f"{OPT_ML}/config/processingjobconfig.json"))
+    if not config.is_file():
+        return None
+    name = json.loads(config.read_text(encoding="utf-8")).get("ProcessingJobName")
+    return str(name) if name else None

@@ -13,6 +13,7 @@ a monitoring run), so running a step twice leaves one copy of its rows.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -152,6 +153,20 @@ def table_named(name: str) -> LakeTable:
     if name.startswith("training_"):
         return LakeTable(name, (), TRAINING_PARTITION, "Validated training claims.")
     raise LakeError(f"no lake table {name!r}; the lake has {sorted(TABLES)} and training_<spec>")
+
+
+def lake_column(name: str) -> str:
+    """A column's name in the lake: what Glue and Athena keep of it (accents stripped, every run of
+    other characters an underscore, lower case), the rule awswrangler applies when it registers a table."""
+    plain = "".join(c for c in unicodedata.normalize("NFD", name) if unicodedata.category(c) != "Mn")
+    return re.sub(r"[^A-Za-z0-9_]+", "_", plain).lower()
+
+
+def restore_columns(columns: Sequence[str], wanted: Sequence[str]) -> dict[str, str]:
+    """Renames that give a lake table's columns back the names a spec expects (``capital_gains`` is
+    the lake's ``capital-gains``)."""
+    by_lake_name = {lake_column(w): w for w in wanted}
+    return {c: by_lake_name[c] for c in columns if c not in wanted and c in by_lake_name}
 
 
 def now_utc() -> datetime:

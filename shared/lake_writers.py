@@ -260,3 +260,81 @@ def write_monitoring(
     if kind not in ("drift", "quality"):
         raise LakeError(f"monitoring runs are drift or quality, not {kind!r}")
     return lake.write(MONITORING_METRICS, {"kind": kind, "run_id": run_id}, [frame])
+
+
+def write_training(lake: ClaimsLake, spec_name: str, run_id: str, parts: Mapping[str, pd.DataFrame]) -> int:
+    """The validated claims of a run, each row with the split it went to (as the job wrote them)."""
+    from shared.lake import training_table
+
+    frames = (part.assign(split=name) for name, part in parts.items())
+    return lake.write(training_table(spec_name), {"run_id": run_id}, frames)
+
+
+def rejected_frame(
+    rejected: pd.DataFrame, id_column: str, *, reason: str, row_number: str, source_file: str
+) -> pd.DataFrame:
+    """Validation's rejected rows as the lake keeps them: the reasons, and the row as it came (JSON)."""
+    import pandas as pd
+
+    bookkeeping = {reason, row_number, source_file}
+    fields = [c for c in rejected.columns if c not in bookkeeping]
+    raw = [
+        orjson.dumps({k: (None if pd.isna(v) else str(v)) for k, v in zip(fields, row, strict=True)}).decode()
+        for row in rejected[fields].itertuples(index=False, name=None)
+    ]
+    ids = rejected[id_column] if id_column in rejected.columns else pd.Series([None] * len(rejected))
+    return pd.DataFrame(
+        {
+            "source_file": rejected[source_file].astype(str).to_numpy() if len(rejected) else [],
+            "row_number": pd.to_numeric(rejected[row_number], errors="coerce").to_numpy()
+            if len(rejected)
+            else [],
+            "claim_id": [None if pd.isna(v) else str(v) for v in ids],
+            "reason": rejected[reason].astype(str).to_numpy() if len(rejected) else [],
+            "raw": raw,
+            "rejected_at": now_utc(),
+        }
+    )
+
+
+def write_rejected(lake: ClaimsLake, stage: str, batch_id: str, frames: Iterable[pd.DataFrame]) -> int:
+    from shared.lake import REJECTED_ROWS
+
+    return lake.write(REJECTED_ROWS, {"stage": stage, "batch_id": batch_id}, frames)
+
+
+def materialize_source(source: str, lake: ClaimsLake, target: Path, wanted: Sequence[str]) -> int:
+    """Training data from the lake (``athena:<query>`` or ``glue:<table>``) written to one Parquet file,
+    chunk by chunk, with the spec's column names restored; the rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from shared.lake import restore_columns, select_only, table_named
+
+    kind, _, body = source.partition(":")
+    if kind == "glue":
+        sql = f'SELECT * FROM "{table_named(body.strip()).name}"'
+    elif kind == "athena":
+        sql = select_only(body)
+    else:
+        raise LakeError(f"a lake source is athena:<query> or glue:<table>, not {source!r}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    rows, writer = 0, None
+    try:
+        for answer in lake.query_chunks(sql):
+            chunk = answer.rename(columns=restore_columns([str(c) for c in answer.columns], wanted))
+            table = pa.Table.from_pandas(chunk, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(target, table.schema)
+            writer.write_table(table.cast(writer.schema))
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise LakeError(f"the lake answered nothing for {source!r}")
+    return rows
+
+
+def is_lake_source(source: str) -> bool:
+    return source.startswith(("athena:", "glue:"))

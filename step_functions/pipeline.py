@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.decision import DEFAULT_COSTS, DecisionCosts
 from shared.gates import GateConfig
@@ -276,7 +276,7 @@ STEPS: Final[tuple[Step, ...]] = (
         inputs=("raw",),
         outputs=("train", "validation", "test", "rejected", "quality", "monitor_baseline"),
         instance_type="ml.m5.xlarge",
-        input_arguments=(("--spec", "spec"), ("--seed", "seed")),
+        input_arguments=(("--spec", "spec"), ("--seed", "seed"), ("--source", "source")),
         why_one_instance="it needs every row at once: claim ids repeated across files, one stratified "
         "split, one data hash and one quality report for the gates",
     ),
@@ -379,6 +379,14 @@ class PipelineInputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     spec: str = Field(default="claims", description="built-in spec name or spec JSON path")
+    # A container argument: botocore's ContainerArgument is at most 256 characters matching ".*"
+    # (one line), so the query must be too.
+    source: str = Field(
+        default="",
+        max_length=256,
+        description="raw claims from the claims lake, athena:<query> or glue:<table> (one line, at most "
+        "256 characters); empty: the raw files (the data bucket's raw/ prefix, or --data locally)",
+    )
     tuning_trials: int = Field(
         default=20, ge=0, le=500, description="0 skips the search: XGBoost with its defaults"
     )
@@ -402,6 +410,15 @@ class PipelineInputs(BaseModel):
         description="AWS only: deploy this approved model package version (of the stack's registry) "
         "instead of training one: the endpoint gets it with capture, autoscaling and guardrails",
     )
+
+    @field_validator("source")
+    @classmethod
+    def _lake_source(cls, value: str) -> str:
+        if value and (not value.startswith(("athena:", "glue:")) or not value.split(":", 1)[1].strip()):
+            raise ValueError(f"a lake source is athena:<query> or glue:<table>, not {value[:40]!r}")
+        if any(c in value for c in "\r\n"):
+            raise ValueError("a lake source is one line (SageMaker passes it as a container argument)")
+        return value
 
     def training_hyperparameters(self, chosen: dict[str, Any]) -> dict[str, Any]:
         """The final training's hyperparameters: the tuner's choice, the run's seed and costs, overrides."""

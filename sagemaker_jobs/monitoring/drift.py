@@ -28,6 +28,10 @@ Environment read (command-line options, when given, win):
                                 folder, else ``local``
 ``publish_cloudwatch_metrics``  ``Enabled``: CloudWatch; else the local sink in
 ``CLAIMS_RISK_HOME``            ``<home>/monitoring/metrics.jsonl``
+``CLAIMS_RISK_LAKE_*``          the claims lake (:class:`shared.settings.LakeSettings`): the
+                                capture's hours in the window are flattened into it, the run's
+                                figures are written to it, and ``--source lake`` (env
+                                ``CLAIMS_RISK_DRIFT_SOURCE``) reads the window from it
 ==============================  ============================================================
 
 Exit codes: 0 when the job ran (drift or not), 2 when an input could not be read (the message says
@@ -49,15 +53,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 
+from sagemaker_jobs.environment import processing_job_name
+from shared.adapters.lake import lake_from_env
 from shared.alarms import FEATURE_DRIFT_METRIC, MISSING_RATE_METRIC, MONITORING_NAMESPACE
 from shared.capture import iter_capture_files, personal_fields
 from shared.feature_spec import ColumnRole, FeatureSpec
+from shared.lake import LakeError, inferences_in_window
+from shared.lake_writers import MetricRow, capture_hours, ingest_capture, write_monitoring
 from shared.ml.drift import (
     FEATURE_DRIFT_ALARM,
+    MISSING_RATE_ALARM,
     PREDICTION_DRIFT_ALARM,
     DriftAccumulator,
     DriftReport,
@@ -65,7 +74,7 @@ from shared.ml.drift import (
 )
 from shared.ml.model import BASELINE_FILE, MANIFEST, SPEC_FILE, unpack_model
 from shared.payloads import CSV, CSV_OUTPUT_COLUMNS, JSON_LINES, PayloadError, media_type, parse_records
-from shared.ports import MetricDatum, MetricsPublisher
+from shared.ports import ClaimsLake, MetricDatum, MetricsPublisher
 
 VIOLATIONS_FILE: Final = "constraint_violations.json"
 REPORT_JSON: Final = "drift_report.json"
@@ -100,6 +109,9 @@ class DriftJobConfig:
     endpoint: str
     start: datetime | None = None
     end: datetime | None = None
+    source: Literal["capture", "lake"] = "capture"
+    lake: ClaimsLake | None = None
+    run_id: str = ""
 
 
 def parse_time(text: str) -> datetime:
@@ -127,7 +139,22 @@ def config_from(argv: Sequence[str] | None, env: Mapping[str, str]) -> DriftJobC
     parser.add_argument("--since", help="window start, ISO 8601 (env start_time)")
     parser.add_argument("--until", help="window end, ISO 8601, exclusive (env end_time)")
     parser.add_argument("--endpoint", help="the metrics' Endpoint dimension (env CLAIMS_RISK_ENDPOINT)")
+    parser.add_argument(
+        "--source",
+        choices=("capture", "lake"),
+        help="read the window from the capture files or the claims lake (env CLAIMS_RISK_DRIFT_SOURCE)",
+    )
+    parser.add_argument("--run-id", help="the run's partition in the lake (default: the job's name)")
     args = parser.parse_args(argv)
+    source = args.source or env.get("CLAIMS_RISK_DRIFT_SOURCE") or "capture"
+    if source not in ("capture", "lake"):
+        raise DriftJobError(f"CLAIMS_RISK_DRIFT_SOURCE is capture or lake, not {source!r}")
+    try:
+        lake = lake_from_env()
+    except LakeError as error:
+        raise DriftJobError(str(error)) from error
+    if source == "lake" and lake is None:
+        raise DriftJobError("--source lake needs the claims lake (CLAIMS_RISK_LAKE_*)")
     capture = args.capture or Path(env.get("dataset_source") or DEFAULT_CAPTURE)
     model = str(args.model_dir) if args.model_dir else env.get("CLAIMS_RISK_MODEL_URI", "")
     if not model:
@@ -148,6 +175,9 @@ def config_from(argv: Sequence[str] | None, env: Mapping[str, str]) -> DriftJobC
         endpoint=endpoint,
         start=parse_time(since) if since else None,
         end=parse_time(until) if until else None,
+        source="lake" if source == "lake" else "capture",
+        lake=lake,
+        run_id=args.run_id or processing_job_name() or datetime.now(UTC).strftime("drift-%Y%m%dT%H%M%S%fZ"),
     )
 
 
@@ -433,20 +463,97 @@ def write_outputs(report: DriftReport, out: Path) -> dict[str, Path]:
     return paths
 
 
+def read_lake(
+    lake: ClaimsLake, baseline: Baseline, start: datetime | None, end: datetime | None
+) -> tuple[DriftAccumulator, CaptureCounts]:
+    """The window's captured claims and scores from the lake's inferences table, chunk by chunk."""
+    started = time.perf_counter()
+    accumulator = DriftAccumulator(
+        baseline.spec, baseline.statistics, baseline.model_version, personal_fields(baseline.spec)
+    )
+    counts = CaptureCounts()
+    try:
+        for chunk in lake.query_chunks(inferences_in_window(start, end), CHUNK_CLAIMS):
+            records = [orjson.loads(text) for text in chunk["claim"].tolist() if text]
+            accumulator.add_records(records)
+            accumulator.add_scores(chunk["risk_score"].dropna().to_numpy(dtype=float))
+            counts.lines += len(chunk)
+            counts.in_window += len(chunk)
+    except LakeError as error:
+        raise DriftJobError(str(error)) from error
+    counts.seconds = time.perf_counter() - started
+    return accumulator, counts
+
+
+def ingest_window(config: DriftJobConfig, files: Sequence[Path], baseline: Baseline) -> str:
+    """The window's capture hours, flattened into the lake (each hour replaces its partition)."""
+    assert config.lake is not None
+    hours = {hour for hour, paths in capture_hours(config.capture).items() if set(paths) & set(files)}
+    try:
+        counts = ingest_capture(config.capture, config.lake, baseline.csv_columns, hours=hours)
+    except LakeError as error:
+        raise DriftJobError(f"the capture could not be written to the lake: {error}") from error
+    return f"{counts.rows:,} captured claims of {counts.hours} hour(s) written to {config.lake.describe()}"
+
+
+def lake_rows(report: DriftReport) -> list[MetricRow]:
+    """The run's figures as the lake's monitoring rows: the three alarmed metrics, then per feature."""
+    alarmed = set(report.alarms())
+    by_metric = {d.metric: d for d in (FEATURE_DRIFT_ALARM, PREDICTION_DRIFT_ALARM, MISSING_RATE_ALARM)}
+    thresholds = {name: definition.threshold for name, definition in by_metric.items()}
+    rows = [
+        MetricRow(name, value, "", by_metric[name].threshold, by_metric[name].key in alarmed)
+        for name, value in report.metric_values().items()
+    ]
+    for f in report.features:
+        if f.rows:
+            rows.append(
+                MetricRow(
+                    FEATURE_DRIFT_METRIC,
+                    f.psi,
+                    f.name,
+                    thresholds[FEATURE_DRIFT_METRIC],
+                    f.name in report.drifted_features,
+                )
+            )
+            rows.append(
+                MetricRow(
+                    MISSING_RATE_METRIC,
+                    f.missing_rate_increase,
+                    f.name,
+                    thresholds[MISSING_RATE_METRIC],
+                    f.name in report.features_missing_more,
+                )
+            )
+    return rows
+
+
 def run(config: DriftJobConfig, metrics: MetricsPublisher | None = None) -> DriftReport:
     """The whole job; ``metrics`` defaults to the publisher the environment names."""
-    if not config.capture.is_dir():
+    if config.source == "capture" and not config.capture.is_dir():
         raise DriftJobError(f"no capture folder at {config.capture} (is data capture on?)")
     with tempfile.TemporaryDirectory(prefix="drift-model-") as scratch:
         baseline = load_baseline(model_folder(config.model, Path(scratch)))
-    files = files_in_window(config.capture, config.start, config.end)
-    log(f"model {baseline.model_version or '?'}; {len(files)} capture file(s) in {config.capture}")
-    accumulator, counts = read_capture(files, baseline, config.start, config.end)
+    files = files_in_window(config.capture, config.start, config.end) if config.capture.is_dir() else []
+    notes = []
+    if config.lake is not None and files:
+        notes.append(ingest_window(config, files, baseline))
+    if config.source == "lake":
+        assert config.lake is not None
+        log(f"model {baseline.model_version or '?'}; the window from {config.lake.describe()}")
+        accumulator, counts = read_lake(config.lake, baseline, config.start, config.end)
+        notes.insert(
+            0, f"{counts.in_window:,} claims in the window from the lake, read in {counts.seconds:.1f} s"
+        )
+    else:
+        log(f"model {baseline.model_version or '?'}; {len(files)} capture file(s) in {config.capture}")
+        accumulator, counts = read_capture(files, baseline, config.start, config.end)
+        notes.insert(
+            0,
+            f"{counts.in_window:,} exchanges in the window from {counts.lines:,} capture lines in "
+            f"{counts.files} file(s), read in {counts.seconds:.1f} s",
+        )
     report = accumulator.report()
-    notes = [
-        f"{counts.in_window:,} exchanges in the window from {counts.lines:,} capture lines in "
-        f"{counts.files} file(s), read in {counts.seconds:.1f} s"
-    ]
     skipped = counts.unreadable_lines + counts.unreadable_requests + counts.unreadable_responses
     if skipped:
         notes.append(
@@ -465,6 +572,18 @@ def run(config: DriftJobConfig, metrics: MetricsPublisher | None = None) -> Drif
     }
     report = replace(report, window=window, notes=notes)
     paths = write_outputs(report, config.output)
+    if config.lake is not None and report.claims:
+        try:
+            write_monitoring(
+                config.lake,
+                "drift",
+                config.run_id,
+                lake_rows(report),
+                window=(config.start, config.end),
+                model_version=report.model_version,
+            )
+        except LakeError as error:
+            raise DriftJobError(f"the run's figures could not be written to the lake: {error}") from error
     if report.claims:
         if metrics is None:
             from shared.adapters.metrics import metrics_from_env

@@ -4,6 +4,10 @@ Runs under SageMaker's processing contract (``python -m sagemaker_jobs.processin
 raw files under ``<base>/input/raw``, results under ``<base>/output/<name>``, with ``--base-dir``
 defaulting to ``/opt/ml/processing`` so the same script runs locally. Every input row ends in a
 split or in ``rejected/rejected.csv`` with its reasons.
+
+``--source athena:<query>`` or ``glue:<table>`` reads the raw claims from the claims lake instead.
+When a lake is configured (``CLAIMS_RISK_LAKE_*``), the validated claims (with their split) and the
+rejected rows go into it too, in the run's own partition.
 """
 
 from __future__ import annotations
@@ -11,18 +15,27 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from sagemaker_jobs.environment import processing_job_name
 from sagemaker_jobs.monitoring.record_preprocessor import UNMONITORED_FIELDS
+from shared.adapters.lake import lake_from_env
 from shared.feature_spec import ColumnKind, FeatureSpec, load_spec
+from shared.lake import LakeError
+from shared.lake_writers import materialize_source, rejected_frame, write_rejected, write_training
 from shared.metric_lines import metric_line
 from shared.ml.frames import write_spreadsheet_safe_csv
 from shared.ml.validation import REASON, ROW_NUMBER, ValidationResult, quality_report, validate_frame
+
+if TYPE_CHECKING:
+    from shared.ports import ClaimsLake
 
 CHUNK_ROWS = 200_000
 SOURCE_FILE = "source_file"
@@ -128,11 +141,33 @@ def write_monitoring_baseline(train: pd.DataFrame, spec: FeatureSpec, folder: Pa
     return target
 
 
+def run_id_of(args: argparse.Namespace, data_hash: str) -> str:
+    """The run's partition in the lake: given, else SageMaker's job name, else the data's hash."""
+    return str(args.run_id or processing_job_name() or f"data-{data_hash[:16]}")
+
+
+def raw_files(args: argparse.Namespace, base: Path, spec: FeatureSpec, lake: ClaimsLake | None) -> list[Path]:
+    """The files to validate: the raw input, or what the lake answers for ``--source``."""
+    if not args.source:
+        return input_files(base / "input" / "raw")
+    if lake is None:
+        raise ProcessingError(f"--source {args.source!r} needs the claims lake (CLAIMS_RISK_LAKE_*)")
+    target = base / "lake-source" / "claims.parquet"
+    wanted = [c.name for c in spec.columns] + [spec.target.column]
+    rows = materialize_source(args.source, lake, target, wanted)
+    log(f"{rows:,} rows from {lake.describe()}: {args.source}")
+    return [target]
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     base = Path(args.base_dir)
     spec_file = base / "input" / "spec" / "feature_spec.json"
     spec = FeatureSpec.from_file(spec_file) if spec_file.is_file() else load_spec(args.spec)
-    files = input_files(base / "input" / "raw")
+    try:
+        lake = lake_from_env()
+        files = raw_files(args, base, spec, lake)
+    except LakeError as error:
+        raise ProcessingError(str(error)) from error
     log(f"spec {spec.name!r}; {len(files)} file(s): {', '.join(f.name for f in files)}")
     data_hash = sha256_of(files)
     accepted, rejected, results = validate_files(files, spec)
@@ -161,6 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     parts = split(accepted, target, args.validation_fraction, args.test_fraction, args.seed)
     lineage = {
         "data_sha256": data_hash,
+        "source": args.source or "files",
         "source_files": [f.name for f in files],
         "rows_in": report["rows_in"],
         "rows_accepted": len(accepted),
@@ -173,12 +209,30 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         (folder / "feature_spec.json").write_text(spec.to_json(), encoding="utf-8")
         (folder / "lineage.json").write_text(json.dumps(lineage, indent=2), encoding="utf-8")
     write_monitoring_baseline(parts["train"], spec, out / "monitor_baseline", args.seed)
+    if lake is not None:
+        run_id = run_id_of(args, data_hash)
+        claims = write_training(lake, spec.name, run_id, _without_bookkeeping(parts))
+        refused = write_rejected(
+            lake,
+            "training",
+            run_id,
+            [
+                rejected_frame(
+                    rejected, spec.id_column, reason=REASON, row_number=ROW_NUMBER, source_file=SOURCE_FILE
+                )
+            ],
+        )
+        log(f"lake ({lake.describe()}): {claims:,} claims and {refused:,} rejected rows, run {run_id}")
     log(
         f"{report['rows_in']:,} rows: {len(accepted):,} accepted "
         f"({', '.join(f'{k} {len(v):,}' for k, v in parts.items())}), {len(rejected):,} rejected; "
         f"quality score {report['score']:.3f}"
     )
     return report
+
+
+def _without_bookkeeping(parts: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    return {name: part.drop(columns=[ROW_NUMBER]) for name, part in parts.items()}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -189,6 +243,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-rows", type=int, default=50)
+    parser.add_argument(
+        "--source", default="", help="athena:<query> or glue:<table>: raw claims from the claims lake"
+    )
+    parser.add_argument("--run-id", default=os.environ.get("CLAIMS_RISK_RUN_ID"), help="the lake partition")
     return parser.parse_args(argv)
 
 

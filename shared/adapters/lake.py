@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from shared.lake import TABLES, LakeError, LakeTable, table_named
+from shared.lake import TABLES, LakeError, LakeTable, lake_column, table_named
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,10 +49,7 @@ def conform(table: LakeTable, frame: pd.DataFrame, partition: Mapping[str, str])
     import pyarrow as pa
 
     if not table.columns:
-        clash = set(frame.columns) & set(partition)
-        if clash:
-            raise LakeError(f"{table.name}: columns {sorted(clash)} are the partition's keys")
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        return _as_stored(frame, table, partition)
     missing = [c for c in table.column_names if c not in frame.columns]
     if missing:
         raise LakeError(f"{table.name}: the rows lack columns {missing}")
@@ -66,6 +63,31 @@ def conform(table: LakeTable, frame: pd.DataFrame, partition: Mapping[str, str])
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as error:
             raise LakeError(f"{table.name}.{name} is not {kind}: {error}") from None
     return pa.Table.from_arrays(arrays, names=list(table.column_names))
+
+
+def _as_stored(frame: pd.DataFrame, table: LakeTable, partition: Mapping[str, str]) -> pa.Table:
+    """A table whose columns follow its data: the names Glue keeps (:func:`shared.lake.lake_column`),
+    categories as text, times as UTC microseconds (what Athena reads)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    names = [lake_column(str(c)) for c in frame.columns]
+    if len(set(names)) != len(names):
+        raise LakeError(f"{table.name}: two columns have the same name in the lake: {names}")
+    clash = set(names) & set(partition)
+    if clash:
+        raise LakeError(f"{table.name}: columns {sorted(clash)} are the partition's keys")
+    data = {}
+    for name, (_, given) in zip(names, frame.items(), strict=True):
+        column = given
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            column = column.astype(object).where(column.notna(), None)
+        elif pd.api.types.is_datetime64_any_dtype(column.dtype):
+            if getattr(column.dtype, "tz", None) is not None:
+                column = column.dt.tz_convert("UTC").dt.tz_localize(None)
+            column = column.astype("datetime64[us]")
+        data[name] = column
+    return pa.Table.from_pandas(pd.DataFrame(data), preserve_index=False)
 
 
 def _empty_view(table: LakeTable) -> str:
@@ -195,9 +217,10 @@ class LocalLake:
 
         connection = self._connect()
         try:
-            reader = connection.execute(transpiled(sql, "duckdb")).fetch_record_batch(chunk_rows)
+            reader = connection.sql(transpiled(sql, "duckdb")).to_arrow_reader(chunk_rows)
             for batch in reader:
-                yield batch.to_pandas()
+                if batch.num_rows:
+                    yield batch.to_pandas()
         except duckdb.Error as error:
             raise LakeError(f"the query failed: {error}") from None
         finally:

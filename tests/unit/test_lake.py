@@ -106,6 +106,14 @@ def test_reads_are_answered_and_cannot_leave_the_lake(tmp_path: Path) -> None:
         lake.query("SELECT * FROM no_such_table")
 
 
+def test_a_large_answer_comes_in_chunks(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    write_outcomes(lake, {f"C{i:05d}": i % 2 == 0 for i in range(25_000)}, b"big", "labels.csv")
+    chunks = list(lake.query_chunks("SELECT claim_id FROM outcomes ORDER BY claim_id", chunk_rows=10_000))
+    assert all(len(c) <= 10_000 for c in chunks) and len(chunks) >= 3
+    assert pd.concat(chunks)["claim_id"].tolist() == [f"C{i:05d}" for i in range(25_000)]
+
+
 def test_tables_nobody_wrote_yet_answer_with_no_rows(tmp_path: Path) -> None:
     lake = LocalLake(tmp_path / "lake")
     for name, sql in named_queries().items():
