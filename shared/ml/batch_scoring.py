@@ -50,10 +50,12 @@ from typing import IO, Any, Final, Protocol
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 
 from shared.batch_jobs import ClaimsHeaderError, csv_header_columns, is_header_line, not_text_reason
 from shared.csv_safety import InertCsvWriter
 from shared.feature_spec import ColumnRole, FeatureSpec
+from shared.ml.factor_text import factors_json
 from shared.ml.frames import inert_text
 from shared.ml.model import RiskModel
 from shared.ml.validation import REASON, ROW_NUMBER, validate_frame
@@ -108,21 +110,21 @@ class RowChunk:
     first_row: int  # 1-based number of the chunk's first row
     frame: pd.DataFrame
     unreadable: dict[int, tuple[str, str]] = field(default_factory=dict)  # position → (rule, reason)
-    lines: list[str] | None = None  # each row as read (CSV, JSON Lines); None: rendered on demand
+    lines: Sequence[bytes] | None = None  # each row as read (CSV, JSON Lines); None: rendered on demand
     salvaged_ids: dict[int, str] = field(default_factory=dict)  # unreadable rows' ids, read leniently
 
     def __len__(self) -> int:
         return len(self.frame)
 
     def raw_text(self, position: int) -> str:
-        if self.lines is not None:
-            return self.lines[position]
+        if self.lines is not None:  # decoded only here: most rows are never shown
+            return _decode(self.lines[position])[0]
         row = self.frame.iloc[position]
         return orjson.dumps({k: v for k, v in row.items() if not _is_missing(v)}, default=str).decode()
 
 
 def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)  # noqa: PLR0124 - NaN check
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)  # noqa: PLR0124
 
 
 def _decode(line: bytes) -> tuple[str, str | None]:
@@ -163,16 +165,108 @@ def spec_csv_columns(spec: FeatureSpec) -> list[str]:
 
 
 def csv_chunk(lines: Sequence[bytes], header: Sequence[str], first_row: int, id_column: str) -> RowChunk:
-    """Parse non-blank CSV lines, each on its own; a line that cannot be read is kept with its reason."""
+    """Parse non-blank CSV lines, each on its own; a line that cannot be read is kept with its reason.
+
+    Most lines are plain (UTF-8, no quote, no CR inside, the header's number of fields): for them the
+    csv module's answer is the line split at its commas, so they are parsed together by Arrow's
+    multithreaded reader; only the others go through the csv module one by one. Cells are strings
+    either way (Arrow-backed), with None for every cell of an unreadable row."""
     width = len(header)
+    plain, bodies = _plain_lines(lines, width)
+    if plain is None:  # every line plain: the chunk as it is
+        table = _split_plain(b"".join(lines), width)
+    else:
+        other = np.flatnonzero(~plain)
+        rows, unreadable = _parse_by_line([lines[i] for i in other.tolist()], width)
+        others = pa.table(
+            {f"c{k}": pa.array([row[k] for row in rows], type=pa.string()) for k in range(width)}
+        )
+        combined = pa.concat_tables([_split_plain(b"\n".join(bodies), width), others]) if bodies else others
+        order = np.empty(len(lines), dtype=np.int64)
+        order[plain] = np.arange(int(plain.sum()))
+        order[other] = np.arange(len(other)) + int(plain.sum())
+        table = combined.take(pa.array(order))
+    frame = table.to_pandas(types_mapper=_ARROW_STRINGS.get)
+    frame.columns = list(header)
+    chunk = RowChunk(first_row, frame, {}, lines)
+    if plain is not None:
+        chunk.unreadable = {int(other[k]): why for k, why in unreadable.items()}
     id_index = header.index(id_column) if id_column in header else -1
+    if id_index >= 0 and chunk.unreadable:
+        _salvage_ids(chunk, id_index, id_column)
+    return chunk
+
+
+_ARROW_STRINGS: Final = {pa.string(): pd.StringDtype("pyarrow")}
+_BOM: Final = b"\xef\xbb\xbf"
+
+
+def _plain_lines(lines: Sequence[bytes], width: int) -> tuple[np.ndarray | None, list[bytes] | None]:
+    """Which lines are plain (None: all of them), and the plain ones without their line ends."""
+    joined = b"".join(lines)
+    if (
+        not any(c in joined for c in (b'"', b"\r", b"\0", _BOM))  # Arrow would drop a leading BOM
+        and (joined.isascii() or _is_utf8(joined))
+    ):
+        commas = np.fromiter((line.count(b",") for line in lines), dtype=np.int64, count=len(lines))
+        if np.all(commas == width - 1):
+            return None, None
+    plain = np.zeros(len(lines), dtype=bool)
+    bodies: list[bytes] = []
+    for i, line in enumerate(lines):
+        body = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+        if (
+            not any(c in body for c in (b'"', b"\r", b"\0", _BOM))
+            and body.count(b",") == width - 1
+            and (body.isascii() or _is_utf8(body))
+        ):
+            plain[i] = True
+            bodies.append(body)
+    return plain, bodies
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _split_plain(data: bytes, width: int) -> pa.Table:
+    """Plain lines (see :func:`csv_chunk`) split at their commas by Arrow, every cell a string, the
+    columns named c0, c1, ... (a header may repeat a name)."""
+    import pyarrow.csv as pa_csv
+
+    names = [f"c{k}" for k in range(width)]
+
+    def read(block_size: int) -> pa.Table:
+        return pa_csv.read_csv(
+            pa.py_buffer(data),
+            read_options=pa_csv.ReadOptions(column_names=names, block_size=block_size),
+            parse_options=pa_csv.ParseOptions(quote_char=False, escape_char=False, ignore_empty_lines=False),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+
+    try:
+        return read(1 << 20)  # blocks of 1 MB, parsed on every core
+    except pa.ArrowInvalid:  # a line longer than a block
+        return read(len(data) + 1)
+
+
+def _parse_by_line(
+    lines: Sequence[bytes], width: int
+) -> tuple[list[list[str] | list[None]], dict[int, tuple[str, str]]]:
+    """The csv module's reading of each line on its own: its cells, or all None and the reason."""
     rows: list[list[str] | list[None]] = []
-    texts: list[str] = []
     unreadable: dict[int, tuple[str, str]] = {}
     blank: list[None] = [None] * width
     for position, line in enumerate(lines):
         text, not_utf8 = _decode(line)
-        texts.append(text)
         cells, broken = (None, None) if not_utf8 else _parse_csv_line(text)
         if not_utf8 or broken or cells is None:
             rule = "not_utf8" if not_utf8 else "quoting"
@@ -187,19 +281,14 @@ def csv_chunk(lines: Sequence[bytes], header: Sequence[str], first_row: int, id_
             rows.append(blank)
         else:
             rows.append(cells)
-    frame = pd.DataFrame(rows, columns=list(header), dtype=object)
-    chunk = RowChunk(first_row, frame, unreadable, texts)
-    if id_index >= 0 and unreadable:
-        _salvage_ids(chunk, id_index, id_column)
-    return chunk
+    return rows, unreadable
 
 
 def _salvage_ids(chunk: RowChunk, id_index: int, id_column: str) -> None:
     """Best effort: an unreadable row's claim id, read leniently, so its rejection names the claim."""
-    assert chunk.lines is not None
     for position in chunk.unreadable:
         try:
-            cells = next(csv.reader((chunk.lines[position],)), [])
+            cells = next(csv.reader((chunk.raw_text(position),)), [])
         except csv.Error:  # a bare CR outside quotes, say: the rejection then names no claim
             continue
         if len(cells) > id_index:
@@ -208,11 +297,9 @@ def _salvage_ids(chunk: RowChunk, id_index: int, id_column: str) -> None:
 
 def jsonl_chunk(lines: Sequence[bytes], first_row: int, spec: FeatureSpec) -> RowChunk:
     records: list[dict[str, Any]] = []
-    texts: list[str] = []
     unreadable: dict[int, tuple[str, str]] = {}
     for position, line in enumerate(lines):
         text, not_utf8 = _decode(line)
-        texts.append(text)
         record: Any = {}
         if not_utf8:
             unreadable[position] = ("not_utf8", not_utf8)
@@ -233,7 +320,7 @@ def jsonl_chunk(lines: Sequence[bytes], first_row: int, spec: FeatureSpec) -> Ro
         if name not in frame.columns:
             frame[name] = None
     frame.index = pd.RangeIndex(len(records))
-    return RowChunk(first_row, frame.astype(object), unreadable, texts)
+    return RowChunk(first_row, frame.astype(object), unreadable, lines)
 
 
 def _line_batches(source: IO[bytes], chunk_rows: int) -> Iterator[list[bytes]]:
@@ -322,7 +409,7 @@ def _parquet_chunks(source: Path | IO[bytes], spec: FeatureSpec, chunk_rows: int
 
 @dataclass
 class ChunkOutcome:
-    scored: pd.DataFrame  # SCORED_COLUMNS; risk_factors as lists of dicts
+    scored: pd.DataFrame  # SCORED_COLUMNS; risk_factors as JSON text
     rejected: pd.DataFrame  # REJECTED_COLUMNS
     scores: np.ndarray  # the scored rows' risk scores, for the summary
     rule_counts: Counter[str]
@@ -393,19 +480,25 @@ class BatchScorer:
         if n == 0:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORED_COLUMNS}), np.zeros(0)
         matrix = model.encoder.transform(typed, n)
+        factors: pa.Array
         if self.explain:
-            # The steps of RiskModel.predict_records, from typed columns instead of JSON records.
+            # The steps of RiskModel.predict_records, from typed columns instead of JSON records, the
+            # factors written as JSON text at once (the dict path for what the text path declines).
             margin, column_contributions = model.family.explain(matrix)
             scores = model.manifest.calibration.apply(margin)
-            level_rows = self._level_rows(typed)
-            factors: list[Any] = model._top_factors(
-                matrix,
-                model._factor_sums(column_contributions),
-                level_rows,
-            )
+            contributions = model._factor_sums(column_contributions)
+            levels = {
+                name: typed[name] if name in typed.columns else pd.Series([None] * n, dtype=object)
+                for name in model.factor_layout.fields
+            }
+            as_text = factors_json(model.factor_layout, matrix, contributions, levels)
+            if as_text is None:
+                objects = model._top_factors(matrix, contributions, self._level_rows(typed))
+                as_text = pa.array([orjson.dumps(f).decode() for f in objects], type=pa.string())
+            factors = as_text
         else:
             scores = model.probabilities(matrix)
-            factors = [[] for _ in range(n)]
+            factors = pa.array(["[]"] * n, type=pa.string())
         threshold = model.manifest.threshold
         high = scores >= threshold
         ids = typed[self.spec.id_column] if self.spec.id_column in typed.columns else pd.Series([""] * n)
@@ -417,7 +510,7 @@ class BatchScorer:
                 "risk_score": np.round(scores, 6),
                 "confidence": np.round(np.where(high, scores, 1.0 - scores), 6),
                 "model_version": model.version,
-                "risk_factors": factors,
+                "risk_factors": pd.Series(pd.arrays.ArrowStringArray(factors)),
             }
         )
         return scored, np.asarray(scores, dtype=np.float64)
@@ -465,7 +558,7 @@ class RowWriter(Protocol):
 
 
 def _factors_as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    if "risk_factors" not in frame.columns:
+    if "risk_factors" not in frame.columns or pd.api.types.is_string_dtype(frame["risk_factors"]):
         return frame
     out = frame.copy()
     out["risk_factors"] = [orjson.dumps(f).decode() for f in frame["risk_factors"]]
@@ -529,6 +622,9 @@ class JsonLinesRowWriter:
         if not len(frame):
             return
         columns = [frame[c].tolist() for c in self._columns]
+        if "risk_factors" in self._columns and pd.api.types.is_string_dtype(frame["risk_factors"]):
+            at = self._columns.index("risk_factors")  # JSON text already: embedded as it is
+            columns[at] = [orjson.Fragment(text) for text in columns[at]]
         option = orjson.OPT_APPEND_NEWLINE
         self._file.write(
             b"".join(
@@ -748,7 +844,11 @@ def _in_row_order(model: RiskModel, chunk: RowChunk, outcome: ChunkOutcome) -> l
     threshold = model.manifest.threshold
     scored = outcome.scored
     columns = [c for c in SCORED_COLUMNS if c != "row_number"]
-    values = zip(*(scored[c].tolist() for c in columns), strict=True)
+    texts = scored["risk_factors"].tolist()
+    values = zip(
+        *(scored[c].tolist() if c != "risk_factors" else [orjson.loads(t) for t in texts] for c in columns),
+        strict=True,
+    )
     for row_number, row in zip(scored["row_number"].tolist(), values, strict=True):
         results[row_number - first] = {**dict(zip(columns, row, strict=True)), "threshold": threshold}
     rejected = outcome.rejected

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from shared.decision import DecisionCosts, confidence, risk_level
 from shared.feature_spec import FeatureSpec
+from shared.ml.factor_text import TOP_FACTORS, FactorLayout
 from shared.ml.families import FittedFamily, load_family
 from shared.ml.features import Columns, FittedEncoder, columns_from_records, input_columns
 
@@ -34,7 +35,6 @@ MANIFEST: Final = "manifest.json"
 SPEC_FILE: Final = "feature_spec.json"
 ENCODER_FILE: Final = "encoder.json"
 BASELINE_FILE: Final = "baseline_statistics.json"
-TOP_FACTORS: Final = 5
 
 
 class Lineage(BaseModel):
@@ -113,6 +113,9 @@ class RiskModel:
             else:
                 self._value_column[k] = j
         self._is_text = np.array([":" in c.name for c in self.encoder.columns])
+        self.factor_layout = FactorLayout(
+            self._factor_names, self._value_column, self._value_field, self._is_text
+        )
 
     @property
     def spec(self) -> FeatureSpec:

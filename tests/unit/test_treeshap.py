@@ -51,14 +51,18 @@ def test_contributions_and_margin_equal_xgboost(
     np.testing.assert_allclose(contributions.sum(axis=1) + native[:, -1], margin, atol=5e-5)
 
 
-def test_one_claim_and_many_give_the_same_values() -> None:
-    """Batches are split over threads; a claim's explanation must not depend on its neighbours."""
-    booster, x = _booster(4, 40, 8, seed=3, missing_share=0.05)
+@pytest.mark.parametrize(("depth", "missing_share"), [(4, 0.05), (7, 0.3)])
+def test_one_claim_and_many_give_the_same_values(depth: int, missing_share: float) -> None:
+    """Batches are split over threads and explained block by block, a few claims one by one: a
+    claim's explanation and score must not depend on its neighbours, to the last bit."""
+    booster, x = _booster(depth, 40, 8, seed=3, missing_share=missing_share)
     tables = tables_from_booster(booster)
     assert tables is not None
-    _, together = tables.explain(x[:500])
-    alone = np.vstack([tables.explain(x[i : i + 1])[1] for i in (0, 137, 499)])
-    np.testing.assert_array_equal(alone, together[[0, 137, 499]])
+    margin, together = tables.explain(x[:700])
+    picked = (0, 137, 255, 256, 699)
+    alone = [tables.explain(x[i : i + 1]) for i in picked]
+    np.testing.assert_array_equal(np.vstack([c for _, c in alone]), together[list(picked)])
+    np.testing.assert_array_equal(np.concatenate([m for m, _ in alone]), margin[list(picked)])
 
 
 def test_a_tree_without_splits_adds_only_to_the_margin() -> None:
