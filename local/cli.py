@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from shared.decision import DecisionCosts
+from shared.lake import DEFAULT_REPLAY_DAYS
 from shared.schema import EXAMPLE_CLAIM
 
 if TYPE_CHECKING:
@@ -124,6 +125,19 @@ def _pipeline_options(default_trials: int, default_cv_folds: int) -> Callable[[C
                 help="name of the run folder (default: the start time); the API's retrain sets it",
             ),
             click.option(
+                "--replay-days",
+                type=click.IntRange(min=0, max=90),
+                default=DEFAULT_REPLAY_DAYS,
+                show_default=True,
+                help="days of captured traffic the evaluation replays through champion and challenger",
+            ),
+            click.option(
+                "--max-flip-rate",
+                type=click.FloatRange(min=0, max=1),
+                default=None,
+                help="gate: at most this share of the replayed claims may change decision (default: no gate)",
+            ),
+            click.option(
                 "--cost-missed",
                 type=click.FloatRange(min=0, min_open=True),
                 default=DecisionCosts().missed_high_risk,
@@ -148,6 +162,7 @@ def _pipeline_options(default_trials: int, default_cv_folds: int) -> Callable[[C
 def _inputs(options: dict[str, Any]) -> PipelineInputs:
     from pydantic import ValidationError
 
+    from shared.gates import GateConfig
     from step_functions.pipeline import PipelineInputs
 
     malformed = [h for h in options["hyperparameters"] if "=" not in h]
@@ -166,6 +181,8 @@ def _inputs(options: dict[str, Any]) -> PipelineInputs:
             costs=DecisionCosts(
                 missed_high_risk=options["cost_missed"], needless_review=options["cost_review"]
             ),
+            replay_days=options["replay_days"],
+            gates=GateConfig(max_replay_flip_rate=options["max_flip_rate"]),
         )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())

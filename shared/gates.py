@@ -26,6 +26,12 @@ class GateConfig(BaseModel):
     )
     max_false_negative_rate_difference: float = Field(default=0.15, ge=0, le=1)
     min_selection_rate_ratio: float = Field(default=0.5, ge=0, le=1)
+    max_replay_flip_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="at most this share of the replayed live claims may change decision; None: no gate",
+    )
 
 
 DEFAULT_GATES = GateConfig()
@@ -125,7 +131,23 @@ def evaluate_gates(
             + (", ".join(evaluation.get("fairness", {})) or "no protected attribute"),
         )
     )
+    if config.max_replay_flip_rate is not None:
+        results.append(_replay_gate(evaluation, config.max_replay_flip_rate))
     return results
+
+
+def _replay_gate(evaluation: dict[str, Any], ceiling: float) -> GateResult:
+    replayed = evaluation.get("replay") or {}
+    rate = replayed.get("flip_rate")
+    if rate is None:  # a first model, or no traffic yet: nothing would change for anyone
+        why = replayed.get("skipped") or "no captured traffic in the window"
+        return GateResult(gate="replay", passed=True, reason=f"no replay ({why})")
+    return GateResult(
+        gate="replay",
+        passed=float(rate) <= ceiling,
+        reason=f"{replayed['flips']:,} of {replayed['claims']:,} live claims would change decision "
+        f"({float(rate):.2%}; ceiling {ceiling:.2%})",
+    )
 
 
 def all_passed(results: list[GateResult]) -> bool:

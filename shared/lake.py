@@ -25,6 +25,10 @@ _NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _PARTITION_VALUE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
+# How far back the evaluation replays live traffic by default (a pipeline input).
+DEFAULT_REPLAY_DAYS: Final = 7
+
+
 class LakeError(RuntimeError):
     """The lake could not be read or written; the message says which table and why."""
 

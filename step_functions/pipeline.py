@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.decision import DEFAULT_COSTS, DecisionCosts
 from shared.gates import GateConfig
+from shared.lake import DEFAULT_REPLAY_DAYS
 from shared.metric_lines import metric_definitions
 
 
@@ -329,7 +330,7 @@ STEPS: Final[tuple[Step, ...]] = (
         outputs=("evaluation",),
         instance_type="ml.m5.xlarge",
         metric_names=tuple(f"test:{m}" for m in ("roc_auc", "pr_auc", "f1", "brier", "expected_cost")),
-        input_arguments=(("--cv-folds", "cv_folds"), ("--seed", "seed")),
+        input_arguments=(("--cv-folds", "cv_folds"), ("--seed", "seed"), ("--replay-days", "replay_days")),
         why_one_instance="its metrics (ROC-AUC, calibration, fairness) are over the whole test split "
         "and its cross-validation refits on every row",
     ),
@@ -398,6 +399,12 @@ class PipelineInputs(BaseModel):
     )
     cv_folds: int = Field(
         default=5, ge=0, le=10, description="stratified folds of the evaluation; 0 skips it"
+    )
+    replay_days: int = Field(
+        default=DEFAULT_REPLAY_DAYS,
+        ge=0,
+        le=90,
+        description="days of captured traffic the evaluation replays; 0: none",
     )
     costs: DecisionCosts = Field(
         default_factory=DecisionCosts, description="costs that set the decision threshold"

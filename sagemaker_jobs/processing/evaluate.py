@@ -5,6 +5,10 @@ splits of the validate step, the ``features`` screen, and optionally ``champion/
 model now serving, scored on the same test set for the champion gate) and ``truth`` (true
 probabilities of generated claims).
 Outputs under ``<base>/output/evaluation``: ``evaluation.json`` and a self-contained ``report.html``.
+
+With a champion and the claims lake (``CLAIMS_RISK_LAKE_*``), the last ``--replay-days`` of captured
+traffic are replayed through both models (:mod:`shared.ml.replay`): how many claims would change
+decision, at what expected cost, and which flip most.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from shared.adapters.artifacts import split_s3_uri
+from shared.adapters.lake import lake_from_env
+from shared.lake import DEFAULT_REPLAY_DAYS, LakeError
 from shared.metric_lines import metric_line
 from shared.ml.evaluation import (
     classification_metrics,
@@ -34,6 +40,7 @@ from shared.ml.evaluation import (
 from shared.ml.frames import read_parquet_folder
 from shared.ml.model import RiskModel, unpack_model
 from shared.ml.refit import cross_validate, out_of_time
+from shared.ml.replay import replay, skipped
 from shared.ml.report import render_report
 
 IMPORTANCE_ROWS = 2_000
@@ -152,6 +159,30 @@ def champion_tarball(channel: Path, workdir: Path) -> Path | None:
     return target
 
 
+def replay_section(model: RiskModel, champion: RiskModel | None, days: int) -> dict[str, Any]:
+    """Live traffic through both models, or why there is no replay."""
+    if days <= 0:
+        return skipped("replay off (replay_days 0)")
+    if champion is None:
+        return skipped("no champion yet: nothing to compare against")
+    if champion.spec.name != model.spec.name:
+        return skipped(f"the champion uses spec {champion.spec.name!r}: its traffic does not fit")
+    try:
+        lake = lake_from_env()
+        if lake is None:
+            return skipped("no claims lake configured (CLAIMS_RISK_LAKE_*)")
+        section = replay(lake, champion, model, days)
+    except LakeError as error:
+        log(f"replay skipped: {error}")
+        return skipped(f"the lake could not be read: {error}")
+    rate = section["flip_rate"]
+    log(
+        f"replay of {section['claims']:,} claims from the last {days} days: "
+        + (f"{section['flips']:,} would change decision ({rate:.2%})" if rate is not None else "no traffic")
+    )
+    return section
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     base = Path(args.base_dir)
     inputs = base / "input"
@@ -168,6 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             RiskModel.load(unpack_model(champion_file, Path(tmp) / "champion")) if champion_file else None
         )
         result = evaluate(model, splits, truth, args.cv_folds, args.seed, champion)
+        result["replay"] = replay_section(model, champion, args.replay_days)
     screen_file = inputs / "features" / "feature_report.json"
     if screen_file.is_file():
         screen = json.loads(screen_file.read_text(encoding="utf-8"))
@@ -191,6 +223,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base-dir", default="/opt/ml/processing")
     parser.add_argument("--cv-folds", type=int, default=5, help="0 skips cross-validation")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--replay-days", type=int, default=DEFAULT_REPLAY_DAYS, help="days of live traffic replayed; 0: none"
+    )
     return parser.parse_args(argv)
 
 

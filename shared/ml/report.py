@@ -27,6 +27,55 @@ figure{margin:0}figcaption{font-size:.85rem;color:#52606d;text-align:center}
 """
 
 
+def _replay_section(replayed: dict[str, Any] | None) -> list[str]:
+    """Live traffic through the champion and the challenger (shared/ml/replay.py)."""
+    if not replayed:
+        return []
+    heading = '<h2 id="replay">Replay of live traffic</h2>'
+    if "skipped" in replayed:
+        return [heading, f"<p>No replay: {html.escape(str(replayed['skipped']))}.</p>"]
+    window = replayed["window"]
+    if not replayed["claims"]:
+        return [heading, f"<p>No captured claims in the last {window['days']} days to replay.</p>"]
+    cost = replayed["expected_cost_change"]
+    agreement = replayed.get("served_agreement")
+    fidelity = (
+        f" Replayed, the champion gives the decision it served for {agreement:.1%} of its claims (the "
+        "capture keeps claims without their personal fields)."
+        if agreement is not None
+        else ""
+    )
+    rows = [
+        [
+            f["claim_id"],
+            f["champion_score"],
+            f["champion_decision"],
+            f["challenger_score"],
+            f["challenger_decision"],
+        ]
+        for f in replayed["top_flips"]
+    ]
+    return [
+        heading,
+        f"<p>The {replayed['claims']:,} claims captured from {html.escape(window['start'][:16])} to "
+        f"{html.escape(window['end'][:16])} UTC, through the champion "
+        f"{html.escape(replayed['champion'])} and this challenger: <b>{replayed['flips']:,} would change "
+        f"decision ({replayed['flip_rate']:.2%})</b>, {replayed['approve_to_review']:,} from auto-approve "
+        f"to review and {replayed['review_to_approve']:,} from review to auto-approve.{fidelity}</p>",
+        "<p>Expected cost of the change (positive: dearer), at the run's costs (missed high-risk claim "
+        f"{cost['costs']['missed_high_risk']:g}, needless review {cost['costs']['needless_review']:g}): "
+        f"{cost['by_challenger']:+,.2f} by the challenger's probabilities, {cost['by_champion']:+,.2f} by "
+        f"the champion's ({cost['by_challenger_per_1000_claims']:+,.2f} and "
+        f"{cost['by_champion_per_1000_claims']:+,.2f} per 1,000 claims).</p>",
+        "<p>The claims whose score moved most among those that flip:</p>",
+        _table(
+            ["claim", "champion score", "champion decision", "challenger score", "challenger decision"],
+            rows,
+            "replay-flips",
+        ),
+    ]
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
@@ -231,6 +280,7 @@ def render_report(ev: dict[str, Any]) -> str:
             f"tested on the {oot['test_rows']:,} later ones: ROC-AUC <b>{oot['metrics']['roc_auc']:.4f}</b>, "
             f"PR-AUC {oot['metrics']['pr_auc']:.4f} (random-split test ROC-AUC {test['roc_auc']:.4f}).</p>",
         ]
+    sections += _replay_section(ev.get("replay"))
     title = f"Evaluation {html.escape(model['version'])}"
     head = f'<head><meta charset="utf-8"><title>{title}</title><style>{_STYLE}</style></head>'
     return f'<!DOCTYPE html><html lang="en">{head}<body>{"".join(sections)}</body></html>'

@@ -24,7 +24,19 @@ def dying_server() -> Iterator[str]:
     def answer_once() -> None:
         connection, _ = listener.accept()
         with connection:
-            connection.recv(65536)
+            # The whole request first: closing with unread bytes sends a reset, which the client
+            # would see as an unreachable server rather than an answer broken off.
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += connection.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+            while len(body) < length:
+                body += connection.recv(65536)
             connection.sendall(HEADERS_THEN_GONE)
 
     thread = threading.Thread(target=answer_once, daemon=True)
