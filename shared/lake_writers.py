@@ -262,11 +262,10 @@ def write_monitoring(
     return lake.write(MONITORING_METRICS, {"kind": kind, "run_id": run_id}, [frame])
 
 
-def write_training(lake: ClaimsLake, spec_name: str, run_id: str, parts: Mapping[str, pd.DataFrame]) -> int:
-    """The validated claims of a run, each row with the split it went to (as the job wrote them)."""
+def write_training(lake: ClaimsLake, spec_name: str, run_id: str, frames: Iterable[pd.DataFrame]) -> int:
+    """The validated claims of a run, chunk by chunk, each row with the split it went to."""
     from shared.lake import training_table
 
-    frames = (part.assign(split=name) for name, part in parts.items())
     return lake.write(training_table(spec_name), {"run_id": run_id}, frames)
 
 

@@ -3,7 +3,8 @@
 Runs under SageMaker's processing contract (``python -m sagemaker_jobs.processing.validate``):
 raw files under ``<base>/input/raw``, results under ``<base>/output/<name>``, with ``--base-dir``
 defaulting to ``/opt/ml/processing`` so the same script runs locally. Every input row ends in a
-split or in ``rejected/rejected.csv`` with its reasons.
+split or in ``rejected/rejected.csv`` with its reasons. Rows stream through in chunks
+(:mod:`shared.ml.staged_validation`): memory does not grow with the file.
 
 ``--source athena:<query>`` or ``glue:<table>`` reads the raw claims from the claims lake instead.
 When a lake is configured (``CLAIMS_RISK_LAKE_*``), the validated claims (with their split) and the
@@ -17,12 +18,9 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from sagemaker_jobs.environment import processing_job_name
 from sagemaker_jobs.monitoring.record_preprocessor import UNMONITORED_FIELDS
@@ -31,15 +29,23 @@ from shared.feature_spec import ColumnKind, FeatureSpec, load_spec
 from shared.lake import LakeError
 from shared.lake_writers import materialize_source, rejected_frame, write_rejected, write_training
 from shared.metric_lines import metric_line
-from shared.ml.frames import write_spreadsheet_safe_csv
-from shared.ml.validation import REASON, ROW_NUMBER, ValidationResult, quality_report, validate_frame
+from shared.ml.staged_validation import (
+    SOURCE_FILE,
+    SPLITS,
+    SplitCounts,
+    StagedValidation,
+    rejected_chunks,
+    sample_rows,
+    split_chunks,
+    stage,
+    write_rejected_csv,
+    write_splits,
+)
+from shared.ml.validation import REASON, ROW_NUMBER, quality_report
 
 if TYPE_CHECKING:
     from shared.ports import ClaimsLake
 
-CHUNK_ROWS = 200_000
-SOURCE_FILE = "source_file"
-SPLITS = ("train", "validation", "test")
 READABLE = (".csv", ".parquet", ".jsonl", ".json")
 
 
@@ -60,16 +66,6 @@ def input_files(raw_dir: Path) -> list[Path]:
     return files
 
 
-def read_chunks(path: Path) -> Iterator[pd.DataFrame]:
-    """CSV is read as text in chunks (memory stays bounded); the validator does the typing."""
-    if path.suffix == ".csv":
-        yield from pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=CHUNK_ROWS)
-    elif path.suffix == ".parquet":
-        yield pd.read_parquet(path)
-    else:
-        yield pd.read_json(path, lines=True, dtype=False)
-
-
 def sha256_of(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in files:
@@ -79,60 +75,17 @@ def sha256_of(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def validate_files(
-    files: list[Path], spec: FeatureSpec
-) -> tuple[pd.DataFrame, pd.DataFrame, list[ValidationResult]]:
-    accepted_parts, rejected_parts, results = [], [], []
-    for path in files:
-        offset = 0
-        for chunk in read_chunks(path):
-            result = validate_frame(chunk, spec, require_target=True, row_offset=offset)
-            result.accepted[ROW_NUMBER] = _accepted_row_numbers(result, offset)
-            result.accepted[SOURCE_FILE] = path.name
-            result.rejected[SOURCE_FILE] = path.name
-            accepted_parts.append(result.accepted)
-            rejected_parts.append(result.rejected)
-            results.append(result)
-            offset += len(chunk)
-            log(f"{path.name}: {offset:,} rows read, {sum(len(r) for r in rejected_parts):,} rejected so far")
-    accepted = pd.concat(accepted_parts, ignore_index=True)
-    rejected = pd.concat(rejected_parts, ignore_index=True)
-    # An id repeated across chunks or files is caught here, where all accepted rows meet.
-    repeated = accepted[spec.id_column].duplicated(keep="first") & accepted[spec.id_column].notna()
-    if repeated.any():
-        moved = accepted[repeated].astype("string")
-        moved[REASON] = spec.id_column + ": duplicate of an earlier row"
-        rejected = pd.concat([rejected, moved], ignore_index=True)
-        accepted = accepted[~repeated].reset_index(drop=True)
-        results[-1].rule_counts[f"{spec.id_column}:duplicate"] += int(repeated.sum())
-    return accepted, rejected, results
-
-
-def _accepted_row_numbers(result: ValidationResult, offset: int) -> pd.Series:
-    rejected_rows = set(result.rejected[ROW_NUMBER].tolist())
-    numbers = [i for i in range(offset + 1, offset + result.rows_in + 1) if i not in rejected_rows]
-    return pd.Series(numbers, dtype="int64")
-
-
-def split(
-    accepted: pd.DataFrame, target: str, validation: float, test: float, seed: int
-) -> dict[str, pd.DataFrame]:
-    rest, test_part = train_test_split(accepted, test_size=test, stratify=accepted[target], random_state=seed)
-    train_part, validation_part = train_test_split(
-        rest, test_size=validation / (1.0 - test), stratify=rest[target], random_state=seed
-    )
-    return {"train": train_part, "validation": validation_part, "test": test_part}
-
-
 MONITORING_BASELINE_ROWS = 100_000
 
 
-def write_monitoring_baseline(train: pd.DataFrame, spec: FeatureSpec, folder: Path, seed: int) -> Path:
-    """The claims Model Monitor's baseline job profiles: the training split as flat JSON lines with
-    the fields the endpoint's record preprocessor keeps (no target, no free text)."""
+def write_monitoring_baseline(
+    train_file: Path, spec: FeatureSpec, folder: Path, seed: int, scratch: Path
+) -> Path:
+    """The claims Model Monitor's baseline job profiles: a sample of the training split as flat JSON
+    lines with the fields the endpoint's record preprocessor keeps (no target, no free text)."""
     free_text = {c.name for c in spec.columns if c.kind == ColumnKind.TEXT}
     dropped = {ROW_NUMBER, SOURCE_FILE, spec.target.column, *free_text, *UNMONITORED_FIELDS}
-    sample = train.sample(n=min(len(train), MONITORING_BASELINE_ROWS), random_state=seed)
+    sample = sample_rows(train_file, MONITORING_BASELINE_ROWS, seed, scratch)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "claims.jsonl"
     sample.drop(columns=[c for c in sample.columns if c in dropped]).to_json(
@@ -170,69 +123,92 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         raise ProcessingError(str(error)) from error
     log(f"spec {spec.name!r}; {len(files)} file(s): {', '.join(f.name for f in files)}")
     data_hash = sha256_of(files)
-    accepted, rejected, results = validate_files(files, spec)
-    report = quality_report(results, spec, len(accepted))
-    report["data_sha256"] = data_hash
-    target = spec.target.column
     out = base / "output"
+    with tempfile.TemporaryDirectory(prefix="validate-", dir=args.scratch_dir) as tmp:
+        scratch = Path(tmp)
+        staged = stage(files, spec, scratch, log)
+        return _finish(args, spec, staged, files, data_hash, out, lake)
 
+
+def _finish(
+    args: argparse.Namespace,
+    spec: FeatureSpec,
+    staged: StagedValidation,
+    files: list[Path],
+    data_hash: str,
+    out: Path,
+    lake: ClaimsLake | None,
+) -> dict[str, object]:
+    target = spec.target.column
+    classes = {label: n for label, n in staged.class_counts.items() if n}
+    enough = staged.accepted_rows >= args.min_rows and len(classes) >= 2 and min(classes.values()) >= 3
+    counts = SplitCounts()
+    if enough:
+        counts = write_splits(
+            staged,
+            spec,
+            out,
+            validation=args.validation_fraction,
+            test=args.test_fraction,
+            seed=args.seed,
+            duplicates_file=staged.scratch / "duplicates.parquet",
+        )
+        if counts.duplicates and staged.summaries:
+            staged.summaries[-1].rule_counts[f"{spec.id_column}:duplicate"] += counts.duplicates
+    accepted_rows = staged.accepted_rows - counts.duplicates
+    report = quality_report(staged.summaries, spec, accepted_rows)
+    report["data_sha256"] = data_hash
     (out / "rejected").mkdir(parents=True, exist_ok=True)
-    write_spreadsheet_safe_csv(rejected, out / "rejected" / "rejected.csv")
+    write_rejected_csv(staged, out / "rejected" / "rejected.csv")
     (out / "quality").mkdir(parents=True, exist_ok=True)
-    report["target_prevalence"] = float(accepted[target].mean()) if len(accepted) else None
+    positives = staged.class_counts.get(1, 0)
+    report["target_prevalence"] = positives / staged.accepted_rows if staged.accepted_rows else None
     (out / "quality" / "data_quality.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(metric_line("data_quality:score", report["score"]), flush=True)
     print(metric_line("data_quality:rows_rejected", float(report["rows_rejected"])), flush=True)
 
-    if len(accepted) < args.min_rows:
+    if staged.accepted_rows < args.min_rows:
         raise ProcessingError(
-            f"only {len(accepted)} valid rows (at least {args.min_rows} needed); see rejected.csv"
+            f"only {staged.accepted_rows} valid rows (at least {args.min_rows} needed); see rejected.csv"
         )
-    classes = accepted[target].value_counts()
-    if len(classes) < 2 or classes.min() < 3:
-        raise ProcessingError(
-            f"both classes of {target!r} need at least 3 valid rows, got {classes.to_dict()}"
-        )
-    parts = split(accepted, target, args.validation_fraction, args.test_fraction, args.seed)
+    if not enough:
+        raise ProcessingError(f"both classes of {target!r} need at least 3 valid rows, got {classes}")
     lineage = {
         "data_sha256": data_hash,
         "source": args.source or "files",
         "source_files": [f.name for f in files],
         "rows_in": report["rows_in"],
-        "rows_accepted": len(accepted),
+        "rows_accepted": accepted_rows,
         "spec": spec.name,
     }
-    for name, part in parts.items():
+    for name in SPLITS:
         folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        part.drop(columns=[ROW_NUMBER, SOURCE_FILE]).to_parquet(folder / f"{name}.parquet", index=False)
         (folder / "feature_spec.json").write_text(spec.to_json(), encoding="utf-8")
         (folder / "lineage.json").write_text(json.dumps(lineage, indent=2), encoding="utf-8")
-    write_monitoring_baseline(parts["train"], spec, out / "monitor_baseline", args.seed)
+    write_monitoring_baseline(
+        out / "train" / "train.parquet", spec, out / "monitor_baseline", args.seed, staged.scratch
+    )
     if lake is not None:
         run_id = run_id_of(args, data_hash)
-        claims = write_training(lake, spec.name, run_id, _without_bookkeeping(parts))
+        claims = write_training(lake, spec.name, run_id, split_chunks(out))
         refused = write_rejected(
             lake,
             "training",
             run_id,
-            [
+            (
                 rejected_frame(
-                    rejected, spec.id_column, reason=REASON, row_number=ROW_NUMBER, source_file=SOURCE_FILE
+                    chunk, spec.id_column, reason=REASON, row_number=ROW_NUMBER, source_file=SOURCE_FILE
                 )
-            ],
+                for chunk in rejected_chunks(staged)
+            ),
         )
         log(f"lake ({lake.describe()}): {claims:,} claims and {refused:,} rejected rows, run {run_id}")
     log(
-        f"{report['rows_in']:,} rows: {len(accepted):,} accepted "
-        f"({', '.join(f'{k} {len(v):,}' for k, v in parts.items())}), {len(rejected):,} rejected; "
+        f"{report['rows_in']:,} rows: {accepted_rows:,} accepted "
+        f"({', '.join(f'{k} {counts.rows[k]:,}' for k in SPLITS)}), {report['rows_rejected']:,} rejected; "
         f"quality score {report['score']:.3f}"
     )
     return report
-
-
-def _without_bookkeeping(parts: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    return {name: part.drop(columns=[ROW_NUMBER]) for name, part in parts.items()}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -247,6 +223,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--source", default="", help="athena:<query> or glue:<table>: raw claims from the claims lake"
     )
     parser.add_argument("--run-id", default=os.environ.get("CLAIMS_RISK_RUN_ID"), help="the lake partition")
+    parser.add_argument(
+        "--scratch-dir", default=None, help="where staged rows and DuckDB's spill go (default: the system's)"
+    )
     return parser.parse_args(argv)
 
 

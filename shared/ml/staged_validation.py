@@ -1,0 +1,299 @@
+"""Validation in bounded memory: rows stream through the validator chunk by chunk into staging
+Parquet files, and DuckDB (which spills to disk) finds repeated claim ids and draws the stratified
+split; the splits are then written by streaming the staged rows again.
+
+Only counts stay in memory, so a file of 16 million claims needs about as much memory as one of a
+million. The split is reproducible: within each class, rows are ordered by an MD5 of the seed and
+the claim id (the row's position when it has none), and the first shares go to test and validation.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared.csv_safety import inert_cell
+from shared.feature_spec import FeatureSpec
+from shared.ml.validation import REASON, ROW_NUMBER, ValidationResult, validate_frame
+
+CHUNK_ROWS: Final = 200_000
+SOURCE_FILE: Final = "source_file"
+ORDER: Final = "_order"  # the row's place among all accepted rows, for the second pass
+SPLITS: Final = ("train", "validation", "test")
+DUCKDB_MEMORY: Final = "1GB"  # the engine's own budget; beyond it, it spills to the scratch folder
+DUPLICATE: Final = "duplicate"
+
+
+@dataclass
+class StagedValidation:
+    """What the first pass leaves: staged rows and the counts the quality report needs."""
+
+    scratch: Path
+    accepted_file: Path
+    rejected_files: list[Path] = field(default_factory=list)
+    summaries: list[ValidationResult] = field(default_factory=list)
+    accepted_rows: int = 0
+    rejected_rows: int = 0
+    class_counts: Counter[int] = field(default_factory=Counter)
+
+
+def read_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """CSV as text (the validator types it), Parquet by row groups, JSON Lines by lines: a chunk at a time."""
+    if path.suffix == ".csv":
+        yield from pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
+    elif path.suffix == ".parquet":
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+    else:
+        yield from pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows)
+
+
+def _summary(result: ValidationResult) -> ValidationResult:
+    """The result without its rows: what the quality report reads."""
+    empty = pd.DataFrame()
+    return ValidationResult(
+        empty, empty, result.rule_counts, result.unknown_columns, result.rows_in, result.present
+    )
+
+
+def _accepted_row_numbers(result: ValidationResult, offset: int) -> np.ndarray:
+    rejected = np.zeros(result.rows_in, dtype=bool)
+    numbers = result.rejected[ROW_NUMBER].to_numpy(dtype=np.int64) - offset - 1
+    rejected[numbers[(numbers >= 0) & (numbers < result.rows_in)]] = True
+    return np.flatnonzero(~rejected) + offset + 1
+
+
+class _Appender:
+    """Appends frames to one Parquet file; the first frame fixes the columns and types."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer: pq.ParquetWriter | None = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        elif table.schema != self.writer.schema:
+            table = table.select(self.writer.schema.names).cast(self.writer.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def stage(
+    files: Sequence[Path], spec: FeatureSpec, scratch: Path, log: Any = print, chunk_rows: int = CHUNK_ROWS
+) -> StagedValidation:
+    """First pass: every row validated; accepted rows (typed) and rejected ones (as text) staged."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    staged = StagedValidation(scratch, scratch / "accepted.parquet")
+    accepted = _Appender(staged.accepted_file)
+    target = spec.target.column
+    try:
+        for number, path in enumerate(files):
+            offset = 0
+            rejected = _Appender(scratch / f"rejected-{number}.parquet")
+            try:
+                for chunk in read_chunks(path, chunk_rows):
+                    result = validate_frame(chunk, spec, require_target=True, row_offset=offset)
+                    rows = result.accepted
+                    rows[ROW_NUMBER] = _accepted_row_numbers(result, offset)
+                    rows[SOURCE_FILE] = path.name
+                    rows[ORDER] = np.arange(staged.accepted_rows, staged.accepted_rows + len(rows))
+                    if len(rows):
+                        accepted.write(rows)
+                        staged.class_counts.update(rows[target].astype(int).tolist())
+                    if len(result.rejected):
+                        refused = result.rejected.astype("string")
+                        refused[SOURCE_FILE] = path.name
+                        rejected.write(refused)
+                    staged.accepted_rows += len(rows)
+                    staged.rejected_rows += len(result.rejected)
+                    staged.summaries.append(_summary(result))
+                    offset += len(chunk)
+                    log(f"{path.name}: {offset:,} rows read, {staged.rejected_rows:,} rejected so far")
+            finally:
+                rejected.close()
+            if rejected.writer is not None:
+                staged.rejected_files.append(rejected.path)
+    finally:
+        accepted.close()
+    return staged
+
+
+def _connect(scratch: Path) -> Any:
+    import duckdb
+
+    connection = duckdb.connect(":memory:")
+    connection.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+    connection.execute(
+        f"SET temp_directory = '{str(scratch / 'duckdb-spill').replace(chr(39), chr(39) * 2)}'"
+    )
+    connection.execute("SET preserve_insertion_order = true")
+    return connection
+
+
+def assignments(
+    staged: StagedValidation, spec: FeatureSpec, validation: float, test: float, seed: int
+) -> Any:
+    """Each staged row's fate, in staging order: a split, or ``duplicate`` when an earlier row has its
+    claim id. A reader of Arrow batches (DuckDB streams it; nothing is held whole)."""
+    source = str(staged.accepted_file).replace("'", "''")
+    identifier, target = spec.id_column, spec.target.column
+    query = f"""
+    WITH rows AS (
+        SELECT "{ORDER}" AS position, "{identifier}" AS id, "{target}" AS y FROM read_parquet('{source}')
+    ),
+    ranked AS (
+        SELECT position, y, id,
+               CASE WHEN id IS NULL THEN 1
+                    ELSE row_number() OVER (PARTITION BY id ORDER BY position) END AS nth
+        FROM rows
+    ),
+    kept AS (
+        SELECT position, y,
+               row_number() OVER (PARTITION BY y ORDER BY md5(
+                   '{seed}:' || coalesce(CAST(id AS VARCHAR), '#' || CAST(position AS VARCHAR))
+               ), position) - 1 AS place,
+               count(*) OVER (PARTITION BY y) AS members
+        FROM ranked WHERE nth = 1
+    )
+    SELECT position,
+           CASE WHEN place < round(members * {test}) THEN 'test'
+                WHEN place < round(members * {test}) + round(members * {validation}) THEN 'validation'
+                ELSE 'train' END AS fate
+    FROM kept
+    UNION ALL
+    SELECT position, '{DUPLICATE}' AS fate FROM ranked WHERE nth > 1
+    ORDER BY position
+    """
+    connection = _connect(staged.scratch)
+    return connection.sql(query).to_arrow_reader(CHUNK_ROWS)
+
+
+class _Fates:
+    """The assignment stream, taken in pieces as long as the staged batches it goes with."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+        self._pending: list[np.ndarray] = []
+        self._size = 0
+
+    def take(self, n: int) -> np.ndarray:
+        while self._size < n:
+            batch = self._reader.read_next_batch()
+            fates = batch.column(1).to_numpy(zero_copy_only=False).astype(object)
+            self._pending.append(fates)
+            self._size += len(fates)
+        joined = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        head, rest = joined[:n], joined[n:]
+        self._pending, self._size = ([rest] if len(rest) else []), len(rest)
+        return head
+
+
+@dataclass
+class SplitCounts:
+    rows: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+
+
+def write_splits(
+    staged: StagedValidation,
+    spec: FeatureSpec,
+    out: Path,
+    *,
+    validation: float,
+    test: float,
+    seed: int,
+    duplicates_file: Path,
+) -> SplitCounts:
+    """Second pass: each staged row to its split's Parquet file (without the bookkeeping columns),
+    rows repeating an earlier claim id to ``duplicates_file`` with their reason."""
+    counts = SplitCounts()
+    writers = {name: _Appender(out / name / f"{name}.parquet") for name in SPLITS}
+    for name in SPLITS:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    repeated = _Appender(duplicates_file)
+    fates = _Fates(assignments(staged, spec, validation, test, seed))
+    try:
+        for batch in pq.ParquetFile(staged.accepted_file).iter_batches(batch_size=CHUNK_ROWS):
+            frame = batch.to_pandas()
+            fate = fates.take(len(frame))
+            for name in SPLITS:
+                chosen = frame[fate == name]
+                if len(chosen):
+                    writers[name].write(chosen.drop(columns=[ORDER, ROW_NUMBER, SOURCE_FILE]))
+                    counts.rows[name] += len(chosen)
+            dupes = frame[fate == DUPLICATE]
+            if len(dupes):
+                moved = dupes.drop(columns=[ORDER]).astype("string")
+                moved[REASON] = spec.id_column + ": duplicate of an earlier row"
+                repeated.write(moved)
+                counts.duplicates += len(dupes)
+    finally:
+        for writer in (*writers.values(), repeated):
+            writer.close()
+    if counts.duplicates:
+        staged.rejected_files.append(duplicates_file)
+    return counts
+
+
+def write_rejected_csv(staged: StagedValidation, path: Path) -> int:
+    """Every rejected row (the validator's and the duplicates) as one CSV whose header is every
+    column seen; text cells a spreadsheet would evaluate made inert; streamed file by file."""
+    columns: list[str] = []
+    for file in staged.rejected_files:
+        for name in pq.ParquetFile(file).schema_arrow.names:
+            if name not in columns:
+                columns.append(name)
+    written = 0
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(columns or [ROW_NUMBER, REASON, SOURCE_FILE])
+        for file in staged.rejected_files:
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=CHUNK_ROWS):
+                frame = batch.to_pandas().reindex(columns=columns)
+                for row in frame.itertuples(index=False, name=None):
+                    writer.writerow(["" if pd.isna(v) else inert_cell(v) for v in row])
+                written += len(frame)
+    return written
+
+
+def rejected_chunks(staged: StagedValidation) -> Iterator[pd.DataFrame]:
+    for file in staged.rejected_files:
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=CHUNK_ROWS):
+            yield batch.to_pandas()
+
+
+def split_chunks(out: Path) -> Iterator[pd.DataFrame]:
+    """The written splits, chunk by chunk, each row with its split's name."""
+    for name in SPLITS:
+        file = out / name / f"{name}.parquet"
+        if file.is_file():
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=CHUNK_ROWS):
+                yield batch.to_pandas().assign(split=name)
+
+
+def sample_rows(file: Path, rows: int, seed: int, scratch: Path) -> pd.DataFrame:
+    """A reproducible sample of at most ``rows`` rows of a Parquet file (reservoir sampling in DuckDB)."""
+    connection = _connect(scratch)
+    try:
+        source = str(file).replace("'", "''")
+        sample: pd.DataFrame = connection.execute(
+            f"SELECT * FROM read_parquet('{source}') "
+            f"USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE ({int(seed)})"
+        ).df()
+    finally:
+        connection.close()
+    return sample
