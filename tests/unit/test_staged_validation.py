@@ -23,7 +23,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     first = generate_claims(1_500, seed=11).frame.astype(str)
     second = generate_claims(900, seed=12).frame.astype(str)
     second.loc[[0, 1, 2], "claim_id"] = first.loc[[5, 299, 1_400], "claim_id"].to_numpy()
-    first.loc[301, "claim_id"] = first.loc[299, "claim_id"]  # a repeat inside the first file
+    first.loc[[301], "claim_id"] = first.loc[[299], "claim_id"].to_numpy()  # a repeat inside the first file
     second.loc[[10, 11], "claim_amount"] = ["lots", "-5"]
     first.to_csv(root / "a.csv", index=False)
     second.to_csv(root / "b.csv", index=False)
