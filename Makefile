@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install infra-tools browser run test test-fast lint format typecheck bench synth clean
+.PHONY: install infra-tools browser run test test-fast lint format typecheck bench bench-scale synth clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
@@ -69,6 +69,11 @@ typecheck: install
 ## bench: every benchmark; prints a table and writes benchmarks/results/*.json
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+## bench-scale: peak memory of validate, batch scoring, the drift job and training at 1M, 4M and 16M
+## claims (about 40 minutes; BENCH_SCALE_SIZES=1e6,4e6 for fewer); writes benchmarks/results/scale.json
+bench-scale: install
+	$(BIN)/python -m benchmarks.run bench_scale
 
 ## synth: synthesize the stage's template into cdk.out (STAGE=prod for prod), as `cdk synth` would
 synth: install
