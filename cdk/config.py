@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
@@ -16,6 +18,15 @@ from step_functions.pipeline import STEPS, JobResources, job_resources
 # Public Powertools for AWS Lambda (Python) V3 layer; it carries pydantic, which the handlers need.
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"
 POWERTOOLS_LAYER_VERSION = 27
+# The claims lake's prefix in the data bucket, and where Athena writes query results (cdk/lake.py).
+LAKE_PREFIX: Final = "lake/"
+ATHENA_RESULTS_PREFIX: Final = "athena-results/"
+# Athena reads Glue names in lower case: a database is lower case letters, digits and underscores.
+_GLUE_DATABASE: Final = re.compile(r"^[a-z0-9_]{1,255}$")
+_ATHENA_WORKGROUP: Final = re.compile(r"^[a-zA-Z0-9._-]{1,128}$")  # botocore's WorkGroupName
+# botocore's athena model: WorkGroupConfiguration.BytesScannedCutoffPerQuery, min 10,000,000.
+MIN_BYTES_SCANNED_CUTOFF: Final = 10_000_000
+GB: Final = 1024**3
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,10 @@ class StageConfig:
     transform_max_concurrent: int  # requests in flight per instance
     transform_max_payload_mb: int  # per mini-batch; times transform_max_concurrent at most 100
     transform_batch_strategy: BatchStrategy
+    # The claims lake (cdk/lake.py): Athena cancels a query once it has scanned this much (billed per
+    # TB scanned), and its results under athena-results/ expire after this many days.
+    lake_bytes_scanned_cutoff_gb: int
+    athena_results_days: int
     # Our drift job (EventBridge Scheduler): each hour, after the previous hour's capture is written.
     drift_schedule_cron: str = "cron(10 * * * ? *)"
 
@@ -76,6 +91,18 @@ class StageConfig:
                 "dropped object, which SageMaker gives to one instance; the others would idle"
             )
         self.batch_settings()  # SageMaker's bounds: MaxPayloadInMB and its product with the concurrency
+        if not _GLUE_DATABASE.match(self.lake_database):
+            raise ValueError(f"{self.stage}: Glue database {self.lake_database!r}: lower case, digits, _")
+        if not _ATHENA_WORKGROUP.match(self.lake_workgroup):
+            raise ValueError(
+                f"{self.stage}: Athena workgroup {self.lake_workgroup!r} is not a workgroup name"
+            )
+        if self.lake_bytes_scanned_cutoff < MIN_BYTES_SCANNED_CUTOFF:
+            raise ValueError(
+                f"{self.stage}: Athena's per-query cutoff is at least {MIN_BYTES_SCANNED_CUTOFF} bytes"
+            )
+        if self.athena_results_days < 1:
+            raise ValueError(f"{self.stage}: athena_results_days must be at least 1")
 
     def batch_settings(self) -> BatchSettings:
         return BatchSettings(
@@ -107,6 +134,27 @@ class StageConfig:
     @property
     def prefix(self) -> str:
         return f"claims-risk-{self.stage}"
+
+    @property
+    def lake_database(self) -> str:
+        return re.sub(r"[^a-z0-9_]", "_", f"claims_risk_{self.stage}".lower())
+
+    @property
+    def lake_workgroup(self) -> str:
+        return self.prefix
+
+    @property
+    def lake_bytes_scanned_cutoff(self) -> int:
+        return self.lake_bytes_scanned_cutoff_gb * GB
+
+    def lake_environment(self, bucket_name: str) -> dict[str, str]:
+        """Where a job finds the lake (shared/settings.py, LakeSettings): the one definition given to
+        the state machine's lake steps and to the drift trigger for its job."""
+        return {
+            "CLAIMS_RISK_LAKE_ROOT": f"s3://{bucket_name}/{LAKE_PREFIX}",
+            "CLAIMS_RISK_LAKE_DATABASE": self.lake_database,
+            "CLAIMS_RISK_LAKE_WORKGROUP": self.lake_workgroup,
+        }
 
 
 STAGES = {
@@ -148,6 +196,8 @@ STAGES = {
         transform_max_concurrent=2,
         transform_max_payload_mb=6,  # SageMaker's default: about 10,000 claims a mini-batch
         transform_batch_strategy="MultiRecord",
+        lake_bytes_scanned_cutoff_gb=10,  # at most about $0.05 a query
+        athena_results_days=7,
     ),
     "prod": StageConfig(
         "prod",
@@ -186,6 +236,8 @@ STAGES = {
         transform_max_concurrent=2,
         transform_max_payload_mb=6,
         transform_batch_strategy="MultiRecord",
+        lake_bytes_scanned_cutoff_gb=100,  # at most about $0.50 a query; a year of inferences is less
+        athena_results_days=30,
     ),
 }
 

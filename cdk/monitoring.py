@@ -141,6 +141,7 @@ class ModelMonitoring(Construct):
                 "CLAIMS_RISK_KMS_KEY_ARN": key.key_arn,
                 "CLAIMS_RISK_JOB_PREFIX": config.prefix,
                 **config.drift_environment(),
+                **config.lake_environment(bucket.bucket_name),  # for the job: it writes the lake
             },
             timeout=Duration.seconds(30),
             memory_mb=256,

@@ -25,6 +25,7 @@ from step_functions.state_machine import (
     SYNC_EVENT_RULES,
     DeploymentGuardrails,
     definition_json,
+    placeholder,
 )
 
 JOB_NAME_PREFIX = "claims-risk-"  # every job, model and endpoint config the machine creates
@@ -131,7 +132,10 @@ class RetrainingPipeline(Construct):
             self,
             "StateMachine",
             state_machine_name=f"{config.prefix}-retraining",
-            definition_body=sfn.DefinitionBody.from_string(definition_json(guardrails, config.jobs)),
+            # The lake's root names the bucket as the definition does: DefinitionSubstitutions fill it.
+            definition_body=sfn.DefinitionBody.from_string(
+                definition_json(guardrails, config.jobs, config.lake_environment(placeholder("DataBucket")))
+            ),
             definition_substitutions={
                 "SageMakerRoleArn": sagemaker_role.role_arn,
                 "DataBucket": bucket.bucket_name,

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from aws_cdk import Acknowledgment, CfnResource, Stack, Validations
 
+from cdk.config import stage_config
+
 _IAM5 = "AwsSolutions::AwsSolutions-IAM5"
 _ARN = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>"
 _LATEST_RUNTIME = (
@@ -208,7 +210,31 @@ def _by_path() -> dict[str, list[tuple[str, str]]]:
 
 
 def _stage_paths(stage: str) -> dict[str, list[tuple[str, str]]]:
+    glue = "arn:<AWS::Partition>:glue:<AWS::Region>:<AWS::AccountId>"
+    database = stage_config(stage).lake_database
     return {
+        "Lake/JobAccess/Resource": [
+            (
+                f"{_IAM5}[Resource::{glue}:table/{database}/*]",
+                "the lake's tables in this stage's Glue database only: their set grows with the specs "
+                "trained on (training_<spec>), and Athena checks the table's catalog and database too",
+            ),
+            (
+                f"{_IAM5}[Resource::{glue}:table/{database}/temp_table_*]",
+                "DeleteTable only on awswrangler's CTAS answers (temp_table_<uuid>), which it drops after "
+                "reading them; never a lake table",
+            ),
+            (
+                f"{_IAM5}[Resource::<Data178AD3D0.Arn>/lake/*]",
+                "the jobs replace whole partitions of the lake's tables (overwrite_partitions): objects "
+                "under lake/ only",
+            ),
+            (
+                f"{_IAM5}[Resource::<Data178AD3D0.Arn>/athena-results/*]",
+                "Athena writes each query's answer (and CTAS tables) under the workgroup's result "
+                "location, named by query id",
+            ),
+        ],
         f"ClaimsApi/Api/DeploymentStage.{stage}/Resource": [
             (
                 "AwsSolutions::AwsSolutions-APIG6",

@@ -16,6 +16,7 @@ from cdk.config import StageConfig
 from cdk.data import DataLayer
 from cdk.endpoint import VARIANT, ModelEndpoint, SageMakerRole
 from cdk.images import Images
+from cdk.lake import ClaimsLake
 from cdk.monitoring import ModelMonitoring, OnCall
 from cdk.pipeline import RetrainingPipeline
 from cdk.policy_findings import acknowledge_findings, skip_checkov_findings
@@ -44,6 +45,10 @@ class ClaimsRiskStack(Stack):
         images = Images(self, "Images", prebuilt_uri=prebuilt_image)
         monitor_image = images.monitor if model_monitor else None
         sagemaker_role = SageMakerRole(self, "SageMaker", bucket=data.bucket, key=data.key).role
+        # The claims lake the jobs write and query, as that role (Glue database, Athena workgroup).
+        lake = ClaimsLake(
+            self, "Lake", config=config, bucket=data.bucket, key=data.key, job_role=sagemaker_role
+        )
         endpoint = ModelEndpoint(
             self,
             "Endpoint",
@@ -142,6 +147,8 @@ class ClaimsRiskStack(Stack):
         )
         CfnOutput(self, "StateMachineArn", value=pipeline.state_machine.state_machine_arn)
         CfnOutput(self, "OnCallTopicArn", value=on_call.topic.topic_arn)
+        CfnOutput(self, "LakeDatabase", value=lake.database_name, description="the lake's Glue database")
+        CfnOutput(self, "LakeWorkgroup", value=lake.workgroup_name, description="Athena workgroup for it")
         CfnOutput(self, "UserPoolId", value=api.user_pool.user_pool_id)
         CfnOutput(
             self, "TokenUrl", value=api.token_url, description="Cognito's token endpoint (both clients)"

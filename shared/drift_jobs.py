@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 CAPTURE_PREFIX: Final = "monitoring/capture"  # the endpoint config's DestinationS3Uri, in the data bucket
@@ -27,6 +28,7 @@ VARIANT: Final = "AllTraffic"
 PROCESSING_ROOT: Final = "/opt/ml/processing"
 DRIFT_MODULE: Final = "sagemaker_jobs.monitoring.drift"
 JOB_NAME_MAX: Final = 63  # CreateProcessingJob's ProcessingJobName (botocore's sagemaker model)
+LAKE_VARIABLES: Final = ("CLAIMS_RISK_LAKE_ROOT", "CLAIMS_RISK_LAKE_DATABASE", "CLAIMS_RISK_LAKE_WORKGROUP")
 # Sharded by S3 key, each instance would see part of the hour and publish its own figures for it.
 WHY_ONE_INSTANCE: Final = (
     "its drift figures (PSI, missing rates) compare the whole hour of capture with the baseline, "
@@ -48,9 +50,15 @@ class DriftJobSettings:
     instance_count: int = 1
     volume_gb: int = 20
     max_runtime_s: int = 1800
+    # The claims lake the job writes its window and figures to: CLAIMS_RISK_LAKE_ROOT, _DATABASE and
+    # _WORKGROUP (shared/settings.py, LakeSettings), as the stage defines them (cdk/config.py).
+    lake: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_instance_count(self.instance_count)
+        unknown = sorted(set(self.lake) - set(LAKE_VARIABLES))
+        if unknown:
+            raise ValueError(f"the drift job's lake takes {list(LAKE_VARIABLES)}, not {unknown}")
 
 
 def check_instance_count(count: int) -> None:
@@ -104,6 +112,7 @@ def drift_job_request(settings: DriftJobSettings, window: DriftWindow) -> dict[s
             "publish_cloudwatch_metrics": "Enabled",
             "CLAIMS_RISK_ENDPOINT": settings.endpoint,
             "CLAIMS_RISK_MODEL_URI": f"s3://{settings.bucket}/{CHAMPION_MODEL_KEY}",
+            **settings.lake,
         },
         "ProcessingInputs": [
             {

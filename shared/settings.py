@@ -397,6 +397,26 @@ class DriftTriggerSettings(Settings):
         validation_alias="CLAIMS_RISK_DRIFT_VOLUME_GB",
         description="The drift job's volume in GB. Lambda.",
     )
+    # The claims lake, handed on to the drift job (which reads it as LakeSettings).
+    lake_root: str | None = _required_in_lambda(
+        "CLAIMS_RISK_LAKE_ROOT",
+        "The claims lake's s3:// prefix, for the drift job to write its window and figures. Lambda, "
+        "required.",
+    )
+    lake_database: str | None = _required_in_lambda(
+        "CLAIMS_RISK_LAKE_DATABASE", "The lake's Glue database, for the drift job. Lambda, required."
+    )
+    lake_workgroup: str | None = _required_in_lambda(
+        "CLAIMS_RISK_LAKE_WORKGROUP",
+        "The Athena workgroup of the lake's queries, for the drift job. Lambda, required.",
+    )
+
+    @field_validator("lake_root")
+    @classmethod
+    def _lake_in_s3(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("s3://"):
+            raise ValueError("must be an s3:// prefix")
+        return value
 
     def drift_job(self) -> DriftJobSettings:
         missing = {
@@ -414,6 +434,11 @@ class DriftTriggerSettings(Settings):
             instance_type=self.instance_type,
             instance_count=self.instance_count,
             volume_gb=self.volume_gb,
+            lake={
+                "CLAIMS_RISK_LAKE_ROOT": self.required("lake_root"),
+                "CLAIMS_RISK_LAKE_DATABASE": self.required("lake_database"),
+                "CLAIMS_RISK_LAKE_WORKGROUP": self.required("lake_workgroup"),
+            },
         )
 
 

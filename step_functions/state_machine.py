@@ -44,6 +44,10 @@ PLACEHOLDERS: Final = (
 )
 # Only with Model Monitor's schedules (an option for accounts that have Model Monitor): its analyzer.
 MODEL_MONITOR_PLACEHOLDERS: Final = ("MonitorImage",)
+# The processing steps that reach the claims lake, given its CLAIMS_RISK_LAKE_* variables: validate
+# reads --source from it and writes the run's claims and rejected rows; evaluate replays captured
+# traffic from its inferences.
+LAKE_STEPS: Final = ("validate", "evaluate")
 PROCESSING_ROOT: Final = "/opt/ml/processing"
 JOB_ENTRYPOINT: Final = "job"  # the image's `job MODULE ARGS...` (sagemaker_jobs/image/install.sh)
 VARIANT: Final = "AllTraffic"
@@ -139,6 +143,14 @@ class DeploymentGuardrails:
 
 def _dollar(name: str) -> str:
     return "${" + name + "}"
+
+
+def placeholder(name: str) -> str:
+    """``${Name}``: a value only the deployment knows, as the definition writes it (e.g. in the lake's
+    root, ``s3://${DataBucket}/lake/``)."""
+    if name not in PLACEHOLDERS + MODEL_MONITOR_PLACEHOLDERS:
+        raise KeyError(f"{name} is not a placeholder of the state machine")
+    return _dollar(name)
 
 
 def _job_name(step_name: str) -> str:
@@ -252,7 +264,9 @@ def _job_task(
 PROCESSING_RESULT: Final = {"name.$": "$.ProcessingJobName", "status.$": "$.ProcessingJobStatus"}
 
 
-def _processing_state(step: Step, next_state: str, resources: JobResources) -> dict[str, Any]:
+def _processing_state(
+    step: Step, next_state: str, resources: JobResources, lake: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     # The image carries the code and every library: nothing to fetch or install when the job starts.
     app_spec: dict[str, Any] = {
         "ImageUri": _dollar("Image"),
@@ -267,6 +281,8 @@ def _processing_state(step: Step, next_state: str, resources: JobResources) -> d
         if "champion" in step.optional_inputs
         else {}
     )
+    if lake and step.name in LAKE_STEPS:
+        environment.update(lake)
     inputs = []
     for name in step.inputs:
         inputs.append(
@@ -744,10 +760,16 @@ def _given_package_states(first_step: str, deploy_step: str) -> dict[str, dict[s
 
 
 def definition(
-    guardrails: DeploymentGuardrails, resources: Mapping[str, JobResources] | None = None
+    guardrails: DeploymentGuardrails,
+    resources: Mapping[str, JobResources] | None = None,
+    lake: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The state machine, as an ASL document with ``${Name}`` placeholders; ``resources``: the
-    stage's instances per job step (cdk/config.py), checked by :func:`job_resources`."""
+    stage's instances per job step (cdk/config.py), checked by :func:`job_resources`; ``lake``: the
+    claims lake's variables for the steps of :data:`LAKE_STEPS` (none: they write no lake)."""
+    unknown = sorted(set(LAKE_STEPS) - {s.name for s in STEPS if s.kind == "processing"})
+    if unknown:
+        raise ValueError(f"LAKE_STEPS names no processing step {unknown}")
     jobs = job_resources(resources)
     names = [s.name for s in STEPS]
     main = [s for s in STEPS if s.kind != "notify"]
@@ -794,7 +816,7 @@ def definition(
         if position + 1 < len(main) and main[position + 1].kind == "tuning":
             following = TUNING_CHOICE
         if step.kind == "processing":
-            states[step.name] = _processing_state(step, following, jobs[step.name])
+            states[step.name] = _processing_state(step, following, jobs[step.name], lake)
         elif step.kind == "tuning":
             states[step.name] = _tuning_state(step, following, jobs[step.name])
             # SageMaker's tuner needs at least one trial: 0 trials means the defaults, no search.
@@ -916,9 +938,11 @@ def definition(
 
 
 def definition_json(
-    guardrails: DeploymentGuardrails, resources: Mapping[str, JobResources] | None = None
+    guardrails: DeploymentGuardrails,
+    resources: Mapping[str, JobResources] | None = None,
+    lake: Mapping[str, str] | None = None,
 ) -> str:
-    return json.dumps(definition(guardrails, resources), indent=1, ensure_ascii=False)
+    return json.dumps(definition(guardrails, resources, lake), indent=1, ensure_ascii=False)
 
 
 def substitute(asl: str, values: dict[str, str]) -> str:

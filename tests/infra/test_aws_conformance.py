@@ -47,7 +47,8 @@ from moto import mock_aws
 
 from cdk.config import stage_config
 from cdk.endpoint import guardrails
-from step_functions.pipeline import PipelineInputs, prepare_run
+from step_functions.pipeline import PipelineInputs, job_arguments, prepare_run
+from step_functions.pipeline import step as pipeline_step
 from step_functions.state_machine import PLACEHOLDERS, definition_json
 from tests.aws_fakes import FakeLambdaContext, offline_credentials
 from tests.infra import asl
@@ -1031,7 +1032,10 @@ def full_input() -> dict[str, Any]:
             "min_selection_rate_ratio": 0.6,
         },
         "seed": 11,
+        "source": "glue:training_claims",  # the raw claims from the lake's table
     }
+    if "replay_days" in PipelineInputs.model_fields:  # the evaluation's replay of live traffic
+        start["replay_days"] = 3
     PipelineInputs.model_validate(start)
     return start
 
@@ -1694,8 +1698,15 @@ def test_the_run_inputs_reach_the_requests(walks: list[Walk]) -> None:
         "claims",
         "--seed",
         "11",
+        "--source",
+        "glue:training_claims",
     ]
-    assert requests["evaluate"]["AppSpecification"]["ContainerArguments"] == [
+    # The same command line the local runner gives the job (step_functions/pipeline.py).
+    inputs = PipelineInputs.model_validate(start)
+    assert requests["evaluate"]["AppSpecification"]["ContainerArguments"] == job_arguments(
+        pipeline_step("evaluate"), inputs
+    )
+    assert requests["evaluate"]["AppSpecification"]["ContainerArguments"][:4] == [
         "--cv-folds",
         "3",
         "--seed",

@@ -62,7 +62,14 @@ VALUES: Final = {
 }
 # The data a job state sees once the run is prepared and its earlier jobs are done.
 RUN_DATA: Final = {
-    "inputs": {"spec": "claims", "seed": 0, "cv_folds": 5, "tuning_trials": 4},
+    "inputs": {
+        "spec": "claims",
+        "seed": 0,
+        "cv_folds": 5,
+        "tuning_trials": 4,
+        "source": "",
+        "replay_days": 7,
+    },
     "run": {"id": "0a1b2c3d", "prefix": "s3://claims-risk-data/pipeline/runs/0a1b2c3d"},
     "tuning": {"max_parallel": 2, "max_runtime_s": 600},
     "trial_hyperparameters": {"seed": "0"},

@@ -56,6 +56,9 @@ COMPLETE: Final[dict[type[Settings], dict[str, str]]] = {
         "SAGEMAKER_ENDPOINT_NAME": "claims-risk",
         "CLAIMS_RISK_KMS_KEY_ARN": KEY_ARN,
         "CLAIMS_RISK_JOB_PREFIX": "claims-risk-dev",
+        "CLAIMS_RISK_LAKE_ROOT": "s3://claims-risk-data/lake/",
+        "CLAIMS_RISK_LAKE_DATABASE": "claims_risk_dev",
+        "CLAIMS_RISK_LAKE_WORKGROUP": "claims-risk-dev",
     },
     PipelineTasksSettings: {"MLFLOW_TRACKING_URI": "", "AWS_REGION": "eu-west-1"},
 }
@@ -170,7 +173,7 @@ def test_outside_lambda_a_setting_that_is_needed_still_fails_by_name(clean: pyte
     clean.setenv("CLAIMS_RISK_DATA_BUCKET", "claims-risk-data")
     with pytest.raises(SettingsError, match="missing CLAIMS_RISK_IMAGE_URI") as raised:
         DriftTriggerSettings.load().drift_job()  # the drift trigger has no local counterpart
-    assert "CLAIMS_RISK_DATA_BUCKET" not in raised.value.variables and len(raised.value.variables) == 5
+    assert "CLAIMS_RISK_DATA_BUCKET" not in raised.value.variables and len(raised.value.variables) == 8
 
 
 @pytest.mark.parametrize(
@@ -182,6 +185,7 @@ def test_outside_lambda_a_setting_that_is_needed_still_fails_by_name(clean: pyte
         (BatchTriggerSettings, {"SCORED_PREFIX": "incoming/scored"}, "SCORED_PREFIX \\(SCORED_PREFIX"),
         (CaptureSettings, {"CLAIMS_RISK_CAPTURE_PII": "hash"}, "CLAIMS_RISK_CAPTURE_PII \\("),
         (CaptureSettings, {"CLAIMS_RISK_CAPTURE_PERCENT": "all"}, "CLAIMS_RISK_CAPTURE_PERCENT \\("),
+        (DriftTriggerSettings, {"CLAIMS_RISK_LAKE_ROOT": "/data/lake"}, "CLAIMS_RISK_LAKE_ROOT \\("),
     ],
 )
 def test_a_bad_value_fails_naming_its_variable_but_not_its_value(
