@@ -42,6 +42,7 @@ import io
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -172,16 +173,16 @@ def csv_chunk(lines: Sequence[bytes], header: Sequence[str], first_row: int, id_
     multithreaded reader; only the others go through the csv module one by one. Cells are strings
     either way (Arrow-backed), with None for every cell of an unreadable row."""
     width = len(header)
-    plain, bodies = _plain_lines(lines, width)
-    if plain is None:  # every line plain: the chunk as it is
-        table = _split_plain(b"".join(lines), width)
+    plain, plain_text = _plain_lines(lines, width)
+    if plain is None:  # every line plain
+        table = _split_plain(plain_text, width)
     else:
         other = np.flatnonzero(~plain)
         rows, unreadable = _parse_by_line([lines[i] for i in other.tolist()], width)
         others = pa.table(
             {f"c{k}": pa.array([row[k] for row in rows], type=pa.string()) for k in range(width)}
         )
-        combined = pa.concat_tables([_split_plain(b"\n".join(bodies), width), others]) if bodies else others
+        combined = pa.concat_tables([_split_plain(plain_text, width), others]) if plain.any() else others
         order = np.empty(len(lines), dtype=np.int64)
         order[plain] = np.arange(int(plain.sum()))
         order[other] = np.arange(len(other)) + int(plain.sum())
@@ -201,28 +202,32 @@ _ARROW_STRINGS: Final = {pa.string(): pd.StringDtype("pyarrow")}
 _BOM: Final = b"\xef\xbb\xbf"
 
 
-def _plain_lines(lines: Sequence[bytes], width: int) -> tuple[np.ndarray | None, list[bytes] | None]:
-    """Which lines are plain (None: all of them), and the plain ones without their line ends."""
+def _plain_lines(lines: Sequence[bytes], width: int) -> tuple[np.ndarray | None, bytes]:
+    """Which lines are plain (None: all of them), and the plain ones as one text, a line each."""
     joined = b"".join(lines)
-    if (
-        not any(c in joined for c in (b'"', b"\r", b"\0", _BOM))  # Arrow would drop a leading BOM
-        and (joined.isascii() or _is_utf8(joined))
+    if not any(c in joined for c in (b'"', b"\r", b"\0", _BOM)) and (  # Arrow would drop a leading BOM
+        joined.isascii() or _is_utf8(joined)
     ):
         commas = np.fromiter((line.count(b",") for line in lines), dtype=np.int64, count=len(lines))
+        ended = np.fromiter((line.endswith(b"\n") for line in lines), dtype=bool, count=len(lines))
+        newlines = joined.count(b"\n")
         if np.all(commas == width - 1):
-            return None, None
+            if newlines == ended.sum() and ended[:-1].all():  # as read from a file: one line end each
+                return None, joined
+            if newlines == 0:  # split already (a transform's mini-batch)
+                return None, b"\n".join(lines)
     plain = np.zeros(len(lines), dtype=bool)
     bodies: list[bytes] = []
     for i, line in enumerate(lines):
         body = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
         if (
-            not any(c in body for c in (b'"', b"\r", b"\0", _BOM))
+            not any(c in body for c in (b'"', b"\r", b"\n", b"\0", _BOM))
             and body.count(b",") == width - 1
             and (body.isascii() or _is_utf8(body))
         ):
             plain[i] = True
             bodies.append(body)
-    return plain, bodies
+    return plain, b"\n".join(bodies)
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -239,6 +244,8 @@ def _split_plain(data: bytes, width: int) -> pa.Table:
     import pyarrow.csv as pa_csv
 
     names = [f"c{k}" for k in range(width)]
+    if not data:
+        return pa.table({name: pa.array([], type=pa.string()) for name in names})
 
     def read(block_size: int) -> pa.Table:
         return pa_csv.read_csv(
@@ -415,6 +422,17 @@ class ChunkOutcome:
     rule_counts: Counter[str]
 
 
+@dataclass
+class PreparedChunk:
+    """A chunk validated and encoded, waiting to be scored."""
+
+    typed: pd.DataFrame  # the accepted rows' typed values
+    matrix: np.ndarray  # their encoding
+    row_numbers: np.ndarray  # their row numbers in the file
+    rejected: pd.DataFrame  # REJECTED_COLUMNS
+    rule_counts: Counter[str]
+
+
 class BatchScorer:
     """Validates and scores chunks of one file, remembering the claim ids seen so far."""
 
@@ -427,6 +445,11 @@ class BatchScorer:
         self._levels = list(model.encoder.categories)  # fields whose factor value is the claim's level
 
     def score_chunk(self, chunk: RowChunk) -> ChunkOutcome:
+        return self.finish(self.prepare(chunk))
+
+    def prepare(self, chunk: RowChunk) -> PreparedChunk:
+        """Validation, repeated ids, rejections and encoding: Python and pandas, holding the GIL.
+        Chunks must be prepared in file order (the claim ids seen so far are remembered)."""
         spec, n = self.spec, len(chunk)
         raw = chunk.frame.drop(columns=[spec.target.column], errors="ignore")
         checked = validate_frame(
@@ -446,9 +469,15 @@ class BatchScorer:
             keep = ~np.isin(accepted_at, list(chunk.unreadable))
             typed, accepted_at = typed[keep].reset_index(drop=True), accepted_at[keep]
         typed, accepted_at = self._drop_repeated_ids(typed, accepted_at, chunk.first_row, reasons, counts)
-        scored, scores = self._score(typed, accepted_at + chunk.first_row)
         rejected = self._rejected(chunk, raw, np.flatnonzero(reasons != ""), reasons)
-        return ChunkOutcome(scored, rejected, scores, counts)
+        matrix = self.model.encoder.transform(typed, len(typed))
+        return PreparedChunk(typed, matrix, accepted_at + chunk.first_row, rejected, counts)
+
+    def finish(self, prepared: PreparedChunk) -> ChunkOutcome:
+        """Scores, explanations and their text: mostly compiled code that releases the GIL, so it
+        can run beside the next chunk's :meth:`prepare`."""
+        scored, scores = self._score(prepared.typed, prepared.matrix, prepared.row_numbers)
+        return ChunkOutcome(scored, prepared.rejected, scores, prepared.rule_counts)
 
     def _drop_repeated_ids(
         self,
@@ -475,11 +504,12 @@ class BatchScorer:
             return typed[~repeated].reset_index(drop=True), accepted_at[~repeated]
         return typed, accepted_at
 
-    def _score(self, typed: pd.DataFrame, row_numbers: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    def _score(
+        self, typed: pd.DataFrame, matrix: np.ndarray, row_numbers: np.ndarray
+    ) -> tuple[pd.DataFrame, np.ndarray]:
         model, n = self.model, len(typed)
         if n == 0:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORED_COLUMNS}), np.zeros(0)
-        matrix = model.encoder.transform(typed, n)
         factors: pa.Array
         if self.explain:
             # The steps of RiskModel.predict_records, from typed columns instead of JSON records, the
@@ -707,19 +737,36 @@ def score_file(
     counts: Counter[str] = Counter()
     scores: list[np.ndarray] = []
     writers = [open_writer(outputs.scored, kind, SCORED_COLUMNS)]
+
+    def finish_and_write(prepared: PreparedChunk) -> ChunkOutcome:
+        outcome = scorer.finish(prepared)
+        writers[0].write(outcome.scored)
+        writers[1].write(outcome.rejected)
+        return outcome
+
+    def absorb(outcome: ChunkOutcome) -> None:
+        nonlocal scored_rows, rejected_rows
+        scored_rows += len(outcome.scored)
+        rejected_rows += len(outcome.rejected)
+        scores.append(outcome.scores.astype(np.float32))  # 4 bytes a row: 4 MB for 1M claims
+
     try:
         writers.append(open_writer(outputs.rejected, kind, REJECTED_COLUMNS))
-        for chunk in read_chunks(source, model.spec, chunk_rows, opened):
-            if should_stop():
-                raise Cancelled(f"stopped after {rows_in} rows")
-            outcome = scorer.score_chunk(chunk)
-            writers[0].write(outcome.scored)
-            writers[1].write(outcome.rejected)
-            rows_in += len(chunk)
-            scored_rows += len(outcome.scored)
-            rejected_rows += len(outcome.rejected)
-            counts.update(outcome.rule_counts)
-            scores.append(outcome.scores.astype(np.float32))  # 4 bytes a row: 4 MB for 1M claims
+        # One chunk is scored and written on a second thread while the next is read and validated
+        # (the GIL-bound half): at most two chunks in memory, written in file order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="claims-risk-batch") as finisher:
+            pending: Future[ChunkOutcome] | None = None
+            for chunk in read_chunks(source, model.spec, chunk_rows, opened):
+                if should_stop():
+                    raise Cancelled(f"stopped after {rows_in} rows")
+                prepared = scorer.prepare(chunk)
+                rows_in += len(chunk)
+                counts.update(prepared.rule_counts)
+                if pending is not None:
+                    absorb(pending.result())
+                pending = finisher.submit(finish_and_write, prepared)
+            if pending is not None:
+                absorb(pending.result())
     finally:
         for writer in writers:
             writer.close()

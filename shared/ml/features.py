@@ -120,23 +120,22 @@ class FittedEncoder(BaseModel):
             out[:, j] = derive(derived, data, n)
             j += 1
         for name, levels in self.categories.items():
-            values = to_str(data.get(name), n)
+            codes, uniques = _distinct_texts(data.get(name), n)
+            code_of = {text: k for k, text in enumerate(uniques)}
             for level in levels:
-                out[:, j] = values == level
+                out[:, j] = codes == code_of.get(level, -1)
                 j += 1
         for name, tokens in self.vocabulary.items():
-            # One pass over the texts: a row's few words set its columns, rather than a pass a word.
-            column_of = {token: j + k for k, token in enumerate(tokens)}
-            out[:, j : j + len(tokens)] = 0.0
-            rows: list[int] = []
-            columns: list[int] = []
-            for i, text in enumerate(to_str(data.get(name), n)):
+            # Each distinct text is split into words once; a row's few words set its columns.
+            column_of = {token: k for k, token in enumerate(tokens)}
+            codes, uniques = _distinct_texts(data.get(name), n)
+            words = np.zeros((len(uniques) + 1, len(tokens)), dtype=np.float32)  # last row: missing
+            for u, text in enumerate(uniques):
                 for token in _tokens(text):
                     column = column_of.get(token)
                     if column is not None:
-                        rows.append(i)
-                        columns.append(column)
-            out[rows, columns] = 1.0
+                        words[u, column] = 1.0
+            out[:, j : j + len(tokens)] = words[codes]
             j += len(tokens)
         # A ratio over a tiny denominator, or a number beyond float32, is not a measurement: missing.
         out[~np.isfinite(out)] = np.nan
@@ -224,6 +223,8 @@ def to_float(values: Any, n: int, name: str = "") -> np.ndarray:
 def to_bool_float(values: Any, n: int, name: str = "") -> np.ndarray:
     if values is None:
         return np.full(n, np.nan)
+    if str(getattr(values, "dtype", "")) == "boolean":  # pandas' nullable booleans (validated files)
+        return np.asarray(values.to_numpy(dtype=np.float64, na_value=np.nan))
     raw = _as_array(values)
     out = np.full(len(raw), np.nan)
     for i, v in enumerate(raw):
@@ -250,6 +251,27 @@ def to_str(values: Any, n: int) -> np.ndarray:
     return np.array(
         [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in raw], dtype=object
     )
+
+
+def _distinct_texts(values: Any, n: int) -> tuple[np.ndarray, list[str | None]]:
+    """Each row's code into the distinct texts (:func:`to_str`'s values; missing ones get the code
+    ``len(texts)``), so work per text is done once per distinct text, not once per row."""
+    if str(getattr(values, "dtype", "")) == "string" and hasattr(values, "factorize"):
+        codes, distinct = values.factorize()  # pandas' strings, hashed in C; missing is -1
+        texts: list[str | None] = list(distinct.tolist())
+    else:
+        as_text = to_str(values, n)
+        index: dict[str | None, int] = {}
+        codes = np.fromiter(
+            (index.setdefault(v, len(index)) for v in as_text), dtype=np.int64, count=len(as_text)
+        )
+        texts = list(index)
+        if None in index:  # missing gets the code after the texts, as pandas' -1 does below
+            at = index[None]
+            texts.pop(at)
+            codes = np.where(codes == at, -1, np.where(codes > at, codes - 1, codes))
+    codes = np.asarray(codes, dtype=np.int64)
+    return np.where(codes < 0, len(texts), codes), texts
 
 
 def to_days(values: Any, n: int, name: str = "") -> np.ndarray:

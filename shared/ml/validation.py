@@ -75,6 +75,32 @@ def _number_texts(values: pd.Series, where: np.ndarray) -> np.ndarray:
     return np.array([f"{v:g}" for v in values.to_numpy()[where]], dtype=object)
 
 
+# Digits with at most one point inside, 15 digits at most: pandas reads such a number exactly as
+# Arrow does (an integer below 2**53 and one exact power of ten), so Arrow may read them.
+_PLAIN_DECIMAL: Final = r"^(?:[0-9]{1,15}|[0-9]+\.[0-9]+)$"
+_PLAIN_DIGITS: Final = 16  # a plain decimal with its point is at most 15 digits and the point
+
+
+def _text_numbers(text: pd.Series) -> pd.Series:
+    """``pd.to_numeric(text, errors="coerce")`` as float64 (NaN where missing or not a number). When
+    every value is a plain decimal, Arrow's cast reads them in C, three times faster than pandas'
+    reader; one value of any other form (a sign, an exponent, 16 digits or more) sends the whole
+    column to pandas, so the result is always pandas' own."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(text.dtype, pd.StringDtype) and text.dtype.storage == "pyarrow":
+        values = pa.array(text.array)  # the column's own Arrow data, chunked or not
+        plain = pc.and_(
+            pc.match_substring_regex(values, _PLAIN_DECIMAL),
+            pc.less_equal(pc.utf8_length(values), _PLAIN_DIGITS),
+        )
+        if values.null_count == len(values) or pc.all(pc.fill_null(plain, True)).as_py():
+            numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+            return pd.Series(numbers, index=text.index, dtype="float64")
+    return pd.to_numeric(text, errors="coerce").astype("float64")
+
+
 def _check_column(
     col: ColumnSpec, raw: pd.Series, spec: FeatureSpec, reasons: _Reasons, today: dt.date
 ) -> tuple[pd.Series, pd.Series]:
@@ -91,8 +117,10 @@ def _check_column(
         return np.asarray("'" + text.iloc[where].fillna("") + "'", dtype=object)
 
     if col.kind in (ColumnKind.NUMERIC, ColumnKind.INTEGER):
-        source = raw if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw) else text
-        values = pd.to_numeric(source.where(present), errors="coerce").astype("float64")
+        if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+            values = pd.to_numeric(raw.where(present), errors="coerce").astype("float64")
+        else:
+            values = _text_numbers(text.where(present))
         bad = present & values.isna()
         reasons.add(bad, f"{name}:not_a_number", lambda w: name + ": " + shown(w) + " is not a number")
         ok = present & ~bad

@@ -27,6 +27,7 @@ from shared.ml.batch_scoring import (
     RowChunk,
     _line_batches,
     _parse_by_line,
+    csv_chunk,
     csv_header,
     jsonl_chunk,
     open_writer,
@@ -84,11 +85,12 @@ def damaged_csv(rows: int, seed: int) -> bytes:
 class ReferenceScorer(BatchScorer):
     """The scoring as it was: one claim at a time through TreeSHAP, the factors as dicts."""
 
-    def _score(self, typed: pd.DataFrame, row_numbers: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    def _score(
+        self, typed: pd.DataFrame, matrix: np.ndarray, row_numbers: np.ndarray
+    ) -> tuple[pd.DataFrame, np.ndarray]:
         model, n = self.model, len(typed)
         if n == 0:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORED_COLUMNS}), np.zeros(0)
-        matrix = model.encoder.transform(typed, n)
         explained = [model.family.explain(matrix[i : i + 1]) for i in range(n)]
         margin = np.concatenate([m for m, _ in explained])
         column_contributions = np.vstack([c for _, c in explained])
@@ -192,3 +194,23 @@ def test_the_top_factors_are_those_a_stable_sort_puts_first() -> None:
     for k in (1, 5, 9):
         expected = np.argsort(-magnitude, axis=1, kind="stable")[:, :k]
         np.testing.assert_array_equal(_top_columns(magnitude, k), expected)
+
+
+@pytest.mark.parametrize("line_ends", ["file", "split", "crlf"])
+def test_lines_are_read_as_the_csv_module_reads_each_alone(line_ends: str) -> None:
+    """Lines as a file gives them (each with its end), as a transform's mini-batch is split (none),
+    or with CRLF; a chunk of plain lines and one with damaged lines among them."""
+    header, *lines = damaged_csv(400, seed=5).splitlines(keepends=True)
+    columns = header.decode().strip().split(",")
+    plain = [line for line in lines if b'"' not in line and b"\r" not in line.rstrip(b"\r\n")][:50]
+    for chunk_lines in (plain, lines, []):
+        given = {
+            "file": chunk_lines,
+            "split": [line.rstrip(b"\r\n") for line in chunk_lines],
+            "crlf": [line.rstrip(b"\r\n") + b"\r\n" for line in chunk_lines],
+        }[line_ends]
+        given = [line for line in given if line.strip()]
+        chunk = csv_chunk(given, columns, 1, "claim_id")
+        rows, unreadable = _parse_by_line(given, len(columns))
+        assert chunk.unreadable == unreadable
+        assert chunk.frame.astype(object).where(chunk.frame.notna(), None).values.tolist() == rows
