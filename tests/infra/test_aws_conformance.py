@@ -1030,12 +1030,12 @@ def full_input() -> dict[str, Any]:
             "champion_tolerance": 0.02,
             "max_false_negative_rate_difference": 0.2,
             "min_selection_rate_ratio": 0.6,
+            "max_replay_flip_rate": 0.05,
         },
         "seed": 11,
         "source": "glue:training_claims",  # the raw claims from the lake's table
+        "replay_days": 3,  # the evaluation's replay of live traffic
     }
-    if "replay_days" in PipelineInputs.model_fields:  # the evaluation's replay of live traffic
-        start["replay_days"] = 3
     PipelineInputs.model_validate(start)
     return start
 
