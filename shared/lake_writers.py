@@ -337,3 +337,46 @@ def materialize_source(source: str, lake: ClaimsLake, target: Path, wanted: Sequ
 
 def is_lake_source(source: str) -> bool:
     return source.startswith(("athena:", "glue:"))
+
+
+def _factors_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode("utf-8")
+
+
+class BatchMirror:
+    """The drop folder's scored and rejected rows, mirrored into ``batch_scored`` and
+    ``rejected_rows`` (stage ``batch``) as the file is scored; the partitions (``batch_id``: the
+    file's content hash) change only at :meth:`commit`, once the whole file is scored."""
+
+    def __init__(self, lake: ClaimsLake, batch_id: str, source_file: str) -> None:
+        from shared.lake import BATCH_SCORED, REJECTED_ROWS
+
+        self.batch_id, self.source_file = batch_id, source_file
+        self.started = now_utc()
+        self._scored = lake.open_partition(BATCH_SCORED, {"batch_id": batch_id})
+        self._rejected = lake.open_partition(REJECTED_ROWS, {"stage": "batch", "batch_id": batch_id})
+
+    def scored(self, frame: pd.DataFrame) -> None:
+        if len(frame):
+            import pandas as pd
+
+            factors = pd.Series([_factors_text(v) for v in frame["risk_factors"].tolist()], index=frame.index)
+            rows = frame.assign(source_file=self.source_file, scored_at=self.started, risk_factors=factors)
+            self._scored.write(rows)
+
+    def rejected(self, frame: pd.DataFrame) -> None:
+        if len(frame):
+            self._rejected.write(frame.assign(source_file=self.source_file, rejected_at=self.started))
+
+    def commit(self) -> tuple[int, int]:
+        return self._scored.commit(), self._rejected.commit()
+
+    def abort(self) -> None:
+        self._scored.abort()
+        self._rejected.abort()

@@ -285,6 +285,20 @@ class MetricsPublisher(Protocol):
     def publish(self, namespace: str, metrics: Sequence[MetricDatum]) -> None: ...
 
 
+class LakePartitionWriter(Protocol):
+    """One partition being replaced, chunk by chunk (for writers that are handed their rows)."""
+
+    def write(self, frame: pd.DataFrame) -> None: ...
+
+    def commit(self) -> int:
+        """The partition now holds what was written; the rows."""
+        ...
+
+    def abort(self) -> None:
+        """Give up: nothing half-written stays visible as the partition's rows."""
+        ...
+
+
 class ClaimsLake(Protocol):
     """The claims lake (:mod:`shared.lake`): Parquet tables under S3 with Glue and Athena in AWS,
     under a folder with DuckDB here; the same tables and the same SQL (Athena's dialect)."""
@@ -299,6 +313,10 @@ class ClaimsLake(Protocol):
 
     def write(self, table: LakeTable, partition: Mapping[str, str], frames: Iterable[pd.DataFrame]) -> int:
         """Replace the partition's rows with these (streamed chunk by chunk); the rows written."""
+        ...
+
+    def open_partition(self, table: LakeTable, partition: Mapping[str, str]) -> LakePartitionWriter:
+        """The same, for rows that are handed over one chunk at a time."""
         ...
 
     def query(self, sql: str) -> pd.DataFrame:

@@ -134,35 +134,12 @@ class LocalLake:
                 found.append(dict(p.split("=", 1) for p in parts))
         return found
 
-    def write(self, table: LakeTable, partition: Mapping[str, str], frames: Iterable[pd.DataFrame]) -> int:
-        import pyarrow.parquet as pq
-
+    def open_partition(self, table: LakeTable, partition: Mapping[str, str]) -> LocalPartitionWriter:
         target = self.root / table.name / table.partition_path(partition)
-        staging = self.root / _STAGING / uuid.uuid4().hex
-        staging.mkdir(parents=True)
-        rows, writer, schema = 0, None, None
-        try:
-            for frame in frames:
-                if not len(frame) and writer is not None:
-                    continue
-                arrow = conform(table, frame, partition)
-                if writer is None:
-                    schema = arrow.schema
-                    writer = pq.ParquetWriter(staging / "part-0.parquet", schema, compression="zstd")
-                elif arrow.schema != schema:
-                    raise LakeError(f"{table.name}: a later chunk's columns differ from the first's")
-                writer.write_table(arrow)
-                rows += arrow.num_rows
-            if writer is not None:
-                writer.close()
-                writer = None
-            self._swap(staging, target)
-        except BaseException:
-            if writer is not None:
-                writer.close()
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return rows
+        return LocalPartitionWriter(self, table, partition, target)
+
+    def write(self, table: LakeTable, partition: Mapping[str, str], frames: Iterable[pd.DataFrame]) -> int:
+        return write_all(self.open_partition(table, partition), frames)
 
     def _swap(self, staging: Path, target: Path) -> None:
         """The partition becomes the staged files; a reader sees the old files or the new ones."""
@@ -227,6 +204,55 @@ class LocalLake:
             connection.close()
 
 
+class LocalPartitionWriter:
+    """Rows written aside, then swapped in for the partition's old files at :meth:`commit`."""
+
+    def __init__(self, lake: LocalLake, table: LakeTable, partition: Mapping[str, str], target: Path) -> None:
+        self.lake, self.table, self.partition, self.target = lake, table, dict(partition), target
+        self.staging = lake.root / _STAGING / uuid.uuid4().hex
+        self.staging.mkdir(parents=True)
+        self.rows = 0
+        self._writer: Any = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        if not len(frame) and self._writer is not None:
+            return
+        arrow = conform(self.table, frame, self.partition)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.staging / "part-0.parquet", arrow.schema, compression="zstd")
+        elif arrow.schema != self._writer.schema:
+            raise LakeError(f"{self.table.name}: a later chunk's columns differ from the first's")
+        self._writer.write_table(arrow)
+        self.rows += arrow.num_rows
+
+    def commit(self) -> int:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.lake._swap(self.staging, self.target)
+        return self.rows
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def write_all(writer: LocalPartitionWriter | AthenaPartitionWriter, frames: Iterable[pd.DataFrame]) -> int:
+    """Every frame into the partition, then commit; on any failure the partition is left as it was
+    (locally) or emptied (in S3, where the first write already replaced it)."""
+    try:
+        for frame in frames:
+            writer.write(frame)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit()
+
+
 class AthenaLake:
     """S3 + Glue + Athena through awswrangler: one Glue database, tables under ``root`` (an S3 URI),
     queries in an Athena workgroup (whose settings hold the results' location and encryption)."""
@@ -257,39 +283,11 @@ class AthenaLake:
         )
         return [dict(zip(spec.partition, values, strict=True)) for values in found.values()]
 
-    def write(self, table: LakeTable, partition: Mapping[str, str], frames: Iterable[pd.DataFrame]) -> int:
-        import awswrangler as wr
+    def open_partition(self, table: LakeTable, partition: Mapping[str, str]) -> AthenaPartitionWriter:
+        return AthenaPartitionWriter(self, table, partition)
 
-        location = f"{self.root}/{table.name}/"
-        rows, first = 0, True
-        for frame in frames:
-            if not len(frame) and not first:
-                continue
-            arrow = conform(table, frame, partition)
-            data = arrow.to_pandas(timestamp_as_object=False)
-            for key in table.partition:
-                data[key] = str(partition[key])
-            dtype = {c: _GLUE_TYPES[k] for c, k in table.columns}
-            dtype.update(dict.fromkeys(table.partition, "string"))
-            wr.s3.to_parquet(
-                df=data,
-                path=location,
-                dataset=True,
-                database=self.database,
-                table=table.name,
-                partition_cols=list(table.partition),
-                mode="overwrite_partitions" if first else "append",
-                dtype=dtype,
-                schema_evolution=not table.columns,
-                glue_table_settings={"description": table.description},
-                boto3_session=self.session,
-            )
-            rows += len(data)
-            first = False
-        if first:  # no rows at all: the partition must still be emptied
-            path = f"{location}{table.partition_path(partition)}/"
-            wr.s3.delete_objects(path, boto3_session=self.session)
-        return rows
+    def write(self, table: LakeTable, partition: Mapping[str, str], frames: Iterable[pd.DataFrame]) -> int:
+        return write_all(self.open_partition(table, partition), frames)
 
     def query(self, sql: str) -> pd.DataFrame:
         import awswrangler as wr
@@ -339,3 +337,55 @@ def lake_from_env(default_root: Path | None = None) -> LocalLake | AthenaLake | 
             raise LakeError("a lake under s3:// needs its Glue database: set CLAIMS_RISK_LAKE_DATABASE")
         return LocalLake(Path(settings.root))
     return LocalLake(default_root) if default_root is not None else None
+
+
+class AthenaPartitionWriter:
+    """The first chunk replaces the partition (``overwrite_partitions``), later ones append; each
+    call registers the partition in Glue."""
+
+    def __init__(self, lake: AthenaLake, table: LakeTable, partition: Mapping[str, str]) -> None:
+        self.lake, self.table, self.partition = lake, table, dict(partition)
+        self.location = f"{lake.root}/{table.name}/"
+        self.path = f"{self.location}{table.partition_path(partition)}/"
+        self.rows = 0
+        self._first = True
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import awswrangler as wr
+
+        if not len(frame) and not self._first:
+            return
+        data = conform(self.table, frame, self.partition).to_pandas(timestamp_as_object=False)
+        for key in self.table.partition:
+            data[key] = str(self.partition[key])
+        dtype = {c: _GLUE_TYPES[k] for c, k in self.table.columns}
+        dtype.update(dict.fromkeys(self.table.partition, "string"))
+        wr.s3.to_parquet(
+            df=data,
+            path=self.location,
+            dataset=True,
+            database=self.lake.database,
+            table=self.table.name,
+            partition_cols=list(self.table.partition),
+            mode="overwrite_partitions" if self._first else "append",
+            dtype=dtype,
+            schema_evolution=not self.table.columns,
+            glue_table_settings={"description": self.table.description},
+            boto3_session=self.lake.session,
+        )
+        self.rows += len(data)
+        self._first = False
+
+    def commit(self) -> int:
+        if self._first:  # no rows at all: the partition must still be emptied
+            self._delete()
+        return self.rows
+
+    def abort(self) -> None:
+        if not self._first:  # half a partition is worse than none: a re-run writes it whole
+            self._delete()
+
+    def _delete(self) -> None:
+        import awswrangler as wr
+
+        wr.s3.delete_objects(self.path, boto3_session=self.lake.session)
