@@ -25,7 +25,7 @@ from step_functions.pipeline import step
 NAME = "batch"
 TRAIN_ROWS = 20_000
 ROWS = 1_000_000
-SECONDS_LIMIT = 60.0
+SECONDS_LIMIT = 20.0  # issue 13: was 60 s (56 s measured before the batch path was made faster)
 MEMORY_LIMIT_MB = 2048.0
 
 
@@ -47,6 +47,15 @@ def measure(model_dir: Path, source: Path, out: Path, explain: bool) -> tuple[di
         return pool.submit(score_in_child, str(model_dir), str(source), str(out), explain).result()
 
 
+def model_note(model_dir: Path) -> str:
+    from shared.ml.model import RiskModel
+
+    model = RiskModel.load(model_dir)
+    booster = getattr(model.family, "booster", None)
+    trees = f", {booster.num_boosted_rounds()} trees" if booster is not None else ""
+    return f"model: the pipeline's default {model.manifest.family} on {TRAIN_ROWS:,} generated claims{trees}"
+
+
 def run() -> list[Figure]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -59,7 +68,8 @@ def run() -> list[Figure]:
         size_mb = source.stat().st_size / 1e6
         explained, explained_mb = measure(model_dir, source, root / "out-explained", explain=True)
         plain, plain_mb = measure(model_dir, source, root / "out-plain", explain=False)
-    notes = f"{ROWS:,} claims, CSV of {size_mb:.0f} MB, one process on every core"
+        trained_on = model_note(model_dir)
+    notes = f"{ROWS:,} claims, CSV of {size_mb:.0f} MB, one process on every core; {trained_on}"
     return [
         judged(
             NAME,
