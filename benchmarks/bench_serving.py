@@ -554,6 +554,11 @@ def server_figures(subject: str, run: ServerRun, what: str, *, with_targets: boo
 # ---------------------------------------------------------------------------------------------
 
 
+def trees_of(model_dir: Path) -> int:
+    booster = getattr(RiskModel.load(model_dir).family, "booster", None)
+    return int(booster.num_boosted_rounds()) if booster is not None else 0
+
+
 def run() -> list[Figure]:
     servers = Servers()
     shipped = published_model()
@@ -629,6 +634,16 @@ def run() -> list[Figure]:
             servers.stop_all()
         other_cores = window.other_cores(servers.cpu_s())
 
+    figures.append(
+        Figure(
+            NAME,
+            f"model measured: {which}",
+            "trees",
+            float(trees_of(model_dir)),
+            "trees",
+            notes=shipped.label,
+        )
+    )
     figures += server_figures(
         "our model server",
         ours,

@@ -109,15 +109,16 @@ class FittedEncoder(BaseModel):
         """Encode columns into the model matrix (float32, NaN where a value is missing)."""
         n = _row_count(data) if n_rows is None else n_rows
         out = np.full((n, len(self.columns)), np.nan, dtype=np.float32)
+        converted = _Converted(data, n)  # a column read by several features is converted once
         j = 0
         for name in self.numeric:
-            out[:, j] = to_float(data.get(name), n, name)
+            out[:, j] = converted.floats(name)
             j += 1
         for name in self.boolean:
             out[:, j] = to_bool_float(data.get(name), n, name)
             j += 1
         for derived in self.derived:
-            out[:, j] = derive(derived, data, n)
+            out[:, j] = derive(derived, data, n, converted)
             j += 1
         for name, levels in self.categories.items():
             codes, uniques = _distinct_texts(data.get(name), n)
@@ -296,17 +297,37 @@ def _missing(value: Any) -> bool:
     return value is None or value == "" or bool(value != value)  # noqa: PLR0124 - NaN is not equal to itself
 
 
-def derive(feature: DerivedFeature, data: Columns, n: int) -> np.ndarray:
+class _Converted:
+    """Columns converted to numbers for one :meth:`FittedEncoder.transform` call, each once."""
+
+    def __init__(self, data: Columns, n: int) -> None:
+        self.data, self.n = data, n
+        self._floats: dict[str, np.ndarray] = {}
+        self._days: dict[str, np.ndarray] = {}
+
+    def floats(self, name: str) -> np.ndarray:
+        if name not in self._floats:
+            self._floats[name] = to_float(self.data.get(name), self.n, name)
+        return self._floats[name]
+
+    def days(self, name: str) -> np.ndarray:
+        if name not in self._days:
+            self._days[name] = to_days(self.data.get(name), self.n, name)
+        return self._days[name]
+
+
+def derive(feature: DerivedFeature, data: Columns, n: int, converted: _Converted | None = None) -> np.ndarray:
     a = feature.inputs[0]
+    columns = converted or _Converted(data, n)
     if feature.op == "ratio":
-        num, den = to_float(data.get(a), n, a), to_float(data.get(feature.inputs[1]), n, feature.inputs[1])
+        num, den = columns.floats(a), columns.floats(feature.inputs[1])
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(den > 0, num / den, np.nan)
     if feature.op == "days_between":
-        later = to_days(data.get(feature.inputs[1]), n, feature.inputs[1])
-        return np.asarray(later - to_days(data.get(a), n, a))
+        later = columns.days(feature.inputs[1])
+        return np.asarray(later - columns.days(a))
     if feature.op in ("month", "weekday"):
-        days = to_days(data.get(a), n, a)
+        days = columns.days(a)
         valid = ~np.isnan(days)
         out = np.full(n, np.nan)
         stamps = days[valid].astype("int64").astype("datetime64[D]")
@@ -315,7 +336,7 @@ def derive(feature: DerivedFeature, data: Columns, n: int) -> np.ndarray:
         else:  # 1970-01-01 was a Thursday: Monday = 0
             out[valid] = (days[valid].astype(np.int64) + 3) % 7
         return out
-    values = to_float(data.get(a), n, a)
+    values = columns.floats(a)
     with np.errstate(invalid="ignore"):
         return np.asarray(np.log1p(np.where(values >= 0, values, np.nan)))
 

@@ -20,6 +20,11 @@ PARALLEL_ROWS: Final = 64  # below this, handing rows to a second thread costs m
 
 
 @cache
+def _cores() -> int:
+    return os.cpu_count() or 1  # asked once: the call reads /sys, 15 us a request when serving
+
+
+@cache
 def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="claims-risk-rows")
 
@@ -27,8 +32,11 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 def run_over_rows(kernel: Callable[[slice], None], n_rows: int) -> None:
     """Call ``kernel(rows)`` on slices covering ``range(n_rows)``: one slice for a few rows, one per
     core for a batch. The kernel writes its results into arrays the caller owns, row by row."""
-    workers = os.cpu_count() or 1
-    if n_rows < PARALLEL_ROWS or workers == 1:
+    if n_rows < PARALLEL_ROWS:
+        kernel(slice(0, n_rows))
+        return
+    workers = _cores()
+    if workers == 1:
         kernel(slice(0, n_rows))
         return
     bounds = np.linspace(0, n_rows, workers + 1).astype(int)
