@@ -408,6 +408,10 @@ def _print_where_to_look(api_url: str, model_url: str, model_dir: Path, logs: Pa
         ("Model server", f"{model_url}/ping, {model_url}/invocations (SageMaker serving contract)"),
         ("Model card", f"{api_url}/api/v1/models/current"),
         ("Model", str(model_dir)),
+        (
+            "Claims lake",
+            f'{logs.parent / "lake"}   (claims-risk lake query "SELECT * FROM inferences LIMIT 5")',
+        ),
         ("Logs", str(logs)),
         ("API token", f"{token}   (set {TOKEN_ENV} to choose it; {THROTTLE_ENV} sets the rate limit)"),
     ]

@@ -123,8 +123,11 @@ def watch(
     if once and model_source() is None:  # waiting for a model would never end
         raise click.ClickException("no published model: run `claims-risk train` first, or pass --model-dir")
     stop = threading.Event()
+    from local.cli_lake import open_lake
+
+    lake = open_lake(_home())  # the scored and rejected rows are mirrored into the claims lake
     try:
-        with stop_on_signals(stop), DropFolderWatcher(root, model_source, settings, stop) as watcher:
+        with stop_on_signals(stop), DropFolderWatcher(root, model_source, settings, stop, lake) as watcher:
             click.echo(f"watching {watcher.folder.incoming} (every {poll_interval:g}s)", err=True)
             results = watcher.run(until_idle=once)
     except WatcherBusy as busy:

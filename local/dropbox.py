@@ -70,8 +70,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, Literal
+from typing import IO, TYPE_CHECKING, Any, Final, Literal
 
+from shared.lake import LakeError
+from shared.lake_writers import BatchMirror
 from shared.ml.batch_scoring import (
     CHUNK_ROWS,
     BatchFileError,
@@ -81,6 +83,9 @@ from shared.ml.batch_scoring import (
     input_format,
     score_file,
 )
+
+if TYPE_CHECKING:
+    from shared.ports import ClaimsLake
 
 log = logging.getLogger("claims_risk.dropbox")
 
@@ -450,8 +455,10 @@ class DropFolderWatcher:
         model_dir: Callable[[], Path | None],
         settings: WatchSettings = WatchSettings(),
         stop: threading.Event | None = None,
+        lake: ClaimsLake | None = None,
     ) -> None:
         self.folder = DropFolder(root)
+        self.lake = lake  # scored and rejected rows are mirrored into it, partition = the file's hash
         self.settings = settings
         self.stop_event = stop or threading.Event()
         self._model_dir = model_dir
@@ -602,34 +609,39 @@ class DropFolderWatcher:
         finals = self.folder.outputs(output_name)
         temps = tuple(temporary_name(p, sha256[:12]) for p in finals)
         self._remove(temps)  # left by a crash during an earlier attempt
+        mirror = self._mirror(path.name, sha256)
         try:
             summary = score_file(
                 model,
                 path,
-                FileOutputs(scored=temps[0], rejected=temps[1]),
+                FileOutputs(scored=temps[0], rejected=temps[1], mirror=mirror),
                 explain=self.settings.explain,
                 chunk_rows=self.settings.chunk_rows,
                 should_stop=self.stop_event.is_set,
                 opened=source,
             )
         except Cancelled:
-            self._remove(temps)
+            self._remove(temps, mirror)
             self.ledger.release(key)
             return FileResult(path.name, "stopped")
         except (BatchFileError, BatchInvariantError) as error:
-            self._remove(temps)
+            self._remove(temps, mirror)
             return self._fail(path, key, sha256, str(error))
         except Exception as error:  # a file must never stop the watcher; it goes to failed/ with why
             log.exception("scoring %s failed", path.name)
-            self._remove(temps)
+            self._remove(temps, mirror)
             return self._fail(path, key, sha256, f"{type(error).__name__}: {error}")
         after = os.fstat(source.fileno())
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-            self._remove(temps)
+            self._remove(temps, mirror)
             self.ledger.release(key)
             self._tracker.forget(path)
             return FileResult(path.name, "changed", "the file changed while it was scored; it will be again")
         summary["source_sha256"] = sha256
+        if (
+            mirror is not None
+        ):  # before the files' commit: a crash in between redoes the file, replacing these
+            summary["lake"] = self._commit_mirror(mirror, path.name)
         temps[2].write_text(json.dumps(summary, indent=2), encoding="utf-8")
         commit(temps, finals)
         self.ledger.finish(key)
@@ -644,6 +656,25 @@ class DropFolderWatcher:
             finals[0],
         )
         return FileResult(path.name, "scored", str(moved), summary)
+
+    def _mirror(self, name: str, sha256: str) -> BatchMirror | None:
+        if self.lake is None:
+            return None
+        try:
+            return BatchMirror(self.lake, sha256[:32], name)
+        except (LakeError, OSError) as error:  # the lake is a copy: scoring goes on without it
+            log.error("%s: the claims lake cannot be written (%s); scoring without it", name, error)
+            return None
+
+    @staticmethod
+    def _commit_mirror(mirror: BatchMirror, name: str) -> dict[str, Any]:
+        try:
+            scored, rejected = mirror.commit()
+        except (LakeError, OSError) as error:
+            log.error("%s: scored, but its rows did not reach the claims lake: %s", name, error)
+            mirror.abort()
+            return {"error": str(error)}
+        return {"batch_id": mirror.batch_id, "batch_scored": scored, "rejected_rows": rejected}
 
     def _output_name(self, name: str, key: str, sha256: str) -> str:
         fitted = fitted_name(name, sha256, OUTPUT_NAME_MAX_BYTES - 9)
@@ -669,9 +700,11 @@ class DropFolderWatcher:
         return FileResult(path.name, "failed", reason)
 
     @staticmethod
-    def _remove(paths: tuple[Path, ...]) -> None:
+    def _remove(paths: tuple[Path, ...], mirror: BatchMirror | None = None) -> None:
         for path in paths:
             path.unlink(missing_ok=True)
+        if mirror is not None:
+            mirror.abort()
 
     def _current_model(self) -> Any:
         model_path = self._model_dir()

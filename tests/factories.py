@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING, Any
 from shared.schema import EXAMPLE_CLAIM, Claim
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from local.pipeline_runner import PipelineServices
+    from shared.capture import CaptureWriter
 
 
 def minimal_claim(**changes: Any) -> dict[str, Any]:
@@ -28,3 +31,26 @@ def local_test_services(root: Path) -> PipelineServices:
 
 def tracking_uri_in(root: Path) -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def capture_scored_claim(
+    writer: CaptureWriter, claim_id: str, level: str, when: datetime, score: float = 0.5
+) -> None:
+    """One claim scored by the endpoint, as its data capture records the exchange."""
+    import json
+
+    prediction = {
+        "claim_id": claim_id,
+        "risk_level": level,
+        "risk_score": score,
+        "confidence": 0.5,
+        "model_version": "m1",
+    }
+    writer.submit(
+        "claims-risk",
+        json.dumps({"instances": [minimal_claim(claim_id=claim_id)]}).encode(),
+        "application/json",
+        json.dumps({"predictions": [prediction]}).encode(),
+        "application/json",
+        when=when,
+    )

@@ -711,6 +711,14 @@ def open_writer(path: Path, kind: InputFormat, columns: Sequence[str]) -> RowWri
 class FileOutputs:
     scored: Path
     rejected: Path
+    # Also handed every chunk's rows, in file order (the claims lake's copy of a dropped file).
+    mirror: RowMirror | None = None
+
+
+class RowMirror(Protocol):
+    def scored(self, frame: pd.DataFrame) -> None: ...
+
+    def rejected(self, frame: pd.DataFrame) -> None: ...
 
 
 class Cancelled(Exception):
@@ -742,6 +750,9 @@ def score_file(
         outcome = scorer.finish(prepared)
         writers[0].write(outcome.scored)
         writers[1].write(outcome.rejected)
+        if outputs.mirror is not None:
+            outputs.mirror.scored(outcome.scored)
+            outputs.mirror.rejected(outcome.rejected)
         return outcome
 
     def absorb(outcome: ChunkOutcome) -> None:

@@ -313,6 +313,71 @@ def test_make_run_scores_a_dropped_file_and_captures_traffic(system: RunningSyst
     assert ours["captureData"]["endpointOutput"]["mode"] == "OUTPUT" and ours["eventMetadata"]["eventId"]
 
 
+def lake_query(home: Path, sql: str) -> list[dict[str, Any]]:
+    """`claims-risk lake query` as a user types it, its JSON answer."""
+    env = {**os.environ, "CLAIMS_RISK_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-m", "local.cli", "lake", "query", sql, "--format", "json"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answer: list[dict[str, Any]] = json.loads(done.stdout)
+    return answer
+
+
+def test_the_lake_answers_with_what_make_run_saw(system: RunningSystem) -> None:
+    """After a few scored claims, the claims lake answers from them: the API's traffic (flattened
+    from the capture as the query runs), the dropped file's rows and the training claims."""
+    home = Path(system.output).parent
+    assert "Claims lake" in system.printed()
+    ids = [f"LAKE-{i}" for i in range(3)]
+    for claim_id in ids:
+        status, _, _ = http(
+            "POST",
+            f"{system.api}/api/v1/predict",
+            json.dumps(minimal_claim(claim_id=claim_id)).encode(),
+            {"Content-Type": "application/json", **system.auth},
+        )
+        assert status == 200
+    seen: list[dict[str, Any]] = []
+    for _ in range(50):  # the model server's capture writer flushes within a second
+        seen = lake_query(
+            home, "SELECT claim_id, risk_level, model_version FROM inferences WHERE claim_id LIKE 'LAKE-%'"
+        )
+        if len(seen) == len(ids):
+            break
+        time.sleep(0.2)
+    assert sorted(row["claim_id"] for row in seen) == ids
+    assert all(row["risk_level"] in ("low", "high") and row["model_version"] for row in seen)
+    [trained] = lake_query(home, "SELECT count(*) AS claims FROM training_claims")
+    assert trained["claims"] > 5_000  # `make run` trained on 6,000 generated claims
+    # A dropped file's rows, scored and refused, are there once the watcher has scored it.
+    staged = home / "lake-drop.jsonl.part"
+    rows = [
+        minimal_claim(claim_id="LAKE-DROP-1"),
+        {**minimal_claim(claim_id="LAKE-DROP-BAD"), "claim_amount": -1},
+    ]
+    staged.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (home / "dropbox" / "incoming").mkdir(parents=True, exist_ok=True)
+    staged.rename(home / "dropbox" / "incoming" / "lake-drop.jsonl")
+    summary_file = home / "dropbox" / "summaries" / "lake-drop.jsonl.json"
+    for _ in range(600):
+        if summary_file.is_file():
+            break
+        time.sleep(0.1)
+    assert json.loads(summary_file.read_text(encoding="utf-8"))["lake"]["batch_scored"] == 1
+    [scored] = lake_query(home, "SELECT claim_id FROM batch_scored WHERE claim_id LIKE 'LAKE-DROP-%'")
+    [refused] = lake_query(
+        home, "SELECT claim_id, reason FROM rejected_rows WHERE claim_id = 'LAKE-DROP-BAD'"
+    )
+    assert scored["claim_id"] == "LAKE-DROP-1" and "claim_amount" in refused["reason"]
+
+
 def test_a_second_run_reuses_the_model_and_stopping_frees_the_ports(
     system: RunningSystem, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

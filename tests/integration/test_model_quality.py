@@ -18,7 +18,7 @@ from shared.adapters.metrics import LocalMetricsSink
 from shared.capture import CapturePolicy, CaptureWriter, iter_capture_files, parse_capture_line
 from shared.lake_writers import ingest_capture, write_outcomes
 from shared.ml.quality import Baseline, quality_report
-from tests.factories import minimal_claim
+from tests.factories import capture_scored_claim, minimal_claim
 
 DAY1 = dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC)  # a Monday
 DAY2 = DAY1 + dt.timedelta(days=1)
@@ -35,15 +35,7 @@ def scored_day(
         for i in range(count):
             claim_id = f"{prefix}-{kind}-{i}"
             labels[claim_id] = outcome
-            prediction = {"claim_id": claim_id, "risk_level": level, "risk_score": 0.5, "model_version": "m1"}
-            writer.submit(
-                "claims-risk",
-                json.dumps({"instances": [minimal_claim(claim_id=claim_id)]}).encode(),
-                "application/json",
-                json.dumps({"predictions": [prediction]}).encode(),
-                "application/json",
-                when=when,
-            )
+            capture_scored_claim(writer, claim_id, level, when)
     return labels
 
 

@@ -24,7 +24,7 @@ from shared.lake import (
     training_table,
 )
 from shared.lake_writers import MetricRow, ingest_capture, load_id_of, write_monitoring, write_outcomes
-from tests.factories import minimal_claim
+from tests.factories import capture_scored_claim
 
 HOUR = dt.datetime(2026, 3, 2, 10, 15, tzinfo=dt.UTC)
 
@@ -150,21 +150,7 @@ def test_the_check_catches_a_duckdb_only_function() -> None:
 def capture(root: Path, when: dt.datetime, claim_ids: list[str], level: str = "low") -> None:
     writer = CaptureWriter(root, CapturePolicy())
     for claim_id in claim_ids:
-        prediction = {
-            "claim_id": claim_id,
-            "risk_level": level,
-            "risk_score": 0.25,
-            "confidence": 0.5,
-            "model_version": "m1",
-        }
-        writer.submit(
-            "claims-risk",
-            json.dumps({"instances": [minimal_claim(claim_id=claim_id)]}).encode(),
-            "application/json",
-            json.dumps({"predictions": [prediction]}).encode(),
-            "application/json",
-            when=when,
-        )
+        capture_scored_claim(writer, claim_id, level, when, score=0.25)
     writer.close()
 
 
