@@ -130,6 +130,17 @@ HYPERPARAMETERS: Final[tuple[Hyperparameter, ...]] = (
         tunable=False,
         help="train on a stratified sample of at most this many rows (0: all); a tuning trial's budget",
     ),
+    Hyperparameter(
+        "xgb_memory_mb",
+        "int",
+        0,
+        0,
+        10**7,
+        tunable=False,
+        family="xgboost",
+        help="memory the training data may take; above it XGBoost reads them batch by batch through "
+        "its external-memory iterator (0: a quarter of the machine's memory)",
+    ),
     # Every family
     Hyperparameter("early_stopping_rounds", "int", 40, 5, 200, tunable=False, family="xgboost"),
     Hyperparameter("seed", "int", 0, 0, 2**31 - 1, tunable=False),

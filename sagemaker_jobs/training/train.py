@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,15 @@ from shared.feature_spec import FeatureSpec, load_spec
 from shared.metric_lines import metric_line
 from shared.ml.baseline import baseline_statistics
 from shared.ml.evaluation import choose_threshold, classification_metrics
-from shared.ml.families import EXPLANATION_METHODS, TrainingData, fit_family
-from shared.ml.features import fit_encoder
+from shared.ml.external_memory import (
+    external_matrix,
+    label_counts,
+    needs_external_memory,
+    parquet_files,
+    sample_frame,
+)
+from shared.ml.families import EXPLANATION_METHODS, FittedFamily, TrainingData, fit_family
+from shared.ml.features import FittedEncoder, fit_encoder
 from shared.ml.model import Calibration, Lineage, Manifest, write_artifact
 from step_functions.pipeline import parse_hyperparameters, split_reserved
 
@@ -97,6 +105,15 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
         log(f"SageMaker's own hyperparameters, not the model's: {json.dumps(reserved, sort_keys=True)}")
     spec = resolve_spec(environment, hp)
     log(f"spec {spec.name!r}; hyperparameters {json.dumps(hp, sort_keys=True)}")
+    train_files = parquet_files(environment.channel("train") or Path("/nonexistent"))
+    if (
+        hp["model_family"] == "xgboost"
+        and hp["cv_folds"] < 2
+        and hp["max_rows"] == 0
+        and train_files
+        and needs_external_memory(train_files, hp["xgb_memory_mb"])
+    ):
+        return run_external_memory(environment, spec, hp, train_files, started)
     train = read_channel(environment.channel("train"), "train")
     validation = read_channel(environment.channel("validation"), "validation")
     y_train = target_of(train, spec, "train")
@@ -120,6 +137,41 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
 
     family_name = hp["model_family"]
     family = fit_family(family_name, TrainingData(x_train, y_train, x_val, y_val, encoder.feature_names), hp)
+    train_scores_of = lambda calibration: calibration.apply(family.margin(x_train))  # noqa: E731
+    return finish_training(
+        environment,
+        spec,
+        hp,
+        family,
+        encoder,
+        train,
+        y_train,
+        x_val,
+        y_val,
+        train_scores_of,
+        len(train),
+        started,
+    )
+
+
+def finish_training(
+    environment: TrainingEnvironment,
+    spec: FeatureSpec,
+    hp: dict[str, Any],
+    family: FittedFamily,
+    encoder: FittedEncoder,
+    train: pd.DataFrame,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    train_scores_of: Callable[[Calibration], np.ndarray],
+    train_rows: int,
+    started: float,
+) -> dict[str, Any]:
+    """Calibration, threshold, metrics and the artifact: the same for both ways of training.
+    ``train`` (with ``y_train``) is every training row, or a sample of them when the rows were
+    streamed; ``train_rows`` counts them all."""
+    family_name = hp["model_family"]
     calibration = Calibration.fit(family.margin(x_val), y_val)
     log(
         f"{family_name} fitted; Platt calibration slope {calibration.slope:.3f}, "
@@ -132,7 +184,7 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
     threshold = choose_threshold(y_val, val_scores, costs)
     metrics: dict[str, Any] = {
         "validation": classification_metrics(y_val, val_scores, threshold, costs),
-        "train": classification_metrics(y_train, calibration.apply(family.margin(x_train)), threshold, costs),
+        "train": classification_metrics(y_train, train_scores_of(calibration), threshold, costs),
     }
     test_channel = environment.channel("test")
     if test_channel is not None and test_channel.is_dir() and any(test_channel.iterdir()):
@@ -158,15 +210,15 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
             data_sha256=data_hash,
             code_version=os.environ.get("CODE_VERSION", "unknown"),
             hyperparameters=hp,
-            train_rows=len(train),
-            validation_rows=len(validation),
+            train_rows=train_rows,
+            validation_rows=len(y_val),
             source_files=list(lineage.get("source_files", [])),
         ),
         explanation_method=EXPLANATION_METHODS[family_name],
         calibration=calibration,
         files=files,
     )
-    baseline = baseline_statistics(spec, train, len(train), val_scores)
+    baseline = baseline_statistics(spec, train, len(train), val_scores)  # from a sample when streamed
     write_artifact(environment.model_dir, manifest, encoder, baseline)
     environment.output_data_dir.mkdir(parents=True, exist_ok=True)
     (environment.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
@@ -181,6 +233,70 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
         f"threshold {threshold:.3f}"
     )
     return {"model_version": version, "metrics": metrics}
+
+
+EXTERNAL_SAMPLE_ROWS = 1_000_000  # rows the encoder, the baseline and the training metrics read
+EXTERNAL_VALIDATION_ROWS = 1_000_000  # validation rows held for early stopping and calibration
+
+
+def run_external_memory(
+    environment: TrainingEnvironment,
+    spec: FeatureSpec,
+    hp: dict[str, Any],
+    train_files: list[Path],
+    started: float,
+) -> dict[str, Any]:
+    """XGBoost on training data that do not fit, through its external-memory iterator."""
+    import tempfile
+
+    from shared.ml.families import XGBoostFamily, class_weights
+
+    target = spec.target.column
+    total, positives = label_counts(train_files, target)
+    log(f"{total:,} training rows do not fit the memory budget: XGBoost reads them batch by batch")
+    sample = sample_frame(train_files, EXTERNAL_SAMPLE_ROWS, hp["seed"])
+    y_sample = target_of(sample, spec, "train")
+    encoder = fit_encoder(spec, sample, y_sample)
+    validation_files = parquet_files(environment.channel("validation") or Path("/nonexistent"))
+    if not validation_files:
+        raise TrainingError("channel 'validation' has no .parquet file")
+    validation = sample_frame(validation_files, EXTERNAL_VALIDATION_ROWS, hp["seed"])
+    y_val = target_of(validation, spec, "validation")
+    x_val = encoder.transform(validation)
+    # 'balanced' weighs by the whole split's class counts, as the in-memory run does.
+    ratio = (total - positives) / max(positives, 1)
+
+    def weights(y: np.ndarray) -> np.ndarray:
+        return class_weights(y, hp["class_weighting"], ratio)
+
+    with tempfile.TemporaryDirectory(prefix="xgb-pages-") as cache:
+        dtrain = external_matrix(
+            train_files,
+            encoder.transform,
+            lambda frame: target_of(frame, spec, "train"),
+            weights,
+            Path(cache),
+            encoder.feature_names,
+        )
+        import xgboost as xgb
+
+        dval = xgb.DMatrix(x_val, label=y_val, missing=np.nan, feature_names=encoder.feature_names)
+        family = XGBoostFamily.fit_matrices(dtrain, dval, hp)
+    x_sample = encoder.transform(sample)
+    return finish_training(
+        environment,
+        spec,
+        hp,
+        family,
+        encoder,
+        sample,
+        y_sample,
+        x_val,
+        y_val,
+        lambda calibration: calibration.apply(family.margin(x_sample)),
+        total,
+        started,
+    )
 
 
 def cross_validated_trial(

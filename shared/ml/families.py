@@ -52,12 +52,15 @@ class FittedFamily(Protocol):
         ...
 
 
-def class_weights(y: np.ndarray, weighting: str) -> np.ndarray:
-    """Per-row weights: 'balanced' gives both classes the same total weight."""
+def class_weights(y: np.ndarray, weighting: str, negatives_per_positive: float | None = None) -> np.ndarray:
+    """Per-row weights: 'balanced' gives both classes the same total weight (over ``y``, or over the
+    whole split when its ratio of negatives to positives is given, for rows seen a batch at a time)."""
     if weighting == "none":
         return np.ones(len(y))
-    positives = max(float(np.sum(y)), 1.0)
-    return np.where(y == 1, (len(y) - positives) / positives, 1.0)
+    if negatives_per_positive is None:
+        positives = max(float(np.sum(y)), 1.0)
+        negatives_per_positive = (len(y) - positives) / positives
+    return np.where(y == 1, negatives_per_positive, 1.0)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -134,6 +137,19 @@ class XGBoostFamily:
 
     @classmethod
     def fit(cls, data: TrainingData, hp: dict[str, Any]) -> XGBoostFamily:
+        import xgboost as xgb
+
+        weights = class_weights(data.y_train, hp["class_weighting"])
+        dtrain = xgb.DMatrix(
+            data.x_train, label=data.y_train, weight=weights, missing=np.nan, feature_names=data.feature_names
+        )
+        dval = xgb.DMatrix(data.x_val, label=data.y_val, missing=np.nan, feature_names=data.feature_names)
+        return cls.fit_matrices(dtrain, dval, hp)
+
+    @classmethod
+    def fit_matrices(cls, dtrain: Any, dval: Any, hp: dict[str, Any]) -> XGBoostFamily:
+        """Boosting with early stopping on the validation matrix; ``dtrain`` may be an in-memory
+        DMatrix or an external-memory one (:mod:`shared.ml.external_memory`)."""
         import os
 
         import xgboost as xgb
@@ -151,11 +167,6 @@ class XGBoostFamily:
             "seed": hp["seed"],
             "nthread": os.cpu_count() or 1,
         }
-        weights = class_weights(data.y_train, hp["class_weighting"])
-        dtrain = xgb.DMatrix(
-            data.x_train, label=data.y_train, weight=weights, missing=np.nan, feature_names=data.feature_names
-        )
-        dval = xgb.DMatrix(data.x_val, label=data.y_val, missing=np.nan, feature_names=data.feature_names)
         booster = xgb.train(
             params,
             dtrain,
