@@ -125,7 +125,7 @@ class RowChunk:
 
 
 def _is_missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)  # noqa: PLR0124
+    return value is None or (isinstance(value, float) and value != value)  # noqa: PLR0124 - NaN check
 
 
 def _decode(line: bytes) -> tuple[str, str | None]:

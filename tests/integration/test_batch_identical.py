@@ -26,6 +26,7 @@ from shared.ml.batch_scoring import (
     InputFormat,
     RowChunk,
     _line_batches,
+    _parquet_chunks,
     _parse_by_line,
     csv_chunk,
     csv_header,
@@ -115,6 +116,8 @@ class ReferenceScorer(BatchScorer):
 
 def reference_chunks(path: Path, model: RiskModel) -> list[RowChunk]:
     """Every line read by the csv module on its own, cells as Python objects (None when unreadable)."""
+    if path.suffix == ".parquet":  # read as it always was: record batches through pyarrow
+        return list(_parquet_chunks(path, model.spec, CHUNK_ROWS))
     with path.open("rb") as source:
         batches = list(_line_batches(source, CHUNK_ROWS))
     lines = [line for batch in batches for line in batch]
@@ -143,7 +146,9 @@ def reference_chunks(path: Path, model: RiskModel) -> list[RowChunk]:
 
 
 def reference_outputs(model: RiskModel, path: Path, out: Path) -> tuple[bytes, bytes]:
-    kind = InputFormat.JSON_LINES if path.suffix == ".jsonl" else InputFormat.CSV
+    kind = {".jsonl": InputFormat.JSON_LINES, ".parquet": InputFormat.PARQUET}.get(
+        path.suffix, InputFormat.CSV
+    )
     scorer = ReferenceScorer(model, today=TODAY)
     scored = open_writer(out / f"scored{path.suffix}", kind, SCORED_COLUMNS)
     rejected = open_writer(out / f"rejected{path.suffix}", kind, REJECTED_COLUMNS)
@@ -181,6 +186,22 @@ def test_json_lines_are_scored_as_the_plain_path_scores_them(model: RiskModel, t
     source = tmp_path / "claims.jsonl"
     frame.to_json(source, orient="records", lines=True, date_format="iso")
     fast = FileOutputs(tmp_path / "fast-scored.jsonl", tmp_path / "fast-rejected.jsonl")
+    score_file(model, source, fast, chunk_rows=CHUNK_ROWS, today=TODAY)
+    (tmp_path / "reference").mkdir()
+    scored, rejected = reference_outputs(model, source, tmp_path / "reference")
+    assert fast.scored.read_bytes() == scored
+    assert fast.rejected.read_bytes() == rejected
+
+
+def test_parquet_is_scored_as_the_plain_path_scores_it(model: RiskModel, tmp_path: Path) -> None:
+    """Nullable columns too: a rejected row's raw text is rendered from the frame, as before."""
+    frame = generate_claims(1500, seed=13).frame
+    frame.loc[::13, "vehicle_age"] = None
+    frame.loc[::31, "claim_amount"] = -3.0
+    frame.loc[::47, "claim_id"] = "=X"
+    source = tmp_path / "claims.parquet"
+    frame.to_parquet(source, index=False)
+    fast = FileOutputs(tmp_path / "fast-scored.parquet", tmp_path / "fast-rejected.parquet")
     score_file(model, source, fast, chunk_rows=CHUNK_ROWS, today=TODAY)
     (tmp_path / "reference").mkdir()
     scored, rejected = reference_outputs(model, source, tmp_path / "reference")
