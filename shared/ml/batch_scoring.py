@@ -493,13 +493,20 @@ class BatchScorer:
             return typed, accepted_at
         ids = typed[id_column].astype(object).where(typed[id_column].notna(), None).tolist()
         seen = self._first_row_of_id
-        repeated = np.fromiter((i is not None and i in seen for i in ids), dtype=bool, count=len(ids))
-        for index in np.flatnonzero(repeated):
-            reasons[accepted_at[index]] = f"{id_column}: duplicate of row {seen[ids[index]]}"
+        # Dict and set operations in C: this chunk's ids with their first row, those seen before.
+        rows = (accepted_at + first_row).tolist()
+        first_rows = dict(zip(reversed(ids), reversed(rows), strict=True))
+        first_rows.pop(None, None)
+        earlier = first_rows.keys() & seen.keys()
+        repeated = np.zeros(len(ids), dtype=bool)
+        if earlier:
+            repeated = np.fromiter((i in earlier for i in ids), dtype=bool, count=len(ids))
+            for index in np.flatnonzero(repeated):
+                reasons[accepted_at[index]] = f"{id_column}: duplicate of row {seen[ids[index]]}"
+            for claim_id in earlier:
+                del first_rows[claim_id]
         counts[f"{id_column}:duplicate"] += int(repeated.sum())
-        for claim_id, position in zip(ids, accepted_at.tolist(), strict=True):
-            if claim_id is not None:
-                seen.setdefault(claim_id, position + first_row)
+        seen.update(first_rows)
         if repeated.any():
             return typed[~repeated].reset_index(drop=True), accepted_at[~repeated]
         return typed, accepted_at
