@@ -433,6 +433,39 @@ class PreparedChunk:
     rule_counts: Counter[str]
 
 
+class SeenIds:
+    """The claim ids seen so far in a file, as 64-bit hashes with the row each first came on, in
+    sorted blocks merged as they grow (a log-structured index): 12 bytes an id instead of a Python
+    string in a dict (about 130), so a 16M-claim file's ids take 190 MB rather than 2 GB. Two
+    different ids share a hash with a chance of about n²/2^65: 7 in a million for 16M claims."""
+
+    def __init__(self) -> None:
+        self._blocks: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted hashes, their first rows)
+
+    def first_rows(self, hashes: np.ndarray) -> np.ndarray:
+        """The row each hash first came on, -1 for a hash not seen before."""
+        found = np.full(len(hashes), -1, dtype=np.int64)
+        for keys, rows in self._blocks:
+            at = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
+            hit = (keys[at] == hashes) & (found < 0)
+            found[hit] = rows[at[hit]]
+        return found
+
+    def add(self, hashes: np.ndarray, rows: np.ndarray) -> None:
+        """Remember new ids (their first row when one repeats within ``hashes``)."""
+        if not len(hashes):
+            return
+        keys, first = np.unique(hashes, return_index=True)
+        kind = np.uint32 if rows.max() < 2**32 else np.int64
+        self._blocks.append((keys, rows[first].astype(kind)))
+        # Merge while the newest block is at least half its neighbour: log2(n) blocks at most.
+        while len(self._blocks) > 1 and len(self._blocks[-1][0]) * 2 >= len(self._blocks[-2][0]):
+            (a_keys, a_rows), (b_keys, b_rows) = self._blocks.pop(-2), self._blocks.pop()
+            keys = np.concatenate([a_keys, b_keys])
+            order = np.argsort(keys, kind="stable")
+            self._blocks.append((keys[order], np.concatenate([a_rows, b_rows])[order]))
+
+
 class BatchScorer:
     """Validates and scores chunks of one file, remembering the claim ids seen so far."""
 
@@ -441,7 +474,7 @@ class BatchScorer:
         self.explain = explain
         self.today = today
         self.spec = model.spec
-        self._first_row_of_id: dict[str, int] = {}
+        self._seen_ids = SeenIds()
         self._levels = list(model.encoder.categories)  # fields whose factor value is the claim's level
 
     def score_chunk(self, chunk: RowChunk) -> ChunkOutcome:
@@ -491,22 +524,16 @@ class BatchScorer:
         id_column = self.spec.id_column
         if id_column not in typed.columns or typed.empty:
             return typed, accepted_at
-        ids = typed[id_column].astype(object).where(typed[id_column].notna(), None).tolist()
-        seen = self._first_row_of_id
-        # Dict and set operations in C: this chunk's ids with their first row, those seen before.
-        rows = (accepted_at + first_row).tolist()
-        first_rows = dict(zip(reversed(ids), reversed(rows), strict=True))
-        first_rows.pop(None, None)
-        earlier = first_rows.keys() & seen.keys()
-        repeated = np.zeros(len(ids), dtype=bool)
-        if earlier:
-            repeated = np.fromiter((i in earlier for i in ids), dtype=bool, count=len(ids))
-            for index in np.flatnonzero(repeated):
-                reasons[accepted_at[index]] = f"{id_column}: duplicate of row {seen[ids[index]]}"
-            for claim_id in earlier:
-                del first_rows[claim_id]
+        present = typed[id_column].notna().to_numpy()
+        hashes = pd.util.hash_array(typed[id_column].astype(object).to_numpy()[present])
+        rows = (accepted_at + first_row)[present]
+        earlier = self._seen_ids.first_rows(hashes)
+        repeated = np.zeros(len(typed), dtype=bool)
+        repeated[np.flatnonzero(present)[earlier >= 0]] = True
+        for index, row in zip(np.flatnonzero(repeated).tolist(), earlier[earlier >= 0].tolist(), strict=True):
+            reasons[accepted_at[index]] = f"{id_column}: duplicate of row {row}"
         counts[f"{id_column}:duplicate"] += int(repeated.sum())
-        seen.update(first_rows)
+        self._seen_ids.add(hashes[earlier < 0], rows[earlier < 0])
         if repeated.any():
             return typed[~repeated].reset_index(drop=True), accepted_at[~repeated]
         return typed, accepted_at
