@@ -45,6 +45,8 @@ TRAIN_ROWS: Final = 20_000
 
 def sizes(variable: str, default: tuple[int, ...]) -> tuple[int, ...]:
     text = os.environ.get(variable, "")
+    if text.strip().lower() == "none":
+        return ()
     return tuple(int(float(s)) for s in text.split(",") if s.strip()) if text else default
 
 

@@ -1,6 +1,6 @@
 """Validation in bounded memory: rows stream through the validator chunk by chunk into staging
-Parquet files, and DuckDB (which spills to disk) finds repeated claim ids and draws the stratified
-split; the splits are then written by streaming the staged rows again.
+Parquet files; DuckDB (which spills to disk) finds repeated claim ids and, per class, the cut-offs of
+the stratified split; the splits are then written by streaming the staged rows again.
 
 Only counts stay in memory, so a file of 16 million claims needs about as much memory as one of a
 million. The split is reproducible: within each class, rows are ordered by an MD5 of the seed and
@@ -10,6 +10,7 @@ the claim id (the row's position when it has none), and the first shares go to t
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ CHUNK_ROWS: Final = 200_000
 SOURCE_FILE: Final = "source_file"
 ORDER: Final = "_order"  # the row's place among all accepted rows, for the second pass
 SPLITS: Final = ("train", "validation", "test")
-DUCKDB_MEMORY: Final = "1GB"  # the engine's own budget; beyond it, it spills to the scratch folder
+DUCKDB_MEMORY: Final = "160MB"  # the engine's own budget; beyond it, it spills to the scratch folder
 DUPLICATE: Final = "duplicate"
 
 
@@ -144,62 +145,76 @@ def _connect(scratch: Path) -> Any:
     return connection
 
 
-def assignments(
+def _split_key(seed: int, claim_id: Any, position: int) -> str:
+    """The split's ordering key of a row: the same MD5 text DuckDB computes in :func:`split_plan`."""
+    text = f"{seed}:{claim_id}" if claim_id is not None else f"{seed}:#{position}"
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """What the second pass needs to place every row, small whatever the data's size: the rows that
+    repeat an earlier claim id, and per class the largest key that goes to test and to validation."""
+
+    duplicates: np.ndarray  # staging positions, sorted
+    test_upto: dict[int, str | None]
+    validation_upto: dict[int, str | None]
+
+    def fates(self, positions: np.ndarray, labels: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+        out = np.full(len(positions), "train", dtype=object)
+        for i, (label, key) in enumerate(zip(labels.tolist(), keys, strict=True)):
+            test, validation = self.test_upto.get(label), self.validation_upto.get(label)
+            if test is not None and key <= test:
+                out[i] = "test"
+            elif validation is not None and key <= validation:
+                out[i] = "validation"
+        out[np.isin(positions, self.duplicates)] = DUPLICATE
+        return out
+
+
+def split_plan(
     staged: StagedValidation, spec: FeatureSpec, validation: float, test: float, seed: int
-) -> Any:
-    """Each staged row's fate, in staging order: a split, or ``duplicate`` when an earlier row has its
-    claim id. A reader of Arrow batches (DuckDB streams it; nothing is held whole)."""
+) -> SplitPlan:
+    """DuckDB (memory-limited, spilling to disk) finds the repeated ids and, within each class, the
+    key below which the first shares go to test and validation; only those few numbers come back."""
     source = str(staged.accepted_file).replace("'", "''")
     identifier, target = spec.id_column, spec.target.column
-    query = f"""
+    ranked = f"""
     WITH rows AS (
         SELECT "{ORDER}" AS position, "{identifier}" AS id, "{target}" AS y FROM read_parquet('{source}')
     ),
     ranked AS (
-        SELECT position, y, id,
+        SELECT position, y,
+               md5('{seed}:' || coalesce(CAST(id AS VARCHAR), '#' || CAST(position AS VARCHAR))) AS k,
                CASE WHEN id IS NULL THEN 1
                     ELSE row_number() OVER (PARTITION BY id ORDER BY position) END AS nth
         FROM rows
-    ),
-    kept AS (
-        SELECT position, y,
-               row_number() OVER (PARTITION BY y ORDER BY md5(
-                   '{seed}:' || coalesce(CAST(id AS VARCHAR), '#' || CAST(position AS VARCHAR))
-               ), position) - 1 AS place,
-               count(*) OVER (PARTITION BY y) AS members
-        FROM ranked WHERE nth = 1
-    )
-    SELECT position,
-           CASE WHEN place < round(members * {test}) THEN 'test'
-                WHEN place < round(members * {test}) + round(members * {validation}) THEN 'validation'
-                ELSE 'train' END AS fate
-    FROM kept
-    UNION ALL
-    SELECT position, '{DUPLICATE}' AS fate FROM ranked WHERE nth > 1
-    ORDER BY position
-    """
+    )"""
     connection = _connect(staged.scratch)
-    return connection.sql(query).to_arrow_reader(CHUNK_ROWS)
-
-
-class _Fates:
-    """The assignment stream, taken in pieces as long as the staged batches it goes with."""
-
-    def __init__(self, reader: Any) -> None:
-        self._reader = reader
-        self._pending: list[np.ndarray] = []
-        self._size = 0
-
-    def take(self, n: int) -> np.ndarray:
-        while self._size < n:
-            batch = self._reader.read_next_batch()
-            fates = batch.column(1).to_numpy(zero_copy_only=False).astype(object)
-            self._pending.append(fates)
-            self._size += len(fates)
-        joined = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        head, rest = joined[:n], joined[n:]
-        self._pending, self._size = ([rest] if len(rest) else []), len(rest)
-        return head
+    try:
+        duplicates = connection.execute(
+            f"{ranked} SELECT position FROM ranked WHERE nth > 1 ORDER BY position"
+        ).fetchnumpy()["position"]
+        cutoffs = connection.execute(
+            f"""{ranked},
+            placed AS (
+                SELECT y, k, row_number() OVER (PARTITION BY y ORDER BY k) - 1 AS place,
+                       count(*) OVER (PARTITION BY y) AS members
+                FROM ranked WHERE nth = 1
+            )
+            SELECT y,
+                   max(k) FILTER (WHERE place < round(members * {test})) AS test_upto,
+                   max(k) FILTER (WHERE place < round(members * {test}) + round(members * {validation}))
+                       AS validation_upto
+            FROM placed GROUP BY y"""
+        ).fetchall()
+    finally:
+        connection.close()
+    return SplitPlan(
+        np.asarray(duplicates, dtype=np.int64),
+        {int(y): t for y, t, _ in cutoffs},
+        {int(y): v for y, _, v in cutoffs},
+    )
 
 
 @dataclass
@@ -225,11 +240,14 @@ def write_splits(
     for name in SPLITS:
         (out / name).mkdir(parents=True, exist_ok=True)
     repeated = _Appender(duplicates_file)
-    fates = _Fates(assignments(staged, spec, validation, test, seed))
+    plan = split_plan(staged, spec, validation, test, seed)
     try:
         for batch in pq.ParquetFile(staged.accepted_file).iter_batches(batch_size=CHUNK_ROWS):
             frame = batch.to_pandas()
-            fate = fates.take(len(frame))
+            positions = frame[ORDER].to_numpy(dtype=np.int64)
+            ids = frame[spec.id_column].astype(object).where(frame[spec.id_column].notna(), None).tolist()
+            keys = [_split_key(seed, i, p) for i, p in zip(ids, positions.tolist(), strict=True)]
+            fate = plan.fates(positions, frame[spec.target.column].astype(int).to_numpy(), keys)
             for name in SPLITS:
                 chosen = frame[fate == name]
                 if len(chosen):
