@@ -137,7 +137,10 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
 
     family_name = hp["model_family"]
     family = fit_family(family_name, TrainingData(x_train, y_train, x_val, y_val, encoder.feature_names), hp)
-    train_scores_of = lambda calibration: calibration.apply(family.margin(x_train))  # noqa: E731
+
+    def train_scores_of(calibration: Calibration) -> np.ndarray:
+        return calibration.apply(family.margin(x_train))
+
     return finish_training(
         environment,
         spec,
