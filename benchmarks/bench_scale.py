@@ -5,17 +5,19 @@ million at a time) this measures the peak resident memory of one process doing e
 
 - **validate**: the pipeline's validate job (``python -m sagemaker_jobs.processing.validate``) over
   the CSV: validation, repeated ids, the stratified split, the splits and the monitoring sample;
-- **batch scoring**: the drop folder's :func:`shared.ml.batch_scoring.score_file` with risk factors
+- **batch scoring**: ``claims-risk batch score`` (the drop folder's scoring path) with risk factors
   (exact TreeSHAP, five a claim) on the same CSV, with a model trained on 20k claims;
 - **drift**: the drift job over the same claims captured as single-claim exchanges in SageMaker's
   capture format (one hour a million), as Model Monitor would run it;
 - **training** (``BENCH_SCALE_TRAIN_SIZES``, default 1M and 4M): the train job on the validate
-  job's splits, its peak reported (training holds its matrix in memory; no target).
+  job's splits, its peak reported (in memory below ``xgb_memory_mb``; no target).
 
-Each job runs in a fresh process; the figure is its ``ru_maxrss`` (for the jobs that start workers,
-the largest of them). The target: the peak at the largest size within 20% of the peak at the
-smallest. Long: about 40 minutes on the 2-core reference machine with the defaults; `make
-bench-scale` runs it, never `make bench`.
+Each job runs as its own command (the drop folder's ``claims-risk batch score`` for batch scoring),
+started from a small fresh process; the figure is its ``ru_maxrss`` (for the jobs that start
+workers, the largest of them). Never measured inside a process forked from the benchmark itself,
+whose peak (it writes the capture in memory) a forked child would inherit. The target: the peak
+at the largest size within 20% of the peak at the smallest. Long: about 40 minutes on the 2-core
+reference machine with the defaults; `make bench-scale` runs it, never `make bench`.
 """
 
 from __future__ import annotations
@@ -63,22 +65,6 @@ def _child_peak_mb(command: list[str], env: dict[str, str]) -> tuple[float, floa
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return peak, time.perf_counter() - started, done.returncode
-
-
-def _score_in_child(model_dir: str, source: str, out: str) -> tuple[float, float, int]:
-    from shared.ml.batch_scoring import FileOutputs, score_file
-    from shared.ml.model import RiskModel
-
-    started = time.perf_counter()
-    target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
-    score_file(
-        RiskModel.load(model_dir), Path(source), FileOutputs(target / "scored.csv", target / "rej.csv")
-    )
-    seconds = time.perf_counter() - started
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return max(own, workers), seconds, 0
 
 
 def _fresh(function: Any, *args: Any) -> tuple[float, float, int]:
@@ -183,6 +169,24 @@ def train(validated: Path, out: Path) -> tuple[float, float, int]:
     return _fresh(_child_peak_mb, [sys.executable, "-m", "sagemaker_jobs.training.train"], env)
 
 
+def batch_score(csv_file: Path, model_dir: Path, out: Path) -> tuple[float, float, int]:
+    """`claims-risk batch score` with risk factors, the drop folder's scoring path, in its own process
+    (measured from outside: a process forked from this one would start with this one's peak)."""
+    command = [
+        sys.executable,
+        "-m",
+        "local.cli",
+        "batch",
+        "score",
+        str(csv_file),
+        "--out",
+        str(out),
+        "--model-dir",
+        str(model_dir),
+    ]
+    return _fresh(_child_peak_mb, command, job_env(CLAIMS_RISK_HOME=str(out / "home")))
+
+
 def drift(capture: Path, model_dir: Path, out: Path) -> tuple[float, float, int]:
     command = [
         sys.executable,
@@ -255,9 +259,7 @@ def run() -> list[Figure]:
                 raise RuntimeError(f"validate failed on {label}")
             if rows in chosen:
                 peaks["validate"][rows], seconds["validate"][rows] = peak, took
-                peak, took, _ = _fresh(
-                    _score_in_child, str(model_dir), str(csv_file), str(root / label / "scored")
-                )
+                peak, took, _ = batch_score(csv_file, model_dir, root / label / "scored")
                 print(f"  {label}: batch scoring {peak:,.0f} MB in {took:.0f} s", flush=True)
                 peaks["batch scoring with factors"][rows] = peak
                 seconds["batch scoring with factors"][rows] = took
