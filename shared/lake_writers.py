@@ -241,6 +241,9 @@ def write_monitoring(
     """One monitoring run's figures; a re-run of the same run id replaces them."""
     import pandas as pd
 
+    if kind not in ("drift", "quality"):
+        raise LakeError(f"monitoring runs are drift or quality, not {kind!r}")
+
     def naive(moment: datetime | None) -> datetime | None:
         return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
 
@@ -257,8 +260,6 @@ def write_monitoring(
             "computed_at": now_utc(),
         }
     )
-    if kind not in ("drift", "quality"):
-        raise LakeError(f"monitoring runs are drift or quality, not {kind!r}")
     return lake.write(MONITORING_METRICS, {"kind": kind, "run_id": run_id}, [frame])
 
 

@@ -121,8 +121,10 @@ class LocalLake:
         return f"DuckDB over {self.root}"
 
     def tables(self) -> list[str]:
+        if not self.root.is_dir():  # nothing written yet: the defined tables, empty
+            return sorted(TABLES)
         present = {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("_")}
-        return sorted(present | set(TABLES)) if self.root.is_dir() else sorted(TABLES)
+        return sorted(present | set(TABLES))
 
     def partitions(self, table: str) -> list[dict[str, str]]:
         spec = table_named(table)
