@@ -59,6 +59,7 @@ from shared.feature_spec import ColumnRole, FeatureSpec
 from shared.ml.factor_text import factors_json
 from shared.ml.frames import inert_text
 from shared.ml.model import RiskModel
+from shared.ml.seen_ids import SeenIds
 from shared.ml.validation import REASON, ROW_NUMBER, validate_frame
 from shared.payloads import CSV_OUTPUT_COLUMNS
 
@@ -431,39 +432,6 @@ class PreparedChunk:
     row_numbers: np.ndarray  # their row numbers in the file
     rejected: pd.DataFrame  # REJECTED_COLUMNS
     rule_counts: Counter[str]
-
-
-class SeenIds:
-    """The claim ids seen so far in a file, as 64-bit hashes with the row each first came on, in
-    sorted blocks merged as they grow (a log-structured index): 12 bytes an id instead of a Python
-    string in a dict (about 130), so a 16M-claim file's ids take 190 MB rather than 2 GB. Two
-    different ids share a hash with a chance of about n²/2^65: 7 in a million for 16M claims."""
-
-    def __init__(self) -> None:
-        self._blocks: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted hashes, their first rows)
-
-    def first_rows(self, hashes: np.ndarray) -> np.ndarray:
-        """The row each hash first came on, -1 for a hash not seen before."""
-        found = np.full(len(hashes), -1, dtype=np.int64)
-        for keys, rows in self._blocks:
-            at = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
-            hit = (keys[at] == hashes) & (found < 0)
-            found[hit] = rows[at[hit]]
-        return found
-
-    def add(self, hashes: np.ndarray, rows: np.ndarray) -> None:
-        """Remember new ids (their first row when one repeats within ``hashes``)."""
-        if not len(hashes):
-            return
-        keys, first = np.unique(hashes, return_index=True)
-        kind = np.uint32 if rows.max() < 2**32 else np.int64
-        self._blocks.append((keys, rows[first].astype(kind)))
-        # Merge while the newest block is at least half its neighbour: log2(n) blocks at most.
-        while len(self._blocks) > 1 and len(self._blocks[-1][0]) * 2 >= len(self._blocks[-2][0]):
-            (a_keys, a_rows), (b_keys, b_rows) = self._blocks.pop(-2), self._blocks.pop()
-            keys = np.concatenate([a_keys, b_keys])
-            order = np.argsort(keys, kind="stable")
-            self._blocks.append((keys[order], np.concatenate([a_rows, b_rows])[order]))
 
 
 class BatchScorer:
