@@ -390,7 +390,7 @@ def _parquet_chunks(source: Path | IO[bytes], spec: FeatureSpec, chunk_rows: int
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(source)
+        parquet = pq.ParquetFile(source, pre_buffer=False)  # shared/parquet_batches.py says why
     except (pa.ArrowException, OSError) as error:
         raise BatchFileError(f"not a readable Parquet file: {error}") from None
     missing = [c.name for c in spec.columns if c.required and c.name not in parquet.schema_arrow.names]

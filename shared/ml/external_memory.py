@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from shared.parquet_batches import parquet_batches
+
 BATCH_ROWS: Final = 200_000
 # Memory a matrix may take before training goes through the iterator: a quarter of the machine's.
 MEMORY_SHARE: Final = 0.25
@@ -53,7 +55,7 @@ def needs_external_memory(files: Sequence[Path], budget_mb: int) -> bool:
 
 def batches(files: Sequence[Path], rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
     for file in files:
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=rows):
+        for batch in parquet_batches(file, rows):
             yield batch.to_pandas()
 
 
@@ -78,7 +80,7 @@ def label_counts(files: Sequence[Path], target: str) -> tuple[int, int]:
     """Rows and positives, reading only the target column."""
     rows = positives = 0
     for file in files:
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS, columns=[target]):
+        for batch in parquet_batches(file, BATCH_ROWS, columns=[target]):
             values = batch.column(0).to_numpy(zero_copy_only=False)
             rows += len(values)
             positives += int(np.sum(values == 1))

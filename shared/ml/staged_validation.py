@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from shared.csv_safety import inert_cell
 from shared.feature_spec import FeatureSpec
 from shared.ml.validation import REASON, ROW_NUMBER, ValidationResult, validate_frame
+from shared.parquet_batches import parquet_batches
 
 CHUNK_ROWS: Final = 200_000
 SOURCE_FILE: Final = "source_file"
@@ -52,7 +53,7 @@ def read_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFra
     if path.suffix == ".csv":
         yield from pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
     elif path.suffix == ".parquet":
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+        for batch in parquet_batches(path, chunk_rows):
             yield batch.to_pandas()
     else:
         yield from pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows)
@@ -242,7 +243,7 @@ def write_splits(
     repeated = _Appender(duplicates_file)
     plan = split_plan(staged, spec, validation, test, seed)
     try:
-        for batch in pq.ParquetFile(staged.accepted_file).iter_batches(batch_size=CHUNK_ROWS):
+        for batch in parquet_batches(staged.accepted_file, CHUNK_ROWS):
             frame = batch.to_pandas()
             positions = frame[ORDER].to_numpy(dtype=np.int64)
             ids = frame[spec.id_column].astype(object).where(frame[spec.id_column].notna(), None).tolist()
@@ -280,7 +281,7 @@ def write_rejected_csv(staged: StagedValidation, path: Path) -> int:
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(columns or [ROW_NUMBER, REASON, SOURCE_FILE])
         for file in staged.rejected_files:
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=CHUNK_ROWS):
+            for batch in parquet_batches(file, CHUNK_ROWS):
                 frame = batch.to_pandas().reindex(columns=columns)
                 for row in frame.itertuples(index=False, name=None):
                     writer.writerow(["" if pd.isna(v) else inert_cell(v) for v in row])
@@ -290,7 +291,7 @@ def write_rejected_csv(staged: StagedValidation, path: Path) -> int:
 
 def rejected_chunks(staged: StagedValidation) -> Iterator[pd.DataFrame]:
     for file in staged.rejected_files:
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=CHUNK_ROWS):
+        for batch in parquet_batches(file, CHUNK_ROWS):
             yield batch.to_pandas()
 
 
@@ -299,7 +300,7 @@ def split_chunks(out: Path) -> Iterator[pd.DataFrame]:
     for name in SPLITS:
         file = out / name / f"{name}.parquet"
         if file.is_file():
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=CHUNK_ROWS):
+            for batch in parquet_batches(file, CHUNK_ROWS):
                 yield batch.to_pandas().assign(split=name)
 
 
