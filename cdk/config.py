@@ -58,9 +58,13 @@ class StageConfig:
     monitor_schedule_cron: str  # Model Monitor's own schedule (accounts that have it): hourly at :00
     # Scale-out, on SageMaker's own instances (README, "Scaling out per stage"). Each pipeline job
     # (validate, features, tune: each trial, train, evaluate) and the drift job: type, count, volume.
-    # A count above 1 needs a job that reads its input shard by shard (ShardedByS3Key); none of ours
-    # does yet, and each says why (step_functions/pipeline.py, shared/drift_jobs.py): they scale up.
+    # A count above 1 needs a job that reads its input shard by shard (ShardedByS3Key); no pipeline
+    # step does yet, and each says why (step_functions/pipeline.py): they scale up.
     jobs: Mapping[str, JobResources]
+    # The drift job on several instances maps over shards of the hour's capture objects, and a
+    # one-instance reduce merges their counts into the same figures (shared/drift_jobs.py). Each
+    # instance copies only its shard onto its volume. It pays when an hour's capture outgrows one
+    # instance's volume or MaxRuntimeInSeconds, not before: a second job's start-up costs minutes.
     drift_job: JobResources
     # Batch transform of a dropped file: CreateTransformJob's TransformResources, MaxConcurrentTransforms,
     # MaxPayloadInMB and BatchStrategy, given to the batch trigger through its environment.
@@ -188,7 +192,7 @@ STAGES = {
             "train": JobResources("ml.m5.xlarge"),
             "evaluate": JobResources("ml.m5.xlarge"),
         },
-        drift_job=JobResources("ml.m5.large", volume_gb=20),
+        drift_job=JobResources("ml.m5.large", volume_gb=20),  # dev's traffic: one instance, no reduce
         transform_instance_type="ml.m5.large",
         transform_instance_count=1,
         # Two in flight: the server scores one mini-batch on every core while the next one waits,
@@ -230,7 +234,11 @@ STAGES = {
             "train": JobResources("ml.m5.2xlarge"),  # all rows, every core for XGBoost
             "evaluate": JobResources("ml.m5.2xlarge"),  # five cross-validation refits on every row
         },
-        drift_job=JobResources("ml.m5.large", volume_gb=20),  # an hour of capture
+        # One instance: at most 6 endpoint instances at 6000 invocations a minute each, 20% captured,
+        # is about 430,000 exchanges (0.7 GB) an hour, about 10 s of the job's binning on an
+        # ml.m5.large (README, Scaling); a map and a reduce would add a job start-up for nothing.
+        # Shard (instance_count > 1) once an hour's capture nears the 20 GB volume (~12M exchanges).
+        drift_job=JobResources("ml.m5.large", volume_gb=20),
         transform_instance_type="ml.m5.xlarge",
         transform_instance_count=1,
         transform_max_concurrent=2,

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from aws_cdk import CfnCondition, CfnParameter, Duration, Fn, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -22,7 +24,7 @@ from cdk.config import StageConfig
 from cdk.data import MONITORING_PREFIX
 from cdk.functions import python_function
 from shared.alarms import ALARMS, AlarmDefinition, alarm
-from shared.drift_jobs import CAPTURE_PREFIX
+from shared.drift_jobs import CAPTURE_PREFIX, PROCESSING_JOB_STATE_CHANGE, map_job_prefix
 from step_functions.state_machine import MONITORING_BASELINE_PREFIX
 
 RECORD_PREPROCESSOR = REPO_ROOT / "sagemaker_jobs" / "monitoring" / "record_preprocessor.py"
@@ -109,6 +111,8 @@ class ModelMonitoring(Construct):
     Model Monitor is no longer open to new customers, so the drift job does not depend on it:
     EventBridge Scheduler invokes the drift-trigger Lambda each hour, which starts a plain processing
     job in the project image over the last full hour of captured traffic (shared/drift_jobs.py).
+    On several instances (the stage's ``drift_job``) that job is a map over shards of the hour, and
+    SageMaker's event of its completion starts the reduce through the same Lambda.
     """
 
     def __init__(
@@ -186,6 +190,23 @@ class ModelMonitoring(Construct):
                 retry_attempts=2,
                 role=invoker,
             ),
+        )
+        # The reduce of a sharded drift job starts when its map job has completed: SageMaker sends
+        # each processing job's status changes to EventBridge, so nothing waits or polls. On one
+        # instance no map job exists and the rule matches nothing.
+        self.reduce_rule = events.Rule(
+            self,
+            "DriftReduceRule",
+            description="a completed map of the sharded drift job starts its reduce",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=[PROCESSING_JOB_STATE_CHANGE],
+                detail={
+                    "ProcessingJobName": [{"prefix": map_job_prefix(config.prefix)}],
+                    "ProcessingJobStatus": ["Completed"],
+                },
+            ),
+            targets=[events_targets.LambdaFunction(self.trigger, retry_attempts=2)],
         )
         if monitor_image is not None:
             self._model_monitor_schedule(config, key, bucket.bucket_name, role, endpoint_name, monitor_image)

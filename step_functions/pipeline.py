@@ -261,6 +261,16 @@ class Step:
     on_stop_next: str | None = None
     # Inputs the job can read shard by shard, each instance its own share of the S3 objects
     # (ShardedByS3Key). Empty: the job needs all of its data on one instance, for the reason given.
+    # None is yet. Checked against the drift job's map/reduce (shared/drift_jobs.py), which works
+    # because its figures are sums of per-shard counts merged by one reduce:
+    # - validate: a row's split is its split key against per-class cut-offs over every row, and a
+    #   repeated claim id may sit in another file. Sharded, that is a map (check rows, emit keys and
+    #   ids), a global step (cut-offs, repeats) and a second map placing each row: three phases and
+    #   two reads of the data, where one instance does it in about 9 us a claim (README, Scaling).
+    #   Its quality report and data hash, read by the gates and the lineage, are of the whole input.
+    # - features: it screens a seeded sample of at most 100,000 training rows, so its work does not
+    #   grow with the data; its univariate ROC-AUC is a rank statistic, not a sum of shard counts, and
+    #   its encoder's frequent levels and informative tokens are chosen over the whole sample.
     shardable_inputs: tuple[str, ...] = ()
     why_one_instance: str = ""
 

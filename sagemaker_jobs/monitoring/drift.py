@@ -32,7 +32,18 @@ Environment read (command-line options, when given, win):
                                 capture's hours in the window are flattened into it, the run's
                                 figures are written to it, and ``--source lake`` (env
                                 ``CLAIMS_RISK_DRIFT_SOURCE``) reads the window from it
+``CLAIMS_RISK_DRIFT_PHASE``     ``map`` or ``reduce`` when the job is sharded (``--phase``);
+                                absent: the whole job on one instance
+``CLAIMS_RISK_DRIFT_PARTIALS``  the reduce's input: the map's partials (``--partials``)
 ==============================  ============================================================
+
+**Sharded** (shared/drift_jobs.py says how SageMaker runs it): in the *map* phase each instance
+reads its shard of the capture (``ShardedByS3Key``) and writes ``<output_path>/<host>/partial.json``
+(its counts against the baseline's bins, :mod:`sagemaker_jobs.monitoring.partials`) and, with a
+lake, its shard's ``inferences`` rows beside it; it writes no report and publishes nothing. The
+*reduce* phase merges every host's partial into the window's counts, then does what the whole job
+does: the same report and violations, the lake, the metrics, once. Merged counts are the one-pass
+counts, so the figures are the one-instance job's.
 
 Exit codes: 0 when the job ran (drift or not), 2 when an input could not be read (the message says
 which and why).
@@ -50,7 +61,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -58,11 +69,26 @@ from typing import Any, Final, Literal
 import orjson
 
 from sagemaker_jobs.environment import processing_job_name
-from shared.adapters.lake import lake_from_env
+from sagemaker_jobs.monitoring.partials import (
+    RESOURCE_CONFIG,
+    RESOURCE_CONFIG_VARIABLE,
+    SHARD_LAKE,
+    Partial,
+    PartialsError,
+    accumulator_state,
+    cluster_from,
+    merge,
+    parquet_frames,
+    read_partials,
+    shard_inference_files,
+    write_partial,
+)
+from shared.adapters.lake import LocalLake, lake_from_env
 from shared.alarms import FEATURE_DRIFT_METRIC, MISSING_RATE_METRIC, MONITORING_NAMESPACE
 from shared.capture import iter_capture_files, personal_fields
+from shared.drift_jobs import PARTIALS_INPUT, PARTIALS_VARIABLE, PHASE_VARIABLE
 from shared.feature_spec import ColumnRole, FeatureSpec
-from shared.lake import LakeError, inferences_in_window
+from shared.lake import INFERENCES, LakeError, inferences_in_window
 from shared.lake_writers import MetricRow, capture_hours, ingest_capture, write_monitoring
 from shared.ml.drift import (
     FEATURE_DRIFT_ALARM,
@@ -105,13 +131,16 @@ def log(message: str) -> None:
 class DriftJobConfig:
     capture: Path
     output: Path
-    model: str  # a model folder, a local model.tar.gz or an s3:// URI of one
+    model: str  # a model folder, a local model.tar.gz or an s3:// URI of one (not read by the reduce)
     endpoint: str
     start: datetime | None = None
     end: datetime | None = None
     source: Literal["capture", "lake"] = "capture"
     lake: ClaimsLake | None = None
     run_id: str = ""
+    phase: Literal["whole", "map", "reduce"] = "whole"
+    partials: Path = Path(PARTIALS_INPUT)  # the reduce's input
+    resource_config: Path = Path(RESOURCE_CONFIG)  # the map's host and cluster
 
 
 def parse_time(text: str) -> datetime:
@@ -145,10 +174,23 @@ def config_from(argv: Sequence[str] | None, env: Mapping[str, str]) -> DriftJobC
         help="read the window from the capture files or the claims lake (env CLAIMS_RISK_DRIFT_SOURCE)",
     )
     parser.add_argument("--run-id", help="the run's partition in the lake (default: the job's name)")
+    parser.add_argument(
+        "--phase",
+        choices=("whole", "map", "reduce"),
+        help=f"sharded: map (this instance's shard) or reduce (merge the partials) (env {PHASE_VARIABLE})",
+    )
+    parser.add_argument(
+        "--partials", type=Path, help=f"the reduce's partials folder (env {PARTIALS_VARIABLE})"
+    )
     args = parser.parse_args(argv)
     source = args.source or env.get("CLAIMS_RISK_DRIFT_SOURCE") or "capture"
     if source not in ("capture", "lake"):
         raise DriftJobError(f"CLAIMS_RISK_DRIFT_SOURCE is capture or lake, not {source!r}")
+    phase = args.phase or env.get(PHASE_VARIABLE) or "whole"
+    if phase not in ("whole", "map", "reduce"):
+        raise DriftJobError(f"{PHASE_VARIABLE} is map or reduce, not {phase!r}")
+    if phase == "map" and source == "lake":  # the map's shard is its share of the capture objects
+        raise DriftJobError("the map phase reads its shard of the capture: --source lake cannot be sharded")
     try:
         lake = lake_from_env()
     except LakeError as error:
@@ -157,7 +199,7 @@ def config_from(argv: Sequence[str] | None, env: Mapping[str, str]) -> DriftJobC
         raise DriftJobError("--source lake needs the claims lake (CLAIMS_RISK_LAKE_*)")
     capture = args.capture or Path(env.get("dataset_source") or DEFAULT_CAPTURE)
     model = str(args.model_dir) if args.model_dir else env.get("CLAIMS_RISK_MODEL_URI", "")
-    if not model:
+    if not model and phase != "reduce":  # the reduce bins nothing: the partials carry their baseline
         raise DriftJobError("no model: give --model-dir or set CLAIMS_RISK_MODEL_URI (s3://…/model.tar.gz)")
     since = args.since or env.get("start_time") or ""
     until = args.until or env.get("end_time") or ""
@@ -178,6 +220,9 @@ def config_from(argv: Sequence[str] | None, env: Mapping[str, str]) -> DriftJobC
         source="lake" if source == "lake" else "capture",
         lake=lake,
         run_id=args.run_id or processing_job_name() or datetime.now(UTC).strftime("drift-%Y%m%dT%H%M%S%fZ"),
+        phase="map" if phase == "map" else "reduce" if phase == "reduce" else "whole",
+        partials=args.partials or Path(env.get(PARTIALS_VARIABLE) or PARTIALS_INPUT),
+        resource_config=Path(env.get(RESOURCE_CONFIG_VARIABLE) or RESOURCE_CONFIG),
     )
 
 
@@ -400,9 +445,11 @@ def read_capture(
     start: datetime | None = None,
     end: datetime | None = None,
     workers: int | None = None,
+    check: bool = True,
 ) -> tuple[DriftAccumulator, CaptureCounts]:
     """Every captured claim and score in the window, binned against the baseline. Above
-    :data:`PARALLEL_BYTES` of capture the files are shared among processes, one per CPU."""
+    :data:`PARALLEL_BYTES` of capture the files are shared among processes, one per CPU.
+    ``check=False`` (a map's shard) leaves the readability check to the reduce, over every shard."""
     started = time.perf_counter()
     since = _capture_time(start) if start is not None else ""
     until = _capture_time(end) if end is not None else ""
@@ -427,13 +474,19 @@ def read_capture(
             accumulator.merge(other)
             counts.merge(other_counts)
     counts.seconds = time.perf_counter() - started
+    if check:
+        check_readable(counts)
+    return accumulator, counts
+
+
+def check_readable(counts: CaptureCounts) -> None:
+    """A window of which nothing could be read is an input error, not a window without traffic."""
     if counts.lines and counts.unreadable_lines == counts.lines:
         raise DriftJobError(f"none of the {counts.lines} capture lines could be read: {counts.first_error}")
     if counts.in_window and counts.unreadable_requests == counts.in_window:
         raise DriftJobError(
             f"none of the {counts.in_window} captured requests could be read: {counts.first_error}"
         )
-    return accumulator, counts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,15 +538,21 @@ def read_lake(
     return accumulator, counts
 
 
-def ingest_window(config: DriftJobConfig, files: Sequence[Path], baseline: Baseline) -> str:
-    """The window's capture hours, flattened into the lake (each hour replaces its partition)."""
-    assert config.lake is not None
-    hours = {hour for hour, paths in capture_hours(config.capture).items() if set(paths) & set(files)}
+def ingest_window(
+    capture: Path, lake: ClaimsLake, files: Sequence[Path], baseline: Baseline
+) -> tuple[int, list[str]]:
+    """The window's capture hours, flattened into the lake (each hour replaces its partition): the
+    rows written and the hours (``yyyy-mm-ddThh``)."""
+    hours = {hour for hour, paths in capture_hours(capture).items() if set(paths) & set(files)}
     try:
-        counts = ingest_capture(config.capture, config.lake, baseline.csv_columns, hours=hours)
+        counts = ingest_capture(capture, lake, baseline.csv_columns, hours=hours)
     except LakeError as error:
         raise DriftJobError(f"the capture could not be written to the lake: {error}") from error
-    return f"{counts.rows:,} captured claims of {counts.hours} hour(s) written to {config.lake.describe()}"
+    return counts.rows, sorted(hours)
+
+
+def ingested(rows: int, hours: int, lake: ClaimsLake) -> str:
+    return f"{rows:,} captured claims of {hours} hour(s) written to {lake.describe()}"
 
 
 def lake_rows(report: DriftReport) -> list[MetricRow]:
@@ -529,7 +588,12 @@ def lake_rows(report: DriftReport) -> list[MetricRow]:
 
 
 def run(config: DriftJobConfig, metrics: MetricsPublisher | None = None) -> DriftReport:
-    """The whole job; ``metrics`` defaults to the publisher the environment names."""
+    """The whole job, or its phase when sharded; ``metrics`` defaults to the publisher the
+    environment names. A map returns its shard's figures, which it neither writes nor publishes."""
+    if config.phase == "map":
+        return run_map(config)
+    if config.phase == "reduce":
+        return run_reduce(config, metrics)
     if config.source == "capture" and not config.capture.is_dir():
         raise DriftJobError(f"no capture folder at {config.capture} (is data capture on?)")
     with tempfile.TemporaryDirectory(prefix="drift-model-") as scratch:
@@ -537,7 +601,8 @@ def run(config: DriftJobConfig, metrics: MetricsPublisher | None = None) -> Drif
     files = files_in_window(config.capture, config.start, config.end) if config.capture.is_dir() else []
     notes = []
     if config.lake is not None and files:
-        notes.append(ingest_window(config, files, baseline))
+        rows, hours = ingest_window(config.capture, config.lake, files, baseline)
+        notes.append(ingested(rows, len(hours), config.lake))
     if config.source == "lake":
         assert config.lake is not None
         log(f"model {baseline.model_version or '?'}; the window from {config.lake.describe()}")
@@ -553,6 +618,19 @@ def run(config: DriftJobConfig, metrics: MetricsPublisher | None = None) -> Drif
             f"{counts.in_window:,} exchanges in the window from {counts.lines:,} capture lines in "
             f"{counts.files} file(s), read in {counts.seconds:.1f} s",
         )
+    return conclude(config, baseline, accumulator, counts, notes, metrics)
+
+
+def conclude(
+    config: DriftJobConfig,
+    baseline: Baseline,
+    accumulator: DriftAccumulator,
+    counts: CaptureCounts,
+    notes: list[str],
+    metrics: MetricsPublisher | None,
+) -> DriftReport:
+    """From the window's counts (read at once or merged from shards): the report, its outputs, the
+    lake's figures and the metrics."""
     report = accumulator.report()
     skipped = counts.unreadable_lines + counts.unreadable_requests + counts.unreadable_responses
     if skipped:
@@ -565,12 +643,7 @@ def run(config: DriftJobConfig, metrics: MetricsPublisher | None = None) -> Drif
         notes.append(f"not monitored (the capture drops or pseudonymizes them): {', '.join(unmonitored)}")
     if report.claims == 0:
         notes.append("no captured claims in the window: nothing to compare, no metrics published")
-    window = {
-        "start": config.start.isoformat() if config.start else "",
-        "end": config.end.isoformat() if config.end else "",
-        "endpoint": config.endpoint,
-    }
-    report = replace(report, window=window, notes=notes)
+    report = replace(report, window=_window(config), notes=notes)
     paths = write_outputs(report, config.output)
     if config.lake is not None and report.claims:
         try:
@@ -598,6 +671,105 @@ def run(config: DriftJobConfig, metrics: MetricsPublisher | None = None) -> Drif
     )
     log(f"wrote {', '.join(str(p) for p in paths.values())}")
     return report
+
+
+def _window(config: DriftJobConfig) -> dict[str, str]:
+    return {
+        "start": config.start.isoformat() if config.start else "",
+        "end": config.end.isoformat() if config.end else "",
+        "endpoint": config.endpoint,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharded: map (one instance's shard) and reduce (the partials merged).
+
+
+def run_map(config: DriftJobConfig) -> DriftReport:
+    """This instance's shard: its counts into ``<output>/<host>/partial.json`` and, with a lake, its
+    shard's inferences rows beside them (the reduce writes them to the lake, hour by hour)."""
+    try:
+        cluster = cluster_from(config.resource_config)
+    except PartialsError as error:
+        raise DriftJobError(str(error)) from error
+    with tempfile.TemporaryDirectory(prefix="drift-model-") as scratch:
+        baseline = load_baseline(model_folder(config.model, Path(scratch)))
+    # An instance beyond the hour's object count gets no shard, maybe no folder: it counts nothing.
+    files = files_in_window(config.capture, config.start, config.end) if config.capture.is_dir() else []
+    log(f"map on {cluster.current_host} of {len(cluster.hosts)}: {len(files)} file(s) in {config.capture}")
+    accumulator, counts = read_capture(files, baseline, config.start, config.end, check=False)
+    folder = config.output / cluster.current_host
+    rows, hours = 0, list[str]()
+    if config.lake is not None and files:
+        rows, hours = ingest_window(config.capture, LocalLake(folder / SHARD_LAKE), files, baseline)
+    partial = Partial(
+        host=cluster.current_host,
+        hosts=cluster.hosts,
+        window=_window(config),
+        model_version=baseline.model_version,
+        spec_json=baseline.spec.to_json(),
+        statistics=baseline.statistics,
+        state=accumulator_state(accumulator),
+        capture=asdict(counts),
+        lake_hours=tuple(hours),
+        lake_rows=rows,
+    )
+    path = write_partial(config.output, partial)
+    log(
+        f"{counts.in_window:,} exchanges ({accumulator.claims:,} claims) of {counts.lines:,} lines in "
+        f"{counts.seconds:.1f} s; wrote {path}; nothing published (the reduce does)"
+    )
+    return accumulator.report()
+
+
+def _capture_counts(partials: Sequence[Partial]) -> CaptureCounts:
+    merged = CaptureCounts()
+    known = {f.name for f in fields(CaptureCounts)}
+    for partial in partials:
+        shard = CaptureCounts(**{k: v for k, v in partial.capture.items() if k in known})
+        merged.merge(shard)
+        merged.seconds = max(merged.seconds, shard.seconds)  # the shards read side by side
+    return merged
+
+
+def run_reduce(config: DriftJobConfig, metrics: MetricsPublisher | None = None) -> DriftReport:
+    """The map's partials merged: the window's report, lake rows and metrics, as one instance gives."""
+    try:
+        partials = read_partials(config.partials)
+        first = partials[0]
+        if first.window != _window(config):
+            raise PartialsError(f"the partials are of the window {first.window}, not {_window(config)}")
+        spec = FeatureSpec.model_validate_json(first.spec_json)
+        accumulator = merge(partials, personal_fields(spec))
+    except PartialsError as error:
+        raise DriftJobError(str(error)) from error
+    baseline = Baseline(spec, first.statistics, first.model_version)
+    counts = _capture_counts(partials)
+    check_readable(counts)
+    hosts = [p.host for p in partials]
+    log(f"reduce: model {baseline.model_version or '?'}; partials of {', '.join(hosts)}")
+    notes = [
+        f"{counts.in_window:,} exchanges in the window from {counts.lines:,} capture lines in "
+        f"{counts.files} file(s), read in {counts.seconds:.1f} s on {len(hosts)} instances"
+    ]
+    hours = sorted({h for p in partials for h in p.lake_hours})
+    if config.lake is not None and hours:
+        notes.append(ingested(write_shard_rows(config.lake, partials, hours), len(hours), config.lake))
+    return conclude(config, baseline, accumulator, counts, notes, metrics)
+
+
+def write_shard_rows(lake: ClaimsLake, partials: Sequence[Partial], hours: Sequence[str]) -> int:
+    """Each hour's partition written once, from every shard's rows of that hour (each map instance
+    held only its share, so none could replace the partition itself)."""
+    rows = 0
+    for hour in hours:
+        day, hh = hour.split("T")
+        files = shard_inference_files(partials, hour)
+        try:
+            rows += lake.write(INFERENCES, {"dt": day, "hour": hh}, parquet_frames(files, CHUNK_CLAIMS))
+        except LakeError as error:
+            raise DriftJobError(f"the capture could not be written to the lake: {error}") from error
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -238,7 +238,6 @@ def test_a_stages_transform_fits_sagemakers_limits_and_the_model_servers(
         ({"transform_max_payload_mb": 0}, "must be 1 to 100"),
         ({"transform_instance_count": 2}, "which SageMaker gives to one instance"),
         ({"transform_batch_strategy": "Whole"}, "must be one of MultiRecord, SingleRecord"),
-        ({"drift_job": JobResources("ml.m5.large", instance_count=2)}, "the drift job runs on one instance"),
         ({"jobs": {"validate": JobResources("ml.m5.large")}}, "jobs must set"),
         (
             {"jobs": dict(stage_config("dev").jobs, evaluate=JobResources("ml.m5.large", instance_count=2))},
