@@ -29,6 +29,7 @@ from shared.feature_spec import FeatureSpec
 from shared.ml.factor_text import TOP_FACTORS, FactorLayout
 from shared.ml.families import FittedFamily, load_family
 from shared.ml.features import Columns, FittedEncoder, columns_from_records, input_columns
+from shared.ml.one_claim import OneClaimEncoder
 
 ARTIFACT_FORMAT: Final = 1
 MANIFEST: Final = "manifest.json"
@@ -116,6 +117,7 @@ class RiskModel:
         self.factor_layout = FactorLayout(
             self._factor_names, self._value_column, self._value_field, self._is_text
         )
+        self._one_claim = OneClaimEncoder(self.encoder)
 
     @property
     def spec(self) -> FeatureSpec:
@@ -152,6 +154,8 @@ class RiskModel:
     def predict_records(
         self, records: Sequence[Mapping[str, Any]], explain: bool = True
     ) -> list[dict[str, Any]]:
+        if explain and len(records) == 1 and (answer := self._predict_one(records[0])) is not None:
+            return [answer]
         data = columns_from_records(records, self._inputs)
         matrix = self.encoder.transform(data, len(records))
         if explain:
@@ -174,6 +178,74 @@ class RiskModel:
             }
             for i, (record, score) in enumerate(zip(records, scores, strict=True))
         ]
+
+    def _predict_one(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
+        """:meth:`predict_records` of one claim with its factors, the answer the batch code gives to
+        the bit, without the batch code's per-call costs (about 0.1 ms of a served claim's 0.3);
+        None when the claim needs the batch code (see :class:`OneClaimEncoder`)."""
+        matrix = self._one_claim.encode(record)
+        if matrix is None:
+            return None
+        margin, column_contributions = self.family.explain(matrix)
+        contributions = self._factor_sums(column_contributions)
+        if np.isnan(contributions).any():  # numpy's ranking places NaN; the batch code keeps that
+            return None
+        score = float(self.manifest.calibration.apply(margin)[0])
+        threshold = self.manifest.threshold
+        return {
+            "claim_id": str(record.get(self.spec.id_column, "")),
+            "risk_level": risk_level(score, threshold).value,
+            "risk_score": round(score, 6),
+            "confidence": round(confidence(score, threshold), 6),
+            "risk_factors": self._top_factors_one(matrix, contributions, record),
+            "model_version": self.version,
+            "threshold": threshold,
+        }
+
+    def _top_factors_one(
+        self, matrix: np.ndarray, contributions: np.ndarray, record: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """:meth:`_top_factors` of a single row (``matrix`` and ``contributions`` of shape (1, n)):
+        ranked in Python, and numpy called only where its arithmetic decides a bit (the sum's
+        order, rounding in float64 and, for the claim's values, in float32)."""
+        magnitude = np.abs(contributions)
+        total = float(magnitude.sum(axis=1)[0])
+        sizes = magnitude[0].tolist()
+        signed = contributions[0].tolist()
+        # Largest first, the lower column first among equals: argsort(-magnitude, kind="stable").
+        top = sorted(range(len(sizes)), key=sizes.__getitem__, reverse=True)[:TOP_FACTORS]
+        denominator = total if total > 0 else 1.0
+        rounded = np.round(np.array([sizes[k] / denominator for k in top] + [signed[k] for k in top]), 4)
+        shares, signed_values = rounded[: len(top)].tolist(), rounded[len(top) :].tolist()
+        columns = [max(int(self._value_column[k]), 0) for k in top]
+        raw = matrix[0, columns]
+        numbers = np.round(raw, 4).tolist()  # float32, as the matrix holds the claim's values
+        row = []
+        for rank, k in enumerate(top):
+            contribution = signed[k]
+            if contribution == 0:
+                continue
+            field = self._value_field[k]
+            value: Any
+            if field is not None:  # a category: the level the claim has, as given
+                level = record.get(field)
+                value = None if level is None or level == "" else str(level)
+            elif np.isnan(raw[rank]):
+                value = None
+            elif self._is_text[columns[rank]]:
+                value = bool(raw[rank] != 0)  # a word of the description: present or not
+            else:
+                value = numbers[rank]
+            row.append(
+                {
+                    "factor": self._factor_names[k],
+                    "importance": shares[rank],
+                    "direction": "increases_risk" if contribution > 0 else "decreases_risk",
+                    "contribution": signed_values[rank],
+                    "value": value,
+                }
+            )
+        return row
 
     def _top_factors(
         self, matrix: np.ndarray, contributions: np.ndarray, records: Sequence[Mapping[str, Any]]
