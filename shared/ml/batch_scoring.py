@@ -59,6 +59,7 @@ from shared.feature_spec import ColumnRole, FeatureSpec
 from shared.ml.factor_text import factors_json
 from shared.ml.frames import inert_text
 from shared.ml.model import RiskModel
+from shared.ml.score_distribution import ScoreDistribution
 from shared.ml.seen_ids import SeenIds
 from shared.ml.validation import REASON, ROW_NUMBER, validate_frame
 from shared.payloads import CSV_OUTPUT_COLUMNS
@@ -745,7 +746,7 @@ def score_file(
     scorer = BatchScorer(model, explain=explain, today=today)
     rows_in = scored_rows = rejected_rows = 0
     counts: Counter[str] = Counter()
-    scores: list[np.ndarray] = []
+    distribution = ScoreDistribution(model.manifest.threshold)
     writers = [open_writer(outputs.scored, kind, SCORED_COLUMNS)]
 
     def finish_and_write(prepared: PreparedChunk) -> ChunkOutcome:
@@ -761,7 +762,7 @@ def score_file(
         nonlocal scored_rows, rejected_rows
         scored_rows += len(outcome.scored)
         rejected_rows += len(outcome.rejected)
-        scores.append(outcome.scores.astype(np.float32))  # 4 bytes a row: 4 MB for 1M claims
+        distribution.add(outcome.scores)
 
     try:
         writers.append(open_writer(outputs.rejected, kind, REJECTED_COLUMNS))
@@ -792,7 +793,7 @@ def score_file(
         source,
         rows_in=rows_in,
         rejected=rejected_rows,
-        scores=np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32),
+        scores=distribution,
         rule_counts=counts,
         seconds=time.perf_counter() - started,
         started_at=started_at,
@@ -806,7 +807,7 @@ def summarise(
     *,
     rows_in: int,
     rejected: int,
-    scores: np.ndarray,
+    scores: ScoreDistribution,
     rule_counts: Counter[str],
     seconds: float,
     started_at: dt.datetime,
@@ -814,13 +815,10 @@ def summarise(
 ) -> dict[str, Any]:
     """Counts, the score distribution (quantiles and the share per risk level), time and model."""
     threshold = model.manifest.threshold
-    scored = len(scores)
-    high = int(np.count_nonzero(scores >= threshold))
+    scored, high, mean = scores.count, scores.high, scores.mean
     distribution: dict[str, Any] = {
-        "mean": round(float(scores.mean()), 6) if scored else None,
-        "quantiles": {f"p{round(q * 100):02d}": round(float(np.quantile(scores, q)), 6) for q in QUANTILES}
-        if scored
-        else {},
+        "mean": round(mean, 6) if mean is not None else None,
+        "quantiles": {f"p{round(q * 100):02d}": round(v, 6) for q, v in scores.quantiles(QUANTILES).items()},
         "share_by_risk_level": {
             "high": round(high / scored, 6) if scored else 0.0,
             "low": round((scored - high) / scored, 6) if scored else 0.0,
