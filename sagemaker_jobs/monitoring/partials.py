@@ -261,8 +261,8 @@ def shard_inference_files(partials: Sequence[Partial], hour: str) -> list[Path]:
 
 def parquet_frames(files: Sequence[Path], chunk_rows: int) -> Iterator[pd.DataFrame]:
     """The files' rows, chunk by chunk (a shard's hour is read in bounded memory)."""
-    import pyarrow.parquet as pq
+    from shared.parquet_batches import parquet_batches
 
     for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+        for batch in parquet_batches(path, chunk_rows):
             yield batch.to_pandas()
