@@ -26,6 +26,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.batch_jobs import BatchSettings, BatchStrategy
+from shared.batch_lake import LAKE_VARIABLES, LakeJobSettings
 from shared.drift_jobs import DriftJobSettings
 
 LAMBDA_MARKER: Final = "AWS_LAMBDA_FUNCTION_NAME"
@@ -317,12 +318,51 @@ class BatchTriggerSettings(Settings):
         json_schema_extra={REQUIRED_IN_LAMBDA: True},
     )
     metrics_namespace: MetricsNamespace = "ClaimsRisk"
+    # The lake job it starts when a transform job completes (shared/batch_lake.py; cdk/batch.py sets each).
+    lake_job_image: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_IMAGE_URI",
+        description="The project image the lake job runs in (a completed transform's rows into the claims "
+        "lake). Lambda, required.",
+        json_schema_extra={REQUIRED_IN_LAMBDA: True},
+    )
+    lake_job_role_arn: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_SAGEMAKER_ROLE_ARN",
+        description="The role the lake job runs as (the SageMaker jobs' role). Lambda, required.",
+        json_schema_extra={REQUIRED_IN_LAMBDA: True},
+    )
+    lake_root: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_LAKE_ROOT",
+        description="The claims lake's s3:// prefix, handed on to the lake job. Lambda, required.",
+        json_schema_extra={REQUIRED_IN_LAMBDA: True},
+    )
+    lake_database: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_LAKE_DATABASE",
+        description="The lake's Glue database, for the lake job. Lambda, required.",
+        json_schema_extra={REQUIRED_IN_LAMBDA: True},
+    )
+    lake_workgroup: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_LAKE_WORKGROUP",
+        description="The Athena workgroup of the lake's queries, for the lake job. Lambda, required.",
+        json_schema_extra={REQUIRED_IN_LAMBDA: True},
+    )
 
     @field_validator("model_spec_s3")
     @classmethod
     def _an_s3_object(cls, value: str | None) -> str | None:
         if value is not None and not _S3_OBJECT.fullmatch(value):
             raise ValueError("must be s3://bucket/key")
+        return value
+
+    @field_validator("lake_root")
+    @classmethod
+    def _lake_in_s3(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("s3://"):
+            raise ValueError("must be an s3:// prefix")
         return value
 
     @field_validator("incoming_prefix", "scored_prefix", "rejected_prefix")
@@ -347,6 +387,23 @@ class BatchTriggerSettings(Settings):
             kms_key_id=self.data_kms_key_id,
             max_concurrent_transforms=self.transform_max_concurrent,
             batch_strategy=self.transform_batch_strategy,
+        )
+
+    def lake_job_settings(self) -> LakeJobSettings:
+        """The lake job's settings; a SettingsError naming each variable that is missing."""
+        fields = ("lake_job_image", "lake_job_role_arn", "lake_root", "lake_database", "lake_workgroup")
+        variables = type(self).variables()
+        missing = {variables[f]: MISSING for f in fields if _blank(getattr(self, f))}
+        if missing:
+            raise SettingsError(self._owner(), missing)
+        values = (self.required("lake_root"), self.required("lake_database"), self.required("lake_workgroup"))
+        return LakeJobSettings(
+            image=self.required("lake_job_image"),
+            role_arn=self.required("lake_job_role_arn"),
+            kms_key_arn=self.data_kms_key_id,
+            lake=dict(zip(LAKE_VARIABLES, values, strict=True)),
+            incoming_prefix=self.incoming_prefix,
+            scored_prefix=self.scored_prefix,
         )
 
 

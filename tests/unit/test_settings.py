@@ -48,6 +48,12 @@ COMPLETE: Final[dict[type[Settings], dict[str, str]]] = {
         "TRANSFORM_INSTANCE_TYPE": "ml.m5.large",
         "DATA_KMS_KEY_ID": KEY_ARN,
         "CLAIMS_RISK_MODEL_SPEC_S3": "s3://claims-risk-data/models/current/feature_spec.json",
+        # The lake job it starts when a transform job completes (shared/batch_lake.py).
+        "CLAIMS_RISK_IMAGE_URI": f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/claims-risk:abc",
+        "CLAIMS_RISK_SAGEMAKER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/claims-risk-sagemaker",
+        "CLAIMS_RISK_LAKE_ROOT": "s3://claims-risk-data/lake/",
+        "CLAIMS_RISK_LAKE_DATABASE": "claims_risk_dev",
+        "CLAIMS_RISK_LAKE_WORKGROUP": "claims-risk-dev",
     },
     DriftTriggerSettings: {
         "CLAIMS_RISK_IMAGE_URI": f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/claims-risk:abc",
