@@ -8,6 +8,10 @@ same triple, so SageMaker itself refuses a second job should the idempotency rec
 A CSV's header is checked against the serving model's feature spec (published by the deploy step,
 read once per invocation), and a file refused for its content gets a note under ``rejected/``
 saying why (see :mod:`shared.batch_jobs`); the file itself is left where it was dropped.
+
+When one of those jobs completes, EventBridge sends SageMaker's state-change event here too, and
+the trigger starts the lake job that writes the file's scored and rejected rows into the claims lake
+(:mod:`shared.batch_lake`); an operator's ``{"lake_rerun": {...}}`` starts it again.
 """
 
 import datetime as dt
@@ -29,6 +33,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.adapters.artifacts import S3ArtifactStore
 from shared.adapters.object_heads import S3ObjectHeads
+from shared.adapters.processing_jobs import SageMakerProcessingLauncher
 from shared.adapters.transform_jobs import SageMakerTransformLauncher
 from shared.batch_jobs import (
     BatchSettings,
@@ -39,7 +44,14 @@ from shared.batch_jobs import (
     serving_spec,
     write_refusal_note,
 )
-from shared.ports import ArtifactStore, ObjectHeadReader, TransformJobError, TransformJobLauncher
+from shared.batch_lake import NoLakeJob, is_lake_event, plan_lake_job
+from shared.ports import (
+    ArtifactStore,
+    ObjectHeadReader,
+    ProcessingJobLauncher,
+    TransformJobError,
+    TransformJobLauncher,
+)
 from shared.settings import BatchTriggerSettings
 
 if TYPE_CHECKING:  # the spec module loads with the first CSV only
@@ -69,6 +81,13 @@ class Summary(TypedDict):
     ignored: list[str]  # objects that are not claims files
 
 
+class LakeJobAnswer(TypedDict):
+    transform_job: str | None
+    lake_job: str | None  # None: no lake job for this event (``reason`` says why)
+    job: str | None  # its ARN, or its name when an earlier event had started it already
+    reason: str | None
+
+
 def _on_replay(response: Any, idempotent_data: DataRecord) -> Any:
     # Powertools calls this only when it answers from the idempotency store instead of running.
     return {**response, "replayed": True} if isinstance(response, dict) else response
@@ -90,6 +109,7 @@ class _Wiring:
     launcher: TransformJobLauncher | None = None
     heads: ObjectHeadReader | None = None
     artifacts: ArtifactStore | None = None
+    processing: ProcessingJobLauncher | None = None
 
 
 def use_launcher(launcher: TransformJobLauncher | None) -> None:
@@ -119,10 +139,22 @@ def artifacts() -> ArtifactStore:
     return _Wiring.artifacts
 
 
+def use_processing_launcher(launcher: ProcessingJobLauncher | None) -> None:
+    _Wiring.processing = launcher
+
+
+def processing_launcher() -> ProcessingJobLauncher:
+    """Starts the lake jobs (SageMaker CreateProcessingJob)."""
+    if _Wiring.processing is None:
+        _Wiring.processing = SageMakerProcessingLauncher()
+    return _Wiring.processing
+
+
 def reset_wiring() -> None:
     """Forget the clients (tests start a fresh moto account each time)."""
     use_launcher(None)
     use_artifacts(None)
+    use_processing_launcher(None)
     _Wiring.heads = None
     idempotent_start.cache_clear()
 
@@ -169,10 +201,32 @@ def start_job(*, source: dict[str, Any], settings: BatchSettings) -> dict[str, A
     return {"job_name": plan.job_name, "job": job}
 
 
+@tracer.capture_method
+def start_lake_job(event: dict[str, Any]) -> LakeJobAnswer:
+    """The lake job of a completed transform job (or an operator's re-run). A repeated event is
+    answered with the job already started: its name is the transform job's (shared/batch_lake.py)."""
+    plan = plan_lake_job(event, function_settings().lake_job_settings())
+    if isinstance(plan, NoLakeJob):
+        logger.info(
+            f"no lake job for {plan.transform_job}: {plan.reason}",
+            extra={"transform_job": plan.transform_job, "reason": plan.reason},
+        )
+        return {"transform_job": plan.transform_job, "lake_job": None, "job": None, "reason": plan.reason}
+    job = processing_launcher().start(plan.request)
+    metrics.add_metric(name="BatchLakeJobsStarted", unit=MetricUnit.Count, value=1)
+    logger.info(
+        f"started {plan.job_name} to write {plan.transform_job}'s rows into the claims lake",
+        extra={"transform_job": plan.transform_job, "lake_job": plan.job_name, "job": job},
+    )
+    return {"transform_job": plan.transform_job, "lake_job": plan.job_name, "job": job, "reason": None}
+
+
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Summary:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Summary | LakeJobAnswer:
+    if is_lake_event(event):  # EventBridge: a transform job completed; or a re-run
+        return start_lake_job(event)
     idempotency_config.register_lambda_context(context)
     summary: Summary = {"started": [], "duplicates": [], "ignored": []}
     if not event.get("Records"):

@@ -146,13 +146,17 @@ def test_dropped_files_under_incoming_start_the_batch_trigger(synthesized: Synth
     assert config["Filter"] == {"Key": {"FilterRules": [{"Name": "prefix", "Value": INCOMING_PREFIX}]}}
     assert "BatchTrigger" in json.dumps(config["LambdaFunctionArn"])
     rules = [r["Properties"] for r in resources(synthesized, "AWS::Events::Rule").values()]
-    [failed] = [
-        r
+    transform_rules = {
+        tuple(r["EventPattern"]["detail"]["TransformJobStatus"]): r
         for r in rules
         if r.get("EventPattern", {}).get("detail-type") == ["SageMaker Transform Job State Change"]
-    ]
-    assert failed["EventPattern"]["detail"]["TransformJobStatus"] == ["Failed", "Stopped"]
+    }
+    assert set(transform_rules) == {("Failed", "Stopped"), ("Completed",)}
+    failed = transform_rules["Failed", "Stopped"]
     assert "Ref" in failed["Targets"][0]["Arn"]  # the on-call topic
+    # A completed job's rows go to the claims lake: the trigger starts the lake job.
+    [completed] = transform_rules["Completed",]["Targets"]
+    assert "BatchTrigger" in json.dumps(completed["Arn"])
 
 
 def test_the_state_machine_runs_the_pipeline_steps_with_sync_jobs_and_least_privilege(
@@ -197,7 +201,8 @@ def test_the_state_machine_runs_the_pipeline_steps_with_sync_jobs_and_least_priv
         for s in p["Properties"]["PolicyDocument"]["Statement"]
         if "iam:PassRole" in json.dumps(s["Action"])
     ]
-    assert len(passes) == 2  # the state machine's and the drift trigger's, both to start jobs
+    # The state machine's, the drift trigger's and the batch trigger's (its lake jobs), all to start jobs.
+    assert len(passes) == 3
     for _, pass_role in passes:
         assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
         assert "SageMakerRole" in json.dumps(pass_role["Resource"])
