@@ -15,15 +15,19 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import numpy as np
 
+from shared.feature_spec import DerivedFeature
 from shared.ml.features import _FALSE, _TRUE, FittedEncoder, _tokens, derive
 
 _ISO_DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _EPOCH: Final = dt.date(1970, 1, 1).toordinal()
 _NAN: Final = float("nan")
+
+# A derived feature's value from the record and its fields already read as numbers and dates.
+_Reader: TypeAlias = Callable[[Mapping[str, Any], dict[str, float], dict[str, "dt.date | None"]], float]
 
 
 class _Unusual(Exception):
@@ -89,53 +93,69 @@ def _days(date: dt.date | None) -> float:
 
 class OneClaimEncoder:
     """The encoder's columns for one record, in its order: numbers, flags, derived features, one-hot
-    levels, then the description's words."""
+    levels, then the description's words. A field several columns read is converted once, as the
+    transform converts a column once."""
 
     def __init__(self, encoder: FittedEncoder) -> None:
         self.encoder = encoder
         self.width = len(encoder.columns)
-        self._derived: list[Callable[[Mapping[str, Any]], float]] = [
-            self._derived_reader(feature) for feature in encoder.derived
-        ]
+        by_date = {"days_between", "month", "weekday"}
+        self._number_fields = list(
+            dict.fromkeys(
+                [*encoder.numeric, *(n for d in encoder.derived if d.op == "ratio" for n in d.inputs)]
+            )
+        )
+        self._date_fields = list(
+            dict.fromkeys(n for d in encoder.derived if d.op in by_date for n in d.inputs)
+        )
+        self._derived = [self._derived_reader(feature) for feature in encoder.derived]
         self._levels = [(name, list(levels)) for name, levels in encoder.categories.items()]
         self._words = [
             (name, {token: k for k, token in enumerate(tokens)}, len(tokens))
             for name, tokens in encoder.vocabulary.items()
         ]
 
-    def _derived_reader(self, feature: Any) -> Callable[[Mapping[str, Any]], float]:
+    @staticmethod
+    def _derived_reader(feature: DerivedFeature) -> _Reader:
         inputs = list(feature.inputs)
+        first = inputs[0]
         if feature.op == "ratio":
-            numerator, denominator = inputs[0], inputs[1]
+            second = inputs[1]
 
-            def ratio(record: Mapping[str, Any]) -> float:
-                num, den = _number(record.get(numerator)), _number(record.get(denominator))
+            def ratio(
+                _: Mapping[str, Any], numbers: dict[str, float], __: dict[str, dt.date | None]
+            ) -> float:
+                num, den = numbers[first], numbers[second]
                 return num / den if den > 0 else _NAN  # False for NaN, as np.where's condition
 
             return ratio
         if feature.op == "days_between":
-            earlier, later = inputs[0], inputs[1]
-            return lambda record: _days(_date(record.get(later))) - _days(_date(record.get(earlier)))
-        if feature.op == "month":
-            name = inputs[0]
+            second = inputs[1]
 
-            def month(record: Mapping[str, Any]) -> float:
-                date = _date(record.get(name))
-                return _NAN if date is None else float(date.month)
+            def days_between(
+                _: Mapping[str, Any], __: dict[str, float], dates: dict[str, dt.date | None]
+            ) -> float:
+                return _days(dates[second]) - _days(dates[first])
 
-            return month
-        if feature.op == "weekday":
-            name = inputs[0]
+            return days_between
+        if feature.op in ("month", "weekday"):
+            weekday = feature.op == "weekday"
 
-            def weekday(record: Mapping[str, Any]) -> float:
-                date = _date(record.get(name))
-                return _NAN if date is None else float(date.weekday())  # Monday = 0, as the transform
+            def calendar(
+                _: Mapping[str, Any], __: dict[str, float], dates: dict[str, dt.date | None]
+            ) -> float:
+                date = dates[first]
+                if date is None:
+                    return _NAN
+                return float(date.weekday() if weekday else date.month)  # Monday = 0, as the transform
 
-            return weekday
+            return calendar
 
         # log1p, and any operation added later: numpy's own function on one-value columns, so the
         # rounding is numpy's.
-        def by_transform(record: Mapping[str, Any]) -> float:
+        def by_transform(
+            record: Mapping[str, Any], _: dict[str, float], __: dict[str, dt.date | None]
+        ) -> float:
             try:
                 return float(derive(feature, {name: [record.get(name)] for name in inputs}, 1)[0])
             except ValueError:  # InvalidFeatureValue: the transform raises it with its message
@@ -157,9 +177,11 @@ class OneClaimEncoder:
 
     def _values(self, record: Mapping[str, Any]) -> list[float]:
         encoder = self.encoder
-        values = [_number(record.get(name)) for name in encoder.numeric]
+        numbers = {name: _number(record.get(name)) for name in self._number_fields}
+        dates = {name: _date(record.get(name)) for name in self._date_fields}
+        values = [numbers[name] for name in encoder.numeric]
         values += [_flag(record.get(name)) for name in encoder.boolean]
-        values += [read(record) for read in self._derived]
+        values += [read(record, numbers, dates) for read in self._derived]
         for name, levels in self._levels:
             text = _text(record.get(name))  # None (missing) equals no level
             values += [1.0 if level == text else 0.0 for level in levels]

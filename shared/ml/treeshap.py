@@ -80,7 +80,7 @@ class LeafTables:
                 one.missing_follows,
                 one.destination,
                 self.leaf_value,
-                self.table_start,
+                one.table_start,
                 self.table if len(self.table) else one.empty_table,
                 margin,
                 contributions,
@@ -113,35 +113,40 @@ class _PaddedSlots:
     :func:`_explain_one_row`: with a fixed count, its inner loops have no data-dependent exits to
     mispredict (a quarter less time on a served claim). A padding slot never sets a pattern bit and
     its additions go to a scratch column (``destination`` = the feature count), so every real
-    feature's sum takes the same terms in the same order as in :func:`_explain_rows`."""
+    feature's sum takes the same terms in the same order as in :func:`_explain_rows`. Indices are
+    held in the smallest integers that fit: a served claim reads all of this, often from a cache
+    the client and other processes have just used, so fewer bytes is less time."""
 
-    width: np.ndarray  # int64, the leaf's real slots
-    feature: np.ndarray  # int64 (n_leaves, widest)
+    width: np.ndarray  # int8, the leaf's real slots
+    feature: np.ndarray  # int16 or int32 (n_leaves, widest)
     low: np.ndarray  # float32
     high: np.ndarray  # float32
     missing_follows: np.ndarray  # bool
-    destination: np.ndarray  # int64: the feature, or the scratch column for padding
+    destination: np.ndarray  # as feature: the feature, or the scratch column for padding
+    table_start: np.ndarray  # int32 (the table is at most MAX_TABLE_ENTRIES long)
     empty_table: np.ndarray  # read in place of a table without entries (every tree a single leaf)
 
     @classmethod
     def of(cls, tables: LeafTables) -> _PaddedSlots:
-        width = np.diff(tables.slot_start).astype(np.int64)
+        width = np.diff(tables.slot_start)
         widest = max(int(width.max(initial=0)), 1)
         real = np.arange(widest)[None, :] < width[:, None]
         source = (tables.slot_start[:-1, None] + np.arange(widest)[None, :])[real]
+        index = np.int16 if tables.n_features < np.iinfo(np.int16).max else np.int32
 
-        def padded(values: np.ndarray, fill: Any) -> np.ndarray:
-            out = np.full(real.shape, fill, dtype=values.dtype)
+        def padded(values: np.ndarray, fill: Any, dtype: Any = None) -> np.ndarray:
+            out = np.full(real.shape, fill, dtype=dtype or values.dtype)
             out[real] = values[source]
             return out
 
         return cls(
-            width=width,
-            feature=padded(tables.slot_feature, 0),
+            width=width.astype(np.int8),  # a slot per distinct feature on a path: a few dozen at most
+            feature=padded(tables.slot_feature, 0, index),
             low=padded(tables.slot_low, 0.0),
             high=padded(tables.slot_high, 0.0),
             missing_follows=padded(tables.slot_missing_follows, False),
-            destination=padded(tables.slot_feature, tables.n_features),
+            destination=padded(tables.slot_feature, tables.n_features, index),
+            table_start=tables.table_start.astype(np.int32),
             empty_table=np.zeros(1),
         )
 

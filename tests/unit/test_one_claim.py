@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from shared.feature_spec import TARGET_COLUMN
-from shared.ml.features import InvalidFeatureValue, columns_from_records
+from shared.feature_spec import TARGET_COLUMN, DerivedFeature, claims_spec
+from shared.ml.features import InvalidFeatureValue, columns_from_records, fit_encoder, input_columns
 from shared.ml.model import RiskModel
+from shared.ml.one_claim import OneClaimEncoder
 from shared.ml.request_validation import validated_records
 from shared.ml.synthetic import generate_claims
 from shared.ml.treeshap import tables_from_booster
@@ -141,6 +142,34 @@ def test_the_one_claim_encoder_gives_the_transforms_row(model: RiskModel) -> Non
         expected = model.encoder.transform(columns_from_records([claim], model._inputs), 1)
         assert row.dtype == expected.dtype and row.shape == expected.shape
         assert np.array_equal(row, expected, equal_nan=True), claim
+
+
+def test_every_derived_operation_gives_the_transforms_value() -> None:
+    """The spec's own derived features and one of each other operation (weekday, log1p), fitted on
+    generated claims; then claims with every kind of value, as in the served-claim test."""
+    spec = claims_spec()
+    extra = [
+        DerivedFeature(name="incident_weekday", op="weekday", inputs=["incident_date"]),
+        DerivedFeature(name="log_amount", op="log1p", inputs=["claim_amount"]),
+        DerivedFeature(name="log_deductible", op="log1p", inputs=["deductible"]),
+        DerivedFeature(name="report_month", op="month", inputs=["report_date"]),
+    ]
+    spec = spec.model_copy(update={"derived": [*spec.derived, *extra]})
+    frame = generate_claims(3000, seed=21).frame
+    encoder = fit_encoder(spec, frame, frame[TARGET_COLUMN].to_numpy())
+    one = OneClaimEncoder(encoder)
+    claims = varied(1500, seed=22)
+    for claim in claims[::3]:
+        claim["deductible"] = -5.0  # log1p of a negative number is missing
+    encoded = 0
+    for claim in claims:
+        row = one.encode(claim)
+        if row is None:
+            continue
+        encoded += 1
+        expected = encoder.transform(columns_from_records([claim], input_columns(encoder)), 1)
+        assert np.array_equal(row, expected, equal_nan=True), claim
+    assert encoded >= 0.95 * len(claims)
 
 
 # ---------------------------------------------------------------------------------------------
