@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal
 
 if TYPE_CHECKING:  # annotations only: the drift job reads captures without the feature spec's imports
     from shared.feature_spec import FeatureSpec
@@ -41,6 +41,10 @@ try:  # orjson when present (the model server has it): the writer thread then ho
     def _dumps(value: Any) -> str:
         return orjson.dumps(value).decode("utf-8")
 
+    def _line_bytes(value: Any) -> bytes:
+        """``_dumps(value) + "\\n"`` in UTF-8, without decoding and encoding again."""
+        return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+
 except ImportError:  # pragma: no cover (the standard library, for jobs without orjson)
 
     def _loads(text: str) -> Any:
@@ -48,6 +52,9 @@ except ImportError:  # pragma: no cover (the standard library, for jobs without 
 
     def _dumps(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"))
+
+    def _line_bytes(value: Any) -> bytes:
+        return (_dumps(value) + "\n").encode("utf-8")
 
 
 def _encoding(content_type: str) -> str:
@@ -206,22 +213,21 @@ def pseudonym(value: Any, key: bytes) -> str:
     return PSEUDONYM_PREFIX + digest[:32]  # 128 bits: no collisions at any capture volume
 
 
-def _plain(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
 def _kept_raw(name: str, policy: CapturePolicy) -> bool:
     return name not in policy.personal_fields and (policy.raw_fields is None or name in policy.raw_fields)
 
 
 def redact_claim(claim: Mapping[str, Any], policy: CapturePolicy) -> dict[str, Any]:
     """The claim's allow-listed fields as sent, its personal fields dropped or pseudonymized."""
+    # _kept_raw's test and the plain-value test written inline: this runs for every field of every
+    # captured claim.
+    personal, raw, pseudonymize = policy.personal_fields, policy.raw_fields, policy.pii == "pseudonymize"
     kept: dict[str, Any] = {}
     for name, value in claim.items():
-        if name in policy.personal_fields:
-            if policy.pii == "pseudonymize":
+        if name in personal:
+            if pseudonymize:
                 kept[name] = None if value is None else pseudonym(value, policy.key)
-        elif _kept_raw(name, policy) and _plain(value):
+        elif (raw is None or name in raw) and (value is None or isinstance(value, str | int | float | bool)):
             kept[name] = value
     return kept
 
@@ -358,7 +364,7 @@ class CaptureWriter:
         self._hurry = threading.Event()  # set by flush() and close(): stop gathering, write now
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._files: dict[Path, TextIO] = {}
+        self._files: dict[Path, BinaryIO] = {}
         self._file_id = uuid.uuid4().hex[:12]
         self.written = 0
         self.skipped = 0  # bodies that could not be redacted
@@ -458,7 +464,7 @@ class CaptureWriter:
 
     def _write_all(self, exchanges: list[_Exchange]) -> None:
         """The exchanges' lines, in order, each file's in one write."""
-        lines: list[str] = []
+        lines: list[bytes] = []
         folder: Path | None = None
         first = None  # the first exchange of the lines pending for ``folder``
         for done, exchange in enumerate(exchanges, start=1):
@@ -480,8 +486,8 @@ class CaptureWriter:
                 time.sleep(YIELD_S)  # lets a waiting request thread take the GIL
         self._append(folder, first, lines)
 
-    def _line(self, exchange: _Exchange) -> str | None:
-        """The exchange's capture line, None when its request cannot be redacted."""
+    def _line(self, exchange: _Exchange) -> bytes | None:
+        """The exchange's capture line in UTF-8, None when its request cannot be redacted."""
         record = capture_record(
             exchange.request,
             exchange.request_type,
@@ -491,9 +497,9 @@ class CaptureWriter:
             when=exchange.when,
         )
         redacted = redact(record, self.policy, self.csv_columns)
-        return None if redacted is None else _dumps(redacted) + "\n"
+        return None if redacted is None else _line_bytes(redacted)
 
-    def _append(self, folder: Path | None, first: _Exchange | None, lines: list[str]) -> None:
+    def _append(self, folder: Path | None, first: _Exchange | None, lines: list[bytes]) -> None:
         if folder is None or first is None or not lines:
             return
         try:
@@ -505,8 +511,8 @@ class CaptureWriter:
                 self._files.clear()
                 folder.mkdir(parents=True, exist_ok=True)
                 name = first.when.astimezone(UTC).strftime("%M-%S-%f")[:-3] + f"-{self._file_id}.jsonl"
-                handle = self._files[folder] = (folder / name).open("a", encoding="utf-8")
-            handle.write("".join(lines))
+                handle = self._files[folder] = (folder / name).open("ab")
+            handle.write(b"".join(lines))
         except OSError:
             log.exception("data capture: %d exchanges could not be written", len(lines))
             return

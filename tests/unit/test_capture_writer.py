@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -107,3 +108,40 @@ def test_a_long_burst_is_written_without_waiting_for_the_window(tmp_path: Path) 
     assert len(captured_ids(tmp_path)) >= capture.GATHER_MAX
     writer.close()
     assert captured_ids(tmp_path) == [f"C-{n}" for n in range(capture.GATHER_MAX + 10)]
+
+
+def test_each_line_is_the_redacted_capture_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window changes when lines are written, not what they say: each is the JSON of
+    redact(capture_record(...)), personal fields handled, and a newline."""
+    ids = iter(uuid.UUID(int=n) for n in range(1000))
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(ids))  # the module the writer calls
+    policy = CapturePolicy(
+        personal_fields=frozenset({"description"}), raw_fields=frozenset({"claim_id", "claim_amount"})
+    )
+    when = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
+    writer = CaptureWriter(tmp_path, policy)  # its file id took the first uuid
+    sent = [
+        json.dumps(
+            {"instances": [{"claim_id": f"C-{n}", "claim_amount": n, "description": "Jane", "x": [1]}]}
+        ).encode()
+        for n in range(30)
+    ]
+    for request in sent:
+        writer.submit("claims-risk", request, "application/json", RESPONSE, "application/json", when=when)
+    writer.close()
+    [path] = iter_capture_files(tmp_path)
+    expected = b""
+    for n, request in enumerate(sent, start=1):
+        record = capture.capture_record(
+            request,
+            "application/json",
+            RESPONSE,
+            "application/json",
+            event_id=str(uuid.UUID(int=n)),
+            when=when,
+        )
+        redacted = capture.redact(record, policy)
+        assert redacted is not None
+        expected += (json.dumps(redacted, separators=(",", ":")) + "\n").encode("utf-8")
+    assert path.read_bytes() == expected
+    assert b"Jane" not in expected and b'"x"' not in expected
