@@ -447,7 +447,10 @@ class DriftTriggerSettings(Settings):
     instance_count: int = Field(
         1,
         validation_alias="CLAIMS_RISK_DRIFT_INSTANCE_COUNT",
-        description="The drift job's instance count; it runs on one (shared/drift_jobs.py says why). Lambda.",
+        description=(
+            "The drift job's instance count (1 to 100); above 1 it runs as a sharded map "
+            "and a reduce (shared/drift_jobs.py). Lambda."
+        ),
     )
     volume_gb: int = Field(
         20,

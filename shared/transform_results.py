@@ -187,13 +187,12 @@ def _parquet_row_count(path: Path) -> int:
 def _parquet_rows(path: Path, chunk_rows: int) -> Iterator[str]:
     """Each Parquet row as the drop folder shows a rejected one (its non-missing values, as JSON)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from shared.ml.batch_scoring import RowChunk
+    from shared.parquet_batches import parquet_batches
 
     try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
-        for batch in batches:
+        for batch in parquet_batches(path, chunk_rows):
             chunk = RowChunk(1, batch.to_pandas())
             yield from (chunk.raw_text(i) for i in range(len(chunk)))
     except (pa.ArrowException, OSError) as error:
