@@ -245,7 +245,42 @@ class ApiSettings(EndpointSettings, ModelCatalogSettings, PipelineStarterSetting
     metrics_namespace: MetricsNamespace = "ClaimsRisk"
 
 
-class BatchTriggerSettings(Settings):
+class JobLakeSettings(Settings):
+    """The claims lake a trigger hands on to the job it starts (which reads it as LakeSettings)."""
+
+    lake_root: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_LAKE_ROOT",
+        description="The claims lake's s3:// prefix, for the job the trigger starts. Lambda, required.",
+        json_schema_extra={REQUIRED_IN_LAMBDA: True},
+    )
+    lake_database: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_LAKE_DATABASE",
+        description="The lake's Glue database, for the job. Lambda, required.",
+        json_schema_extra={REQUIRED_IN_LAMBDA: True},
+    )
+    lake_workgroup: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_LAKE_WORKGROUP",
+        description="The Athena workgroup of the lake's queries, for the job. Lambda, required.",
+        json_schema_extra={REQUIRED_IN_LAMBDA: True},
+    )
+
+    @field_validator("lake_root")
+    @classmethod
+    def _lake_in_s3(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("s3://"):
+            raise ValueError("must be an s3:// prefix")
+        return value
+
+    def job_lake(self) -> dict[str, str]:
+        """The job's CLAIMS_RISK_LAKE_* environment."""
+        values = (self.required("lake_root"), self.required("lake_database"), self.required("lake_workgroup"))
+        return dict(zip(LAKE_VARIABLES, values, strict=True))
+
+
+class BatchTriggerSettings(JobLakeSettings):
     """The drop-folder trigger (lambdas/batch_trigger/handler.py): one transform job per claims file."""
 
     handler: ClassVar[str | None] = "lambdas.batch_trigger.handler"
@@ -332,37 +367,12 @@ class BatchTriggerSettings(Settings):
         description="The role the lake job runs as (the SageMaker jobs' role). Lambda, required.",
         json_schema_extra={REQUIRED_IN_LAMBDA: True},
     )
-    lake_root: str | None = Field(
-        None,
-        validation_alias="CLAIMS_RISK_LAKE_ROOT",
-        description="The claims lake's s3:// prefix, handed on to the lake job. Lambda, required.",
-        json_schema_extra={REQUIRED_IN_LAMBDA: True},
-    )
-    lake_database: str | None = Field(
-        None,
-        validation_alias="CLAIMS_RISK_LAKE_DATABASE",
-        description="The lake's Glue database, for the lake job. Lambda, required.",
-        json_schema_extra={REQUIRED_IN_LAMBDA: True},
-    )
-    lake_workgroup: str | None = Field(
-        None,
-        validation_alias="CLAIMS_RISK_LAKE_WORKGROUP",
-        description="The Athena workgroup of the lake's queries, for the lake job. Lambda, required.",
-        json_schema_extra={REQUIRED_IN_LAMBDA: True},
-    )
 
     @field_validator("model_spec_s3")
     @classmethod
     def _an_s3_object(cls, value: str | None) -> str | None:
         if value is not None and not _S3_OBJECT.fullmatch(value):
             raise ValueError("must be s3://bucket/key")
-        return value
-
-    @field_validator("lake_root")
-    @classmethod
-    def _lake_in_s3(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("s3://"):
-            raise ValueError("must be an s3:// prefix")
         return value
 
     @field_validator("incoming_prefix", "scored_prefix", "rejected_prefix")
@@ -396,12 +406,11 @@ class BatchTriggerSettings(Settings):
         missing = {variables[f]: MISSING for f in fields if _blank(getattr(self, f))}
         if missing:
             raise SettingsError(self._owner(), missing)
-        values = (self.required("lake_root"), self.required("lake_database"), self.required("lake_workgroup"))
         return LakeJobSettings(
             image=self.required("lake_job_image"),
             role_arn=self.required("lake_job_role_arn"),
             kms_key_arn=self.data_kms_key_id,
-            lake=dict(zip(LAKE_VARIABLES, values, strict=True)),
+            lake=self.job_lake(),
             incoming_prefix=self.incoming_prefix,
             scored_prefix=self.scored_prefix,
         )
@@ -416,7 +425,7 @@ def _required_in_lambda(variable: str, description: str) -> Any:
     )
 
 
-class DriftTriggerSettings(Settings):
+class DriftTriggerSettings(JobLakeSettings):
     """The hourly drift trigger (lambdas/drift_trigger/handler.py); it has no local counterpart, so
     every field but the job's instances is needed wherever it runs (cdk/monitoring.py sets each)."""
 
@@ -457,26 +466,6 @@ class DriftTriggerSettings(Settings):
         validation_alias="CLAIMS_RISK_DRIFT_VOLUME_GB",
         description="The drift job's volume in GB. Lambda.",
     )
-    # The claims lake, handed on to the drift job (which reads it as LakeSettings).
-    lake_root: str | None = _required_in_lambda(
-        "CLAIMS_RISK_LAKE_ROOT",
-        "The claims lake's s3:// prefix, for the drift job to write its window and figures. Lambda, "
-        "required.",
-    )
-    lake_database: str | None = _required_in_lambda(
-        "CLAIMS_RISK_LAKE_DATABASE", "The lake's Glue database, for the drift job. Lambda, required."
-    )
-    lake_workgroup: str | None = _required_in_lambda(
-        "CLAIMS_RISK_LAKE_WORKGROUP",
-        "The Athena workgroup of the lake's queries, for the drift job. Lambda, required.",
-    )
-
-    @field_validator("lake_root")
-    @classmethod
-    def _lake_in_s3(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("s3://"):
-            raise ValueError("must be an s3:// prefix")
-        return value
 
     def drift_job(self) -> DriftJobSettings:
         missing = {
@@ -494,11 +483,7 @@ class DriftTriggerSettings(Settings):
             instance_type=self.instance_type,
             instance_count=self.instance_count,
             volume_gb=self.volume_gb,
-            lake={
-                "CLAIMS_RISK_LAKE_ROOT": self.required("lake_root"),
-                "CLAIMS_RISK_LAKE_DATABASE": self.required("lake_database"),
-                "CLAIMS_RISK_LAKE_WORKGROUP": self.required("lake_workgroup"),
-            },
+            lake=self.job_lake(),
         )
 
 
