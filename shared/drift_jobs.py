@@ -232,20 +232,12 @@ def drift_job_request(settings: DriftJobSettings, window: DriftWindow) -> dict[s
         **settings.lake,
     }
     if not settings.sharded:
-        output = {
-            "OutputName": "report",
-            "S3Output": {
-                "S3Uri": reports_uri(settings, window),
-                "LocalPath": OUTPUT_ROOT,
-                "S3UploadMode": "EndOfJob",
-            },
-        }
         return _request(
             settings,
             job_name(settings, window),
             environment,
             _capture_input(settings, window),
-            output,
+            _report_output(settings, window),
             1,
             "drift",
         )
@@ -294,7 +286,20 @@ def drift_reduce_request(settings: DriftJobSettings, window: DriftWindow) -> dic
             "S3DataDistributionType": "FullyReplicated",
         },
     }
-    output = {
+    return _request(
+        settings,
+        job_name(settings, window, "reduce"),
+        environment,
+        partials,
+        _report_output(settings, window),
+        1,
+        "drift-reduce",
+    )
+
+
+def _report_output(settings: DriftJobSettings, window: DriftWindow) -> dict[str, Any]:
+    """Where the hour's report goes: the one-instance job and the reduce write the same place."""
+    return {
         "OutputName": "report",
         "S3Output": {
             "S3Uri": reports_uri(settings, window),
@@ -302,6 +307,3 @@ def drift_reduce_request(settings: DriftJobSettings, window: DriftWindow) -> dic
             "S3UploadMode": "EndOfJob",
         },
     }
-    return _request(
-        settings, job_name(settings, window, "reduce"), environment, partials, output, 1, "drift-reduce"
-    )
