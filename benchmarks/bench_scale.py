@@ -10,7 +10,9 @@ million at a time) this measures the peak resident memory of one process doing e
 - **drift**: the drift job over the same claims captured as single-claim exchanges in SageMaker's
   capture format (one hour a million), as Model Monitor would run it;
 - **training** (``BENCH_SCALE_TRAIN_SIZES``, default 1M and 4M): the train job on the validate
-  job's splits, its peak reported (in memory below ``xgb_memory_mb``; no target).
+  job's splits, its peak reported (in memory below ``xgb_memory_mb``; no target); and at the sizes
+  in ``BENCH_SCALE_EXTERNAL_SIZES`` (default 1M) again through XGBoost's external-memory iterator
+  (``xgb_memory_mb`` 1), for its time and peak beside the in-memory run's.
 
 Each job runs as its own command (the drop folder's ``claims-risk batch score`` for batch scoring),
 started from a small fresh process; the figure is its ``ru_maxrss`` (for the jobs that start
@@ -41,6 +43,7 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 MILLION: Final = 1_000_000
 DEFAULT_SIZES: Final = (MILLION, 4 * MILLION, 16 * MILLION)
 DEFAULT_TRAIN_SIZES: Final = (MILLION, 4 * MILLION)
+DEFAULT_EXTERNAL_SIZES: Final = (MILLION,)
 GROWTH_LIMIT: Final = 1.20  # the largest size's peak over the smallest's
 TRAIN_ROWS: Final = 20_000
 
@@ -140,8 +143,9 @@ def validate(csv_file: Path, base: Path) -> tuple[float, float, int]:
     return _fresh(_child_peak_mb, command, job_env())
 
 
-def train(validated: Path, out: Path) -> tuple[float, float, int]:
-    """The train job on the splits, with the pipeline's defaults (no tuning)."""
+def train(validated: Path, out: Path, *, external: bool = False) -> tuple[float, float, int]:
+    """The train job on the splits, with the pipeline's defaults (no tuning); ``external``: through
+    the external-memory iterator whatever the data's size."""
     import json
 
     opt_ml = out / "opt" / "ml"
@@ -152,7 +156,8 @@ def train(validated: Path, out: Path) -> tuple[float, float, int]:
             target.symlink_to(validated / "output" / channel)
     config = opt_ml / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
-    (config / "hyperparameters.json").write_text(json.dumps({}), encoding="utf-8")
+    hyperparameters = {"xgb_memory_mb": "1"} if external else {}
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters), encoding="utf-8")
     (opt_ml / "model").mkdir(exist_ok=True)
     (opt_ml / "output" / "data").mkdir(parents=True, exist_ok=True)
     env = job_env(
@@ -162,7 +167,7 @@ def train(validated: Path, out: Path) -> tuple[float, float, int]:
         SM_INPUT_CONFIG_DIR=str(config),
         SM_INPUT_DATA_DIR=str(opt_ml / "input" / "data"),
         SM_CHANNELS='["train", "validation"]',
-        SM_HPS="{}",
+        SM_HPS=json.dumps(hyperparameters),
         SM_CHANNEL_TRAIN=str(opt_ml / "input" / "data" / "train"),
         SM_CHANNEL_VALIDATION=str(opt_ml / "input" / "data" / "validation"),
     )
@@ -235,20 +240,21 @@ def _growth_figures(job: str, peaks: dict[int, float], seconds: dict[int, float]
 
 
 def run() -> list[Figure]:
-    chosen, to_train = (
+    chosen, to_train, external = (
         sizes("BENCH_SCALE_SIZES", DEFAULT_SIZES),
         sizes("BENCH_SCALE_TRAIN_SIZES", DEFAULT_TRAIN_SIZES),
+        sizes("BENCH_SCALE_EXTERNAL_SIZES", DEFAULT_EXTERNAL_SIZES),
     )
     scratch_root = os.environ.get("BENCH_SCALE_DIR") or None
     figures: list[Figure] = []
     peaks: dict[str, dict[int, float]] = {"validate": {}, "batch scoring with factors": {}, "drift job": {}}
     seconds: dict[str, dict[int, float]] = {name: {} for name in peaks}
-    training: dict[int, tuple[float, float]] = {}
+    training: dict[tuple[int, bool], tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=scratch_root) as tmp:
         root = Path(tmp)
         print("  training the scoring model on 20k claims", flush=True)
         model_dir = train_small_model(root / "model")
-        for rows in sorted(set(chosen) | set(to_train)):
+        for rows in sorted(set(chosen) | set(to_train) | set(external)):
             label = f"{rows / MILLION:g}M"
             print(f"  {label}: writing the claims", flush=True)
             csv_file = write_csv(rows, root / label / "claims.csv", first_seed=1_000)
@@ -264,10 +270,14 @@ def run() -> list[Figure]:
                 peaks["batch scoring with factors"][rows] = peak
                 seconds["batch scoring with factors"][rows] = took
                 (root / label / "scored").rename(root / label / "scored-done")
-            if rows in to_train:
-                peak, took, code = train(base, root / label / "train")
-                print(f"  {label}: training {peak:,.0f} MB in {took:.0f} s (exit {code})", flush=True)
-                training[rows] = (peak, took)
+            for through_iterator in (False, True):
+                if rows not in (external if through_iterator else to_train):
+                    continue
+                peak, took, code = train(base, root / label / "train", external=through_iterator)
+                how = "external memory" if through_iterator else "in memory"
+                print(f"  {label}: training ({how}) {peak:,.0f} MB in {took:.0f} s (exit {code})", flush=True)
+                training[(rows, through_iterator)] = (peak, took)
+                subprocess.run(["rm", "-rf", str(root / label / "train")], check=False)
             csv_file.unlink()
             for leftover in ("scored-done", "validate", "train"):
                 subprocess.run(["rm", "-rf", str(root / label / leftover)], check=False)
@@ -281,11 +291,12 @@ def run() -> list[Figure]:
                 subprocess.run(["rm", "-rf", str(capture)], check=False)
     for job, by_size in peaks.items():
         figures += _growth_figures(job, by_size, seconds[job])
-    for rows, (peak, took) in training.items():
+    for (rows, through_iterator), (peak, took) in training.items():
+        how = "external-memory iterator" if through_iterator else "in memory"
         figures.append(
             Figure(
                 NAME,
-                f"training, {rows / MILLION:g}M claims",
+                f"training ({how}), {rows / MILLION:g}M claims",
                 "peak memory",
                 round(peak, 1),
                 "MB",
