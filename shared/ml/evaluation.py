@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -128,6 +130,19 @@ def age_band(ages: np.ndarray) -> np.ndarray:
     return bands
 
 
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion. Unlike the normal approximation it keeps a width when
+    nothing (or everything) was counted: 0 of 46 claims flagged still allows a rate up to about 8%."""
+    if trials <= 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / trials
+    z2n = z * z / trials
+    centre = (p + z2n / 2) / (1 + z2n)
+    half = z * math.sqrt(p * (1 - p) / trials + z2n / (4 * trials)) / (1 + z2n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def group_metrics(
     y: np.ndarray,
     scores: np.ndarray,
@@ -135,23 +150,30 @@ def group_metrics(
     groups: np.ndarray,
     min_group: int = 30,
     min_positives: int = 20,
+    confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """Per-group rates and the disparity between the groups large enough to judge."""
+    """Per-group rates and the disparity between the groups large enough to judge.
+
+    The bounds that allow for chance come from each group's Wilson interval, Bonferroni-adjusted so
+    that all of a table's judged groups are covered together at ``confidence``: then every rate lies
+    in its interval at once, and the most the ratio of the lowest to the highest selection rate can
+    be is the smallest upper bound over the largest lower bound (the least the false-negative-rate
+    gap can be: the largest lower bound less the smallest upper bound).
+    """
     flagged = scores >= threshold
-    rows: list[dict[str, Any]] = []
-    for group in sorted({str(g) for g in groups}):
-        mask = groups.astype(str) == group
+    labels = groups.astype(str)
+    counts: list[dict[str, Any]] = []
+    for group in sorted(set(labels)):
+        mask = labels == group
         positives = int(np.sum(y[mask] == 1))
-        rows.append(
+        counts.append(
             {
                 "group": group,
                 "count": int(mask.sum()),
                 "positives": positives,
+                "flagged": int(flagged[mask].sum()),
+                "missed": int(np.sum(~flagged[mask] & (y[mask] == 1))),
                 "prevalence": float(y[mask].mean()) if mask.any() else float("nan"),
-                "selection_rate": float(flagged[mask].mean()) if mask.any() else float("nan"),
-                "false_negative_rate": float(np.sum(~flagged[mask] & (y[mask] == 1)) / positives)
-                if positives
-                else float("nan"),
                 "roc_auc": float(skm.roc_auc_score(y[mask], scores[mask]))
                 if len(np.unique(y[mask])) == 2
                 else float("nan"),
@@ -159,21 +181,45 @@ def group_metrics(
                 "judged": bool(mask.sum() >= min_group and group != UNKNOWN_GROUP),
             }
         )
-    judged = [r for r in rows if r["judged"]]
-    rates = [float(r["selection_rate"]) for r in judged]
+    judged = [r for r in counts if r["judged"]]
     # A false-negative rate over a handful of high-risk claims is noise, not disparity.
     with_fnr = [r for r in judged if r["positives"] >= min_positives]
-    fnrs = [float(r["false_negative_rate"]) for r in with_fnr]
-    fnr_gap_lower = 0.0
-    if len(with_fnr) >= 2:
-        worst = max(with_fnr, key=lambda r: r["false_negative_rate"])
-        best = min(with_fnr, key=lambda r: r["false_negative_rate"])
-        fnr_gap_lower = max(0.0, _difference_lower_bound(worst, best))
+    # Bonferroni: each interval at 1 - alpha/k, so the k intervals hold together at least at 1 - alpha.
+    rate_level = 1 - (1 - confidence) / max(len(judged), 1)
+    fnr_level = 1 - (1 - confidence) / max(len(with_fnr), 1)
+    rows: list[dict[str, Any]] = []
+    for r in counts:
+        selection = wilson_interval(r["flagged"], r["count"], rate_level)
+        fnr = wilson_interval(r["missed"], r["positives"], fnr_level)
+        rows.append(
+            {
+                "group": r["group"],
+                "count": r["count"],
+                "positives": r["positives"],
+                "prevalence": r["prevalence"],
+                "selection_rate": r["flagged"] / r["count"] if r["count"] else float("nan"),
+                "selection_rate_interval": list(selection),
+                "false_negative_rate": r["missed"] / r["positives"] if r["positives"] else float("nan"),
+                "false_negative_rate_interval": list(fnr) if r["positives"] else [float("nan")] * 2,
+                "roc_auc": r["roc_auc"],
+                "judged": r["judged"],
+            }
+        )
+    judged_rows = [row for row in rows if row["judged"]]
+    fnr_rows = [row for row in judged_rows if row["positives"] >= min_positives]
+    rates = [float(row["selection_rate"]) for row in judged_rows]
+    fnrs = [float(row["false_negative_rate"]) for row in fnr_rows]
     ratio_upper = 1.0
-    if len(judged) >= 2:
-        lowest = min(judged, key=lambda r: r["selection_rate"])
-        highest = max(judged, key=lambda r: r["selection_rate"])
-        ratio_upper = _ratio_upper_bound(lowest, highest)
+    if len(judged_rows) >= 2:
+        lowest_upper = min(row["selection_rate_interval"][1] for row in judged_rows)
+        highest_lower = max(row["selection_rate_interval"][0] for row in judged_rows)
+        # A highest rate that could be 0 bounds nothing: the groups may all flag alike.
+        ratio_upper = 1.0 if highest_lower <= 0 else float(min(1.0, lowest_upper / highest_lower))
+    fnr_gap_lower = 0.0
+    if len(fnr_rows) >= 2:
+        highest_lower = max(row["false_negative_rate_interval"][0] for row in fnr_rows)
+        lowest_upper = min(row["false_negative_rate_interval"][1] for row in fnr_rows)
+        fnr_gap_lower = float(max(0.0, highest_lower - lowest_upper))
     return {
         "groups": rows,
         "selection_rate_ratio": float(min(rates) / max(rates)) if rates and max(rates) > 0 else 1.0,
@@ -181,28 +227,11 @@ def group_metrics(
         "selection_rate_difference": float(max(rates) - min(rates)) if rates else 0.0,
         "false_negative_rate_difference": float(max(fnrs) - min(fnrs)) if fnrs else 0.0,
         "false_negative_rate_difference_lower_95": fnr_gap_lower,
+        "interval_method": f"Wilson score, Bonferroni-adjusted over the judged groups "
+        f"({confidence:.0%} jointly)",
         "min_group_size": min_group,
         "min_positives_for_fnr": min_positives,
     }
-
-
-def _difference_lower_bound(high: dict[str, Any], low: dict[str, Any], z: float = 1.96) -> float:
-    """Lower 95% bound of the gap between two groups' false-negative rates (normal approximation):
-    the gap the data shows beyond chance, which is what a fairness gate should judge."""
-    p1, n1 = float(high["false_negative_rate"]), int(high["positives"])
-    p2, n2 = float(low["false_negative_rate"]), int(low["positives"])
-    spread = np.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
-    return float(p1 - p2 - z * spread)
-
-
-def _ratio_upper_bound(low: dict[str, Any], high: dict[str, Any], z: float = 1.96) -> float:
-    """Upper 95% bound of the ratio of two groups' selection rates: below a bound, the disparity is
-    more than small groups' chance can explain."""
-    p1, n1 = float(low["selection_rate"]), int(low["count"])
-    p2, n2 = float(high["selection_rate"]), int(high["count"])
-    top = p1 + z * np.sqrt(p1 * (1 - p1) / n1)
-    bottom = p2 - z * np.sqrt(p2 * (1 - p2) / n2)
-    return 1.0 if bottom <= 0 else float(min(1.0, top / bottom))
 
 
 def protected_groups(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:

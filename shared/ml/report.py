@@ -82,6 +82,12 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _interval(bounds: list[float] | None) -> str:
+    if not bounds or any(math.isnan(b) for b in bounds):
+        return "n/a"
+    return f"{bounds[0]:.3f} to {bounds[1]:.3f}"
+
+
 def _table(headers: list[str], rows: list[list[Any]], table_id: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -197,7 +203,10 @@ def render_report(ev: dict[str, Any]) -> str:
         _curve_plots(ev),
         "<h2>Fairness across protected groups</h2>",
         '<p class="note">Protected attributes are never model inputs. Selection rate is the share sent to '
-        f"manual review; disparity is judged over groups with at least {min_group} claims.</p>",
+        f"manual review; disparity is judged over groups with at least {min_group} claims. The bounds "
+        "allowing for chance come from each group's Wilson score interval, adjusted (Bonferroni) so an "
+        "attribute's groups are covered together at 95%: a small group with no claim flagged still has "
+        "an interval, so it cannot fail the gate on its own.</p>",
         _table(
             [
                 "attribute",
@@ -222,7 +231,17 @@ def render_report(ev: dict[str, Any]) -> str:
         ),
         "<h2>Per-group metrics</h2>",
         _table(
-            ["attribute", "group", "claims", "prevalence", "selection rate", "FNR", "ROC-AUC"],
+            [
+                "attribute",
+                "group",
+                "claims",
+                "prevalence",
+                "selection rate",
+                "selection rate interval",
+                "FNR",
+                "FNR interval",
+                "ROC-AUC",
+            ],
             [
                 [
                     attr,
@@ -230,7 +249,9 @@ def render_report(ev: dict[str, Any]) -> str:
                     g["count"],
                     g["prevalence"],
                     g["selection_rate"],
+                    _interval(g.get("selection_rate_interval")),
                     g["false_negative_rate"],
+                    _interval(g.get("false_negative_rate_interval")),
                     g["roc_auc"],
                 ]
                 for attr, f in ev["fairness"].items()
