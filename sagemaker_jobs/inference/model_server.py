@@ -39,7 +39,15 @@ from shared.ml.features import InvalidFeatureValue
 from shared.ml.model import RiskModel
 from shared.payloads import PayloadError
 from shared.ports import MetricDatum, MetricsPublisher
-from shared.request_limits import MAX_ENDPOINT_BODY_BYTES, MAX_TRANSFORM_BODY_BYTES, BodySizeLimit
+from shared.request_limits import (
+    MAX_ENDPOINT_BODY_BYTES,
+    MAX_TRANSFORM_BODY_BYTES,
+    AsgiApp,
+    BodySizeLimit,
+    Receive,
+    Scope,
+    Send,
+)
 
 log = logging.getLogger("claims_risk.model_server")
 
@@ -270,14 +278,22 @@ def create_model_server(
         return Response(status_code=200)  # liveness only: never touches the model
 
     async def invocations(request: Request) -> Response:
-        # On sagemaker-runtime's path, errors take the runtime's shape so boto3 raises ModelError.
-        endpoint = request.path_params.get("endpoint_name", default_endpoint)
-        as_runtime = "endpoint_name" in request.path_params
-        if as_runtime and (problem := endpoint_name_problem(endpoint, default_endpoint)) is not None:
-            return _validation_error(problem)  # recorded nowhere: the name is not an endpoint here
+        # Reached through Starlette's routing only when the path has a root_path before it: the
+        # usual request takes the shortcut (see InvocationsFirst).
+        name = request.path_params.get("endpoint_name")
+        if name is not None and (refusal := check_name(name)) is not None:
+            return refusal
         body = await request.body()
         content_type = request.headers.get("content-type", "application/json")
         accept = request.headers.get("accept", "application/json")
+        return invoke(name, body, content_type, accept)
+
+    def invoke(name: str | None, body: bytes, content_type: str, accept: str) -> Response:
+        """One invocation; ``name`` is the endpoint on sagemaker-runtime's path (already checked),
+        None on ``/invocations``."""
+        # On sagemaker-runtime's path, errors take the runtime's shape so boto3 raises ModelError.
+        endpoint = default_endpoint if name is None else name
+        as_runtime = name is not None
         started = time.perf_counter()
         model = served.model  # this request's model, whatever is swapped in meanwhile
         try:
@@ -293,6 +309,11 @@ def create_model_server(
         if capture is not None:  # only answered requests are captured: a failed body may not be readable
             capture.submit(endpoint, body, content_type, payload, media)
         return Response(payload, media_type=media, headers={"X-Model-Version": model.version})
+
+    def check_name(name: str) -> Response | None:
+        # Recorded nowhere: the name is not an endpoint here.
+        problem = endpoint_name_problem(name, default_endpoint)
+        return None if problem is None else _validation_error(problem)
 
     def _record(endpoint: str, status: int, started: float) -> None:
         if metrics is not None:
@@ -313,8 +334,71 @@ def create_model_server(
             Route("/endpoints/{endpoint_name}/invocations", invocations, methods=["POST"]),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(BodySizeLimit, max_bytes=largest_body)],
+        middleware=[
+            Middleware(BodySizeLimit, max_bytes=largest_body),
+            Middleware(InvocationsFirst, invoke=invoke, check_name=check_name),
+        ],
     )
+
+
+# sagemaker-runtime's path as Starlette's route matches it ({endpoint_name}: one path segment).
+_RUNTIME_PATH: Final = re.compile(r"/endpoints/(?P<endpoint_name>[^/]+)/invocations")
+
+
+class InvocationsFirst:
+    """Answers ``POST /invocations`` (and sagemaker-runtime's path) before Starlette's routing, with
+    the same answers as the routes: routing, the request object and the exception wrappers took
+    about 0.08 ms of the server's 0.5 ms a claim. It sits inside the body-size limit; any other
+    request, and a path under a root_path, goes on to the routes."""
+
+    def __init__(
+        self,
+        app: AsgiApp,
+        invoke: Callable[[str | None, bytes, str, str], Response],
+        check_name: Callable[[str], Response | None],
+    ) -> None:
+        self.app, self.invoke, self.check_name = app, invoke, check_name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == "/invocations":
+            name = None
+        elif (match := _RUNTIME_PATH.fullmatch(path)) is not None:
+            name = match["endpoint_name"]
+        else:
+            await self.app(scope, receive, send)
+            return
+        refusal = None if name is None else self.check_name(name)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        body = await _body(receive)
+        if body is None:
+            return  # the client left before sending it all: nobody to answer
+        content_type = accept = "application/json"  # Starlette's first header of each name, as text
+        seen_type = seen_accept = False
+        for key, value in scope["headers"]:
+            if key == b"content-type" and not seen_type:
+                content_type, seen_type = value.decode("latin-1"), True
+            elif key == b"accept" and not seen_accept:
+                accept, seen_accept = value.decode("latin-1"), True
+        response = self.invoke(name, body, content_type, accept)
+        await response(scope, receive, send)
+
+
+async def _body(receive: Receive) -> bytes | None:
+    """The request's body as Starlette's ``request.body()`` reads it; None on a disconnect."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def largest_body() -> int:
