@@ -27,6 +27,8 @@ from sklearn.metrics import roc_auc_score
 
 from shared.adapters.artifacts import split_s3_uri
 from shared.adapters.lake import lake_from_env
+from shared.decision import DecisionCosts
+from shared.feature_spec import FeatureSpec
 from shared.lake import DEFAULT_REPLAY_DAYS, LakeError
 from shared.metric_lines import metric_line
 from shared.ml.evaluation import (
@@ -122,12 +124,29 @@ def evaluate(
     if cv_folds >= 2:
         log(f"stratified {cv_folds}-fold cross-validation on {len(every_row):,} claims")
         result["cross_validation"] = cross_validate(spec, hyperparameters, every_row, cv_folds, seed, costs)
-    if spec.event_date and spec.event_date in every_row.columns:
-        log(f"out-of-time check on {spec.event_date}")
-        result["out_of_time"] = out_of_time(
-            spec, hyperparameters, every_row, spec.event_date, seed=seed, costs=costs
-        )
+    result["out_of_time"] = out_of_time_section(spec, hyperparameters, every_row, seed, costs)
     return result
+
+
+def out_of_time_section(
+    spec: FeatureSpec, hyperparameters: dict[str, Any], rows: pd.DataFrame, seed: int, costs: DecisionCosts
+) -> dict[str, Any]:
+    """The out-of-time check on the spec's time column, or why it did not run: never silently absent."""
+    if not spec.event_date:
+        section: dict[str, Any] = {"skipped": "the spec names no time column (event_date)"}
+    else:
+        log(f"out-of-time check on {spec.event_date}")
+        section = out_of_time(spec, hyperparameters, rows, spec.event_date, seed=seed, costs=costs)
+    if "skipped" in section:
+        log(f"out-of-time check not run: {section['skipped']}")
+    else:
+        log(
+            f"out-of-time: trained on {section['train_rows']:,} claims up to {section['cutoff']}, "
+            f"ROC-AUC {section['in_time_metrics']['roc_auc']:.4f} in time, "
+            f"{section['metrics']['roc_auc']:.4f} on the {section['test_rows']:,} claims from "
+            f"{section['later_from']} on"
+        )
+    return section
 
 
 # In AWS the state machine names the serving model's copy here; the local runner mounts a folder.
