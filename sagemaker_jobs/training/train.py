@@ -104,6 +104,9 @@ def run(environment: TrainingEnvironment) -> dict[str, Any]:
     if reserved:
         log(f"SageMaker's own hyperparameters, not the model's: {json.dumps(reserved, sort_keys=True)}")
     spec = resolve_spec(environment, hp)
+    # The lineage names the spec the model was trained on: the train channel's feature_spec.json
+    # wins over the hyperparameter, whose default ("claims") would otherwise be recorded.
+    hp["feature_spec"] = spec.name
     log(f"spec {spec.name!r}; hyperparameters {json.dumps(hp, sort_keys=True)}")
     train_files = parquet_files(environment.channel("train") or Path("/nonexistent"))
     if (
