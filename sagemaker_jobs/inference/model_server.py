@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -306,9 +307,20 @@ def create_model_server(
             log.exception("prediction failed")
             return _error(500, "model_error", "prediction failed", as_runtime)
         _record(endpoint, 200, started)
-        if capture is not None:  # only answered requests are captured: a failed body may not be readable
+        # Only answered requests are captured (a failed body may not be readable), once the answer
+        # is on its way: the capture's encoding then overlaps the client reading it.
+        after = (
+            None
+            if capture is None
+            else BackgroundTask(captured, endpoint, body, content_type, payload, media)
+        )
+        return Response(
+            payload, media_type=media, headers={"X-Model-Version": model.version}, background=after
+        )
+
+    async def captured(endpoint: str, body: bytes, content_type: str, payload: bytes, media: str) -> None:
+        if capture is not None:
             capture.submit(endpoint, body, content_type, payload, media)
-        return Response(payload, media_type=media, headers={"X-Model-Version": model.version})
 
     def check_name(name: str) -> Response | None:
         # Recorded nowhere: the name is not an endpoint here.
