@@ -132,6 +132,15 @@ def _pipeline_options(default_trials: int, default_cv_folds: int) -> Callable[[C
                 help="days of captured traffic the evaluation replays through champion and challenger",
             ),
             click.option(
+                "--gate",
+                "gates",
+                multiple=True,
+                metavar="NAME=VALUE",
+                help="set a promotion gate for this run, over the spec's gates section: a metric's floor "
+                "(roc_auc=0.75, pr_auc_lift=2, recall_lift=1.5) or ceiling (false_negative_rate=0.4), "
+                "'off' to drop it, or a gate setting (min_selection_rate_ratio=0.6); repeatable",
+            ),
+            click.option(
                 "--max-flip-rate",
                 type=click.FloatRange(min=0, max=1),
                 default=None,
@@ -168,6 +177,15 @@ def _inputs(options: dict[str, Any]) -> PipelineInputs:
     malformed = [h for h in options["hyperparameters"] if "=" not in h]
     if malformed:
         raise click.BadParameter(f"expected NAME=VALUE, got {malformed}", param_hint="--hp")
+    malformed = [g for g in options["gates"] if "=" not in g]
+    if malformed:
+        raise click.BadParameter(f"expected NAME=VALUE, got {malformed}", param_hint="--gate")
+    # The run's own gate settings: applied over the spec's gates section when the gates step judges.
+    settings: dict[str, Any] = {
+        name.strip(): value for name, value in (g.split("=", 1) for g in options["gates"])
+    }
+    if options["max_flip_rate"] is not None:
+        settings.setdefault("max_replay_flip_rate", options["max_flip_rate"])
     if options["source"] and options["data"]:
         raise click.UsageError("give --data or --source, not both")
     try:
@@ -182,7 +200,7 @@ def _inputs(options: dict[str, Any]) -> PipelineInputs:
                 missed_high_risk=options["cost_missed"], needless_review=options["cost_review"]
             ),
             replay_days=options["replay_days"],
-            gates=GateConfig(max_replay_flip_rate=options["max_flip_rate"]),
+            gates=GateConfig(overrides=settings),
         )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.gates import GateSettings
 from shared.schema import NOT_IN_FUTURE, ORDERING_RULES, Claim
 
 
@@ -102,6 +103,11 @@ class FeatureSpec(BaseModel):
     )
     text_vocabulary_size: int = Field(default=40, ge=0, le=500)
     max_categories: int = Field(default=30, ge=1, le=500)
+    gates: GateSettings | None = Field(
+        default=None,
+        description="promotion gate settings for this table, by name as --gate takes them (shared/gates.py), "
+        'e.g. {"pr_auc_lift": 2.5, "roc_auc": 0.75}; a run\'s --gate settings win',
+    )
 
     @model_validator(mode="after")
     def _check_references(self) -> FeatureSpec:

@@ -32,7 +32,36 @@ def gates_section(decision: GateDecision) -> str:
     )
     return (
         f'{BEGIN}<h2 id="gates">Promotion gates: {verdict}</h2><table id="gates-table"><thead><tr>'
-        f"<th>gate</th><th>result</th><th>reason</th></tr></thead><tbody>{body}</tbody></table>{END}"
+        f"<th>gate</th><th>result</th><th>reason</th></tr></thead><tbody>{body}</tbody></table>"
+        f"{_checks_table(decision)}{END}"
+    )
+
+
+_SOURCES: Final = {"default": "default", "spec": "the spec's gates", "run": "this run (--gate)"}
+
+
+def _checks_table(decision: GateDecision) -> str:
+    """Each figure a gate judged, the value reached beside its floor or ceiling and who set it."""
+    rows = []
+    for gate in decision.gates:
+        for check in gate.checks:
+            value = "n/a" if check.value is None else f"{check.value:.4f}"
+            bound = f"{'at least' if check.kind == 'floor' else 'at most'} {check.bound:.4f}"
+            cells = (
+                gate.gate,
+                check.name,
+                value,
+                bound,
+                _SOURCES[check.source],
+                "pass" if check.passed else "FAIL",
+            )
+            rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    if not rows:
+        return ""
+    return (
+        '<table id="gate-checks-table"><thead><tr><th>gate</th><th>figure</th><th>value reached</th>'
+        "<th>floor or ceiling</th><th>set by</th><th>result</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
 

@@ -430,7 +430,11 @@ class PipelineInputs(BaseModel):
     costs: DecisionCosts = Field(
         default_factory=DecisionCosts, description="costs that set the decision threshold"
     )
-    gates: GateConfig = Field(default_factory=GateConfig, description="what a challenger must pass")
+    gates: GateConfig = Field(
+        default_factory=GateConfig,
+        description="what a challenger must pass: the defaults, then the spec's gates section, then "
+        "gates.overrides, this run's settings by name (--gate name=value); the gates step applies them",
+    )
     seed: int = 0
     model_package_arn: str | None = Field(
         default=None,

@@ -24,7 +24,7 @@ AGE_BANDS = ("16 to 25", "26 to 35", "36 to 50", "over 50")
 PRICE_BANDS = ("less than 20000", "20000 to 29000", "30000 to 39000", "more than 39000")
 PAST_CLAIMS = ("none", "1", "2 to 4", "more than 4")
 POLICY_TYPES = ("Sedan - All Perils", "Sedan - Collision", "Sport - Collision", "Utility - All Perils")
-BASE_LOG_ODDS = -5.7
+BASE_LOG_ODDS = -7.15
 
 
 def fraud_table(rows: int, seed: int = 0, signal: float = 1.0) -> pd.DataFrame:
@@ -41,12 +41,12 @@ def fraud_table(rows: int, seed: int = 0, signal: float = 1.0) -> pd.DataFrame:
         BASE_LOG_ODDS
         + signal
         * (
-            1.8 * (fault == "Policy Holder")
-            + 1.6 * np.char.endswith(policy.astype(str), "All Perils")
-            + 0.9 * (past == "none")
-            - 0.6 * (past == "more than 4")
-            + 0.5 * (deductible == 300)
-            + 0.6 * (price == "more than 39000")
+            2.6 * (fault == "Policy Holder")
+            + 2.2 * np.char.endswith(policy.astype(str), "All Perils")
+            + 1.2 * (past == "none")
+            - 0.8 * (past == "more than 4")
+            + 0.8 * (deductible == 300)
+            + 0.9 * (price == "more than 39000")
         )
         - 0.5 * (year == YEARS[-1])
     )

@@ -86,6 +86,8 @@ def evaluate(
             "hyperparameters": model.manifest.lineage.hyperparameters,
         },
         "costs": costs.model_dump(),
+        # The spec's own gate settings travel with the model's spec: the gates step applies them.
+        "spec_gates": dict(spec.gates or {}),
         "test": classification_metrics(y, scores, threshold, costs),
         "threshold_comparison": threshold_comparison(y, scores, threshold, costs),
         "curves": curves(y, scores),

@@ -38,17 +38,25 @@ def classification_metrics(
     predicted = (scores >= threshold).astype(int)
     tn, fp, fn, tp = skm.confusion_matrix(y, predicted, labels=[0, 1]).ravel()
     both_classes = len(np.unique(y)) == 2
+    prevalence = float(np.mean(y))
+    pr_auc = float(skm.average_precision_score(y, scores)) if both_classes else float("nan")
+    recall = float(skm.recall_score(y, predicted, zero_division=0))
+    flagged_share = float(np.mean(predicted))
     return {
         "rows": len(y),
-        "prevalence": float(np.mean(y)),
+        "prevalence": prevalence,
         "roc_auc": float(skm.roc_auc_score(y, scores)) if both_classes else float("nan"),
-        "pr_auc": float(skm.average_precision_score(y, scores)) if both_classes else float("nan"),
+        "pr_auc": pr_auc,
+        # Scale-free figures for the gates: a ranking by chance has PR-AUC equal to the positive rate,
+        # and reviewing a share of claims at random catches that share of the high-risk ones.
+        "pr_auc_lift": pr_auc / prevalence if both_classes else float("nan"),
+        "recall_lift": recall / flagged_share if flagged_share > 0 else 0.0,
         "logloss": float(skm.log_loss(y, np.clip(scores, 1e-7, 1 - 1e-7), labels=[0, 1])),
         "brier": float(skm.brier_score_loss(y, scores)),
         "threshold": threshold,
         "accuracy": float(skm.accuracy_score(y, predicted)),
         "precision": float(skm.precision_score(y, predicted, zero_division=0)),
-        "recall": float(skm.recall_score(y, predicted, zero_division=0)),
+        "recall": recall,
         "f1": float(skm.f1_score(y, predicted, zero_division=0)),
         "false_negative_rate": float(fn / max(fn + tp, 1)),
         "false_positive_rate": float(fp / max(fp + tn, 1)),

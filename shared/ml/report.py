@@ -76,6 +76,8 @@ def _replay_section(replayed: dict[str, Any] | None) -> list[str]:
     ]
 
 
+# The scale-free figures the gates' default floors use (shared/gates.py).
+LIFTS = ("pr_auc_lift", "recall_lift")
 OUT_OF_TIME_METRICS = (
     "rows",
     "prevalence",
@@ -83,6 +85,7 @@ OUT_OF_TIME_METRICS = (
     "pr_auc",
     "pr_auc_lift",
     "recall",
+    "recall_lift",
     "precision",
     "f1",
     "brier",
@@ -192,7 +195,7 @@ def render_report(ev: dict[str, Any]) -> str:
         "<h2>Test metrics</h2>",
         _table(
             ["metric", "value"],
-            [[k, test[k]] for k in ("rows", "prevalence", *QUALITY_METRICS)],
+            [[k, test[k]] for k in ("rows", "prevalence", *QUALITY_METRICS, *LIFTS) if k in test],
             "metrics-table",
         ),
     ]

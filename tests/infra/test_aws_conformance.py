@@ -1031,6 +1031,7 @@ def full_input() -> dict[str, Any]:
             "max_false_negative_rate_difference": 0.2,
             "min_selection_rate_ratio": 0.6,
             "max_replay_flip_rate": 0.05,
+            "overrides": {"pr_auc_lift": 2.0, "recall_lift": None},  # what --gate sets
         },
         "seed": 11,
         "source": "glue:training_claims",  # the raw claims from the lake's table
