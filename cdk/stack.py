@@ -1,5 +1,6 @@
-"""The claims-risk stack: data, API, endpoint, retraining pipeline, drop-folder batch, monitoring and
-the web page, each a construct with a clear seam, configured per stage from cdk/config.py."""
+"""The claims-risk stack: data, API, endpoint, retraining pipeline, drop-folder batch, monitoring (drift
+and late-outcome model quality) and the web page, each a construct with a clear seam, configured per
+stage from cdk/config.py."""
 
 from __future__ import annotations
 
@@ -20,8 +21,17 @@ from cdk.lake import ClaimsLake
 from cdk.monitoring import ModelMonitoring, OnCall
 from cdk.pipeline import RetrainingPipeline
 from cdk.policy_findings import acknowledge_findings, skip_checkov_findings
+from cdk.quality import ModelQualityMonitoring
 from cdk.web import WebPage
-from shared.alarms import alarm
+from shared.alarms import (
+    PR_AUC_METRIC,
+    PRECISION_METRIC,
+    QUALITY_DROP_METRIC,
+    QUALITY_NAMESPACE,
+    RECALL_METRIC,
+    ROC_AUC_METRIC,
+    alarm,
+)
 from step_functions.state_machine import MODEL_CARD_KEY
 
 
@@ -96,6 +106,8 @@ class ClaimsRiskStack(Stack):
             bucket=data.bucket,
             endpoint_name=endpoint_name,
             topic=on_call.topic,
+            image=images.project,  # the lake job's image and role, given rather than looked up
+            job_role=sagemaker_role,
         )
         monitoring = ModelMonitoring(
             self,
@@ -108,9 +120,22 @@ class ClaimsRiskStack(Stack):
             image=images.project,
             monitor_image=monitor_image,
         )
-        # Alarms: drift, the API, each function, the pipeline and batch jobs, all to on-call.
-        for key in ("feature-drift", "prediction-drift", "missing-values"):
+        # Late outcomes: a labels file under outcomes/incoming/ starts the quality job.
+        quality = ModelQualityMonitoring(
+            self,
+            "Quality",
+            config=config,
+            key=data.key,
+            bucket=data.bucket,
+            job_role=sagemaker_role,
+            endpoint_name=endpoint_name,
+            image=images.project,
+            topic=on_call.topic,
+        )
+        # Alarms: drift, model quality, the API, each function, the pipeline and batch jobs, all to on-call.
+        for key in ("feature-drift", "prediction-drift", "missing-values", "model-quality"):
             on_call.alarm(self, key, {"Endpoint": endpoint_name})
+        on_call.alarm(self, "quality-job-failed", {"RuleName": quality.failures.rule_name})
         api_dimensions = {"ApiName": api.api.rest_api_name, "Stage": config.stage}
         for key in ("api-5xx", "api-latency", "api-throttled"):
             on_call.alarm(self, key, api_dimensions)
@@ -119,6 +144,7 @@ class ClaimsRiskStack(Stack):
             ("batch", batch.function),
             ("tasks", pipeline.tasks),
             ("drift", monitoring.trigger),
+            ("quality", quality.trigger),
         )
         for name, function in functions:
             for key in ("lambda-errors", "lambda-throttles"):
@@ -221,5 +247,44 @@ class ClaimsRiskStack(Stack):
                     metric("batch-failed", {"RuleName": batch.failures.rule_name}, "batch jobs failed"),
                 ],
             ),
-            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(on_call.alarms.values()), width=24),
+        )
+        quality = {"Endpoint": endpoint_name}
+
+        def figure(name: str, label: str) -> cloudwatch.Metric:
+            # One datum per labels file: the latest in each day, as the run published it.
+            return cloudwatch.Metric(
+                namespace=QUALITY_NAMESPACE,
+                metric_name=name,
+                dimensions_map=quality,
+                statistic="Maximum",
+                period=Duration.days(1),
+                label=label,
+            )
+
+        board.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Model quality on late outcomes (newest judged day, per labels file)",
+                left=[
+                    figure(RECALL_METRIC, "recall at the threshold"),
+                    figure(PRECISION_METRIC, "precision at the threshold"),
+                    figure(ROC_AUC_METRIC, "ROC-AUC"),
+                    figure(PR_AUC_METRIC, "PR-AUC"),
+                ],
+                right=[figure(QUALITY_DROP_METRIC, "largest drop below the test figures")],
+                right_annotations=[
+                    cloudwatch.HorizontalAnnotation(
+                        value=alarm("model-quality").threshold, label="model-quality alarm"
+                    )
+                ],
+                width=24,
+            )
+        )
+        # Every on-call alarm, the drop folder's lake job's too (cdk/batch.py builds that one itself).
+        lake_alarm = batch.node.try_find_child("LakeJobFailedAlarm")
+        if not isinstance(lake_alarm, cloudwatch.Alarm):
+            raise ValueError("the drop folder's batch-failed-lake alarm is missing from the dashboard")
+        board.add_widgets(
+            cloudwatch.AlarmStatusWidget(
+                title="Alarms", alarms=[*on_call.alarms.values(), lake_alarm], width=24
+            ),
         )

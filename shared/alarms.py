@@ -2,7 +2,8 @@
 
 CDK turns each definition into a CloudWatch alarm on the SNS on-call topic; the local alarm sink
 evaluates the same definitions over the local metrics. The drift job publishes the drift metrics
-under these names, so a renamed metric breaks a test rather than silencing an alarm.
+under these names, and the model-quality job (``claims-risk monitor quality`` offline, the quality
+job in AWS) the quality metrics, so a renamed metric breaks a test rather than silencing an alarm.
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ MONITORING_NAMESPACE: Final = "ClaimsRisk/Monitoring"
 FEATURE_DRIFT_METRIC: Final = "feature_drift_psi_max"
 PREDICTION_DRIFT_METRIC: Final = "prediction_drift_psi"
 MISSING_RATE_METRIC: Final = "missing_rate_increase_max"
+# Model quality once outcomes are known (shared/ml/quality.py), dimension: the endpoint's name. A
+# namespace of its own: the drift job publishes every ClaimsRisk/Monitoring metric, these it does not.
+QUALITY_NAMESPACE: Final = "ClaimsRisk/ModelQuality"
+# The largest fall of recall or precision (at the model's threshold) below the model's test figures,
+# over the figures the newest judged day or week had enough claims for: the model-quality alarm's.
+QUALITY_DROP_METRIC: Final = "model_quality_drop"
+# The figures each run publishes beside it (the dashboard's); ``<name>_drop`` is the model's test
+# figure less this one (positive: worse than tested).
+RECALL_METRIC: Final = "quality_recall"  # at the model's threshold
+PRECISION_METRIC: Final = "quality_precision"
+FNR_METRIC: Final = "quality_false_negative_rate"
+ROC_AUC_METRIC: Final = "quality_roc_auc"
+PR_AUC_METRIC: Final = "quality_pr_auc"
+LABELLED_METRIC: Final = "quality_labelled"
 
 Comparison = Literal["GreaterThanThreshold", "GreaterThanOrEqualToThreshold", "LessThanThreshold"]
 Component = Literal["api", "endpoint", "monitoring", "pipeline", "batch", "lambda", "runtime"]
@@ -86,6 +101,40 @@ ALARMS: Final[tuple[AlarmDefinition, ...]] = (
         1,
         1,
         ("Endpoint",),
+    ),
+    AlarmDefinition(
+        "model-quality",
+        "monitoring",
+        "on claims whose outcome is now known, recall or precision at the model's threshold fell more "
+        "than 0.10 below the model's test figures (the newest day with enough labels)",
+        QUALITY_NAMESPACE,
+        QUALITY_DROP_METRIC,
+        "Maximum",
+        0.10,
+        "GreaterThanThreshold",
+        # One datum per quality run (a labels file): a minute holds one run, so the newest verdict
+        # decides; two runs in one minute count by the worse (Maximum), which errs towards paging.
+        60,
+        1,
+        1,
+        ("Endpoint",),
+        # Outcomes arrive now and then: between two labels files the last verdict stands.
+        treat_missing_data="ignore",
+    ),
+    AlarmDefinition(
+        "quality-job-failed",
+        "monitoring",
+        "a model-quality job (a labels file under outcomes/incoming/) failed or stopped: its outcomes "
+        "were not judged, the file is still where it was dropped",
+        "AWS/Events",
+        "TriggeredRules",
+        "Sum",
+        1,
+        "GreaterThanOrEqualToThreshold",
+        300,
+        1,
+        1,
+        ("RuleName",),
     ),
     AlarmDefinition(
         "endpoint-5xx",

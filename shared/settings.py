@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.batch_jobs import BatchSettings, BatchStrategy
 from shared.batch_lake import LAKE_VARIABLES, LakeJobSettings
 from shared.drift_jobs import DriftJobSettings
+from shared.quality_jobs import KEY_ENV, KEY_PARTS, QualityJobConfig
 
 LAMBDA_MARKER: Final = "AWS_LAMBDA_FUNCTION_NAME"
 # The Lambda runtime sets these on every function: a settings field may require them; cdk/ never sets them.
@@ -487,6 +488,69 @@ class DriftTriggerSettings(JobLakeSettings):
         )
 
 
+class QualityTriggerSettings(JobLakeSettings):
+    """The late-outcomes trigger (lambdas/quality_trigger/handler.py): a labels file created under the
+    outcomes prefix starts the quality job (shared/quality_jobs.py); cdk/quality.py sets each field.
+    Offline, ``claims-risk monitor quality`` does the job's work itself."""
+
+    handler: ClassVar[str | None] = "lambdas.quality_trigger.handler"
+    image: str | None = _required_in_lambda(
+        "CLAIMS_RISK_IMAGE_URI", "The project image the quality job runs in. Lambda, required."
+    )
+    role_arn: str | None = _required_in_lambda(
+        "CLAIMS_RISK_SAGEMAKER_ROLE_ARN", "The role the quality job runs as. Lambda, required."
+    )
+    bucket: str | None = _required_in_lambda(
+        "CLAIMS_RISK_DATA_BUCKET", "The data bucket, where labels files are dropped. Lambda, required."
+    )
+    endpoint: EndpointName = None
+    kms_key_arn: str | None = _required_in_lambda(
+        "CLAIMS_RISK_KMS_KEY_ARN", "The key the quality job encrypts its volume with. Lambda, required."
+    )
+    job_prefix: str | None = _required_in_lambda(
+        "CLAIMS_RISK_JOB_PREFIX", "The stage's prefix (claims-risk-dev) on every job name. Lambda, required."
+    )
+    model_card_s3: str | None = _required_in_lambda(
+        "CLAIMS_RISK_MODEL_CARD_S3",
+        "s3://bucket/key of the serving model's manifest.json (the deploy step publishes it): its test "
+        "metrics are the quality job's baseline. Lambda, required.",
+    )
+    outcomes_prefix: str | None = _required_in_lambda(
+        "CLAIMS_RISK_OUTCOMES_PREFIX",
+        "Where labels files are dropped in the data bucket (outcomes/incoming/); it must match the "
+        "EventBridge rule's key prefix. Lambda, required.",
+    )
+
+    @field_validator("model_card_s3")
+    @classmethod
+    def _an_s3_object(cls, value: str | None) -> str | None:
+        if value is not None and not _S3_OBJECT.fullmatch(value):
+            raise ValueError("must be s3://bucket/key")
+        return value
+
+    def quality_job(self) -> QualityJobConfig:
+        missing = {
+            env: MISSING for name, env in self.required_in_lambda().items() if _blank(getattr(self, name))
+        }
+        if missing:
+            raise SettingsError(self._owner(), missing)
+        prefix = self.required("outcomes_prefix")
+        try:
+            return QualityJobConfig(
+                image=self.required("image"),
+                role_arn=self.required("role_arn"),
+                kms_key_arn=self.required("kms_key_arn"),
+                bucket=self.required("bucket"),
+                endpoint=self.required("endpoint"),
+                job_prefix=self.required("job_prefix"),
+                model_card_uri=self.required("model_card_s3"),
+                lake=self.job_lake(),
+                outcomes_prefix=prefix if prefix.endswith("/") else prefix + "/",
+            )
+        except ValueError as error:
+            raise SettingsError(self._owner(), {"settings": str(error)}) from None
+
+
 class PipelineTasksSettings(Settings):
     """The retraining state machine's Lambda tasks (lambdas/pipeline_tasks/handler.py)."""
 
@@ -514,7 +578,13 @@ class PipelineTasksSettings(Settings):
 # the synthesized functions against them).
 LAMBDA_SETTINGS: Final[dict[str, type[Settings]]] = {
     cls.handler: cls
-    for cls in (ApiSettings, BatchTriggerSettings, DriftTriggerSettings, PipelineTasksSettings)
+    for cls in (
+        ApiSettings,
+        BatchTriggerSettings,
+        DriftTriggerSettings,
+        PipelineTasksSettings,
+        QualityTriggerSettings,
+    )
     if cls.handler is not None
 }
 
@@ -583,3 +653,62 @@ class LakeSettings(Settings):
         description="The Athena workgroup the lake's queries run in (its settings say where results go). "
         "Job.",
     )
+
+
+class QualityJobSettings(Settings):
+    """Job: what the quality trigger tells the quality job (sagemaker_jobs/monitoring/quality.py)
+    about the labels file it judges (shared/quality_jobs.py), besides the lake (LakeSettings) and
+    ``publish_cloudwatch_metrics``."""
+
+    # An object key is taken as it is: surrounding spaces belong to it.
+    model_config = SettingsConfigDict(str_strip_whitespace=False)
+    bucket: str | None = Field(
+        None, validation_alias="CLAIMS_RISK_OUTCOMES_BUCKET", description="Job: the labels file's bucket."
+    )
+    key: str | None = Field(
+        None,
+        validation_alias=KEY_ENV,
+        description="Job: the labels file's key, or its first 256 characters (an environment value's "
+        "limit); the rest follows in CLAIMS_RISK_OUTCOMES_KEY_2 to _4.",
+    )
+    key_2: str | None = Field(None, validation_alias=f"{KEY_ENV}_2", description="Job: the key, continued.")
+    key_3: str | None = Field(None, validation_alias=f"{KEY_ENV}_3", description="Job: the key, continued.")
+    key_4: str | None = Field(None, validation_alias=f"{KEY_ENV}_4", description="Job: the key, continued.")
+    version: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_OUTCOMES_VERSION",
+        description="Job: the version of the labels file that was dropped (a newer upload is its own "
+        "run); unset for an unversioned bucket.",
+    )
+    model_card_s3: str | None = Field(
+        None,
+        validation_alias="CLAIMS_RISK_MODEL_CARD_S3",
+        description="Job: the serving model's manifest.json (s3://… or a local path), whose test metrics "
+        "are the baseline.",
+    )
+    endpoint: str = Field(
+        "claims-risk",
+        validation_alias="CLAIMS_RISK_ENDPOINT",
+        description="Job: the metrics' Endpoint dimension, the model-quality alarm's (local: claims-risk).",
+    )
+    bucket_by: Literal["day", "week"] = Field(
+        "day",
+        validation_alias="CLAIMS_RISK_QUALITY_BUCKET",
+        description="Job: judge per day or per week of predictions.",
+    )
+    min_positives: int = Field(
+        20,
+        ge=1,
+        validation_alias="CLAIMS_RISK_QUALITY_MIN_POSITIVES",
+        description="Job: the high-risk (or flagged) claims a day or week needs to be judged.",
+    )
+
+    def outcomes_key(self) -> str:
+        """The whole key, its parts joined (shared/quality_jobs.py spreads it)."""
+        parts = [self.required("key"), self.key_2, self.key_3, self.key_4][:KEY_PARTS]
+        whole = []
+        for part in parts:
+            if part is None:
+                break
+            whole.append(part)
+        return "".join(whole)

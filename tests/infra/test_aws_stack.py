@@ -11,7 +11,7 @@ from cdk.data import CAPTURE_PREFIX, INCOMING_PREFIX
 from cdk.endpoint import guardrails
 from cdk.images import IMAGE_CONTEXT, REGIONS
 from shared import auth
-from shared.alarms import ALARMS, MONITORING_NAMESPACE
+from shared.alarms import ALARMS, MONITORING_NAMESPACE, QUALITY_NAMESPACE
 from step_functions.pipeline import step_names
 from step_functions.state_machine import step_states
 from tests.infra.conftest import Synthesized
@@ -56,7 +56,8 @@ def test_data_is_encrypted_everywhere(synthesized: Synthesized) -> None:
         assert "KmsKeyId" in group["Properties"], name
     assert "KmsMasterKeyId" in one(synthesized, "AWS::SNS::Topic")
     assert one(synthesized, "AWS::DynamoDB::Table")["SSESpecification"]["SSEType"] == "KMS"
-    assert "KmsMasterKeyId" in one(synthesized, "AWS::SQS::Queue")
+    queues = resources(synthesized, "AWS::SQS::Queue")  # the triggers' dead letters: batch, quality
+    assert len(queues) == 2 and all("KmsMasterKeyId" in q["Properties"] for q in queues.values())
     for function in resources(synthesized, "AWS::Lambda::Function").values():
         if "lambdas." in function["Properties"].get("Handler", ""):
             assert "KmsKeyArn" in function["Properties"]
@@ -135,8 +136,11 @@ def test_every_alarm_pages_on_call_and_every_defined_alarm_exists(synthesized: S
         assert {d["Name"] for d in alarm["Dimensions"]} == set(definition.dimensions)
     drift = by_name[f"{prefix}-feature-drift"]
     assert drift["Namespace"] == MONITORING_NAMESPACE
-    # Four functions, each with an errors and a throttles alarm.
-    assert sum(1 for n in by_name if "lambda-errors" in n) == 4
+    # Five functions, each with an errors and a throttles alarm.
+    assert sum(1 for n in by_name if "lambda-errors" in n) == 5
+    # Model quality on late outcomes: CloudWatch keeps the last verdict between two labels files.
+    quality = by_name[f"{prefix}-model-quality"]
+    assert (quality["Namespace"], quality["TreatMissingData"]) == (QUALITY_NAMESPACE, "ignore")
 
 
 def test_dropped_files_under_incoming_start_the_batch_trigger(synthesized: Synthesized) -> None:
@@ -201,8 +205,9 @@ def test_the_state_machine_runs_the_pipeline_steps_with_sync_jobs_and_least_priv
         for s in p["Properties"]["PolicyDocument"]["Statement"]
         if "iam:PassRole" in json.dumps(s["Action"])
     ]
-    # The state machine's, the drift trigger's and the batch trigger's (its lake jobs), all to start jobs.
-    assert len(passes) == 3
+    # The state machine's, the drift trigger's, the batch trigger's (its lake jobs) and the quality
+    # trigger's, all to start jobs.
+    assert len(passes) == 4
     for _, pass_role in passes:
         assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
         assert "SageMakerRole" in json.dumps(pass_role["Resource"])
@@ -298,6 +303,7 @@ def test_every_function_is_python_312_on_arm_with_powertools_and_xray(synthesize
         "lambdas.batch_trigger.handler.lambda_handler",
         "lambdas.pipeline_tasks.handler.lambda_handler",
         "lambdas.drift_trigger.handler.lambda_handler",
+        "lambdas.quality_trigger.handler.lambda_handler",
     }
     for function in ours:
         assert (function["Runtime"], function["Architectures"]) == ("python3.12", ["arm64"])
@@ -382,5 +388,5 @@ def test_retraining_starts_from_the_api_a_schedule_and_the_drift_alarm(synthesiz
 
 def test_a_dashboard_shows_the_api_endpoint_drift_pipeline_and_batch(synthesized: Synthesized) -> None:
     body = json.dumps(one(synthesized, "AWS::CloudWatch::Dashboard")["DashboardBody"])
-    for title in ("API:", "Endpoint:", "Drift", "Retraining and batch", "Alarms"):
+    for title in ("API:", "Endpoint:", "Drift", "Retraining and batch", "Model quality", "Alarms"):
         assert title in body

@@ -31,7 +31,7 @@ from cdk.config import stage_config
 from sagemaker_jobs.processing import batch_lake
 from shared.adapters.transform_jobs import SageMakerTransformLauncher
 from shared.batch_jobs import BatchSettings, TransformJobSpec, plan_transform_job
-from shared.batch_lake import LAKE_JOB_MODULE, TRANSFORM_JOB_ENV
+from shared.batch_lake import LAKE_JOB_MODULE, LAKE_JOB_PREFIX, TRANSFORM_JOB_ENV
 from shared.ml.batch_scoring import render_line_results
 from tests.aws_fakes import FakeLambdaContext
 from tests.infra.conftest import Synthesized
@@ -76,12 +76,20 @@ def completed_event(bucket: str, transform_job: str = "claims-batch-claims-0a1b2
     return json.loads(text.replace("claims-batch-claims-0a1b2c3d4e5f", transform_job))
 
 
-def rule_to(deployment: Deployment, detail_type: str, statuses: list[str]) -> tuple[str, dict[str, Any]]:
+def rule_to(
+    deployment: Deployment, detail_type: str, statuses: list[str], name_prefix: str = ""
+) -> tuple[str, dict[str, Any]]:
+    """The rule on these statuses of this detail type; ``name_prefix`` tells apart two rules on the
+    same statuses by the job names they match (the lake job's failures, the quality job's)."""
     [(logical, rule)] = [
         (k, deployment.resolve(r["Properties"]))
         for k, r in deployment.of_type("AWS::Events::Rule").items()
         if r["Properties"].get("EventPattern", {}).get("detail-type") == [detail_type]
         and statuses in r["Properties"]["EventPattern"]["detail"].values()
+        and any(
+            [{"prefix": name_prefix}] == matched or not name_prefix
+            for matched in r["Properties"]["EventPattern"]["detail"].values()
+        )
     ]
     return logical, rule
 
@@ -124,7 +132,9 @@ def test_a_completed_transform_of_this_stack_and_nothing_else_invokes_the_trigge
 
 def test_a_failed_or_stopped_lake_job_reaches_on_call(deployments: dict[str, Deployment]) -> None:
     for stage, deployment in deployments.items():
-        logical, rule = rule_to(deployment, "SageMaker Processing Job State Change", ["Failed", "Stopped"])
+        logical, rule = rule_to(
+            deployment, "SageMaker Processing Job State Change", ["Failed", "Stopped"], LAKE_JOB_PREFIX
+        )
         [topic] = deployment.of_type("AWS::SNS::Topic")
         [target] = rule["Targets"]
         assert target["Arn"] == deployment.ref(topic)

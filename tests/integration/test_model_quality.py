@@ -11,10 +11,13 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from local import cli_quality
+from local.alarm_sink import AlarmSink
 from local.cli_quality import EXIT_QUALITY_ALARM, quality
 from sagemaker_jobs.inference.model_server import EndpointMetrics, ServerMonitoring, create_model_server
 from shared.adapters.lake import LocalLake
 from shared.adapters.metrics import LocalMetricsSink
+from shared.alarms import ALARMS, QUALITY_DROP_METRIC, QUALITY_NAMESPACE
 from shared.capture import CapturePolicy, CaptureWriter, iter_capture_files, parse_capture_line
 from shared.lake_writers import ingest_capture, write_outcomes
 from shared.ml.quality import Baseline, quality_report
@@ -23,6 +26,7 @@ from tests.factories import capture_scored_claim, minimal_claim
 DAY1 = dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC)  # a Monday
 DAY2 = DAY1 + dt.timedelta(days=1)
 BASELINE = Baseline(precision=0.80, recall=0.90, false_negative_rate=0.10, split="test", model_version="m1")
+RUN_AT = 1_790_000_000.0  # when the command runs (2026-09-21): its figures are published then
 
 
 def scored_day(
@@ -100,12 +104,15 @@ def test_the_quality_command_raises_and_clears_the_alarm(
     monkeypatch.delenv("CLAIMS_RISK_ALARM_WEBHOOK", raising=False)
     model = manifest_dir(tmp_path / "model")
     args = ["--capture", str(capture), "--model-dir", str(model)]
+    monkeypatch.setattr(cli_quality, "clock", lambda: RUN_AT)
 
     dropped = CliRunner().invoke(quality, ["--labels", str(write_labels(tmp_path / "l.csv", labels)), *args])
     assert dropped.exit_code == EXIT_QUALITY_ALARM, dropped.output
     assert "recall 0.50" in dropped.output
 
     # On review, 18 of day two's missed claims were fine after all: its recall is 20 / 22 again.
+    # Judged in a later minute (the alarm takes the worst run of a minute, as CloudWatch's Maximum).
+    monkeypatch.setattr(cli_quality, "clock", lambda: RUN_AT + 120)
     fixed = {**labels, **{f"b-fn-{i}": 0 for i in range(2, 20)}}
     cleared = CliRunner().invoke(
         quality, ["--labels", str(write_labels(tmp_path / "fixed.csv", fixed)), "--json", *args]
@@ -116,6 +123,88 @@ def test_the_quality_command_raises_and_clears_the_alarm(
     log = [json.loads(x) for x in (home / "monitoring" / "alarms.jsonl").read_text().splitlines()]
     assert [(r["key"], r["new_state"]) for r in log] == [("model-quality", "ALARM"), ("model-quality", "OK")]
     assert log[0]["quality"]["recall"] == 0.5
+    assert log[0]["alarm"] == "claims-risk-model-quality[Endpoint=claims-risk]"
+
+
+def published(home: Path, name: str) -> list[float]:
+    sink = LocalMetricsSink(home / "monitoring" / "metrics.jsonl")
+    return [m.value for m in sink.read() if m.namespace == QUALITY_NAMESPACE and m.name == name]
+
+
+def test_the_alarm_is_the_shared_definition_over_the_published_drop(
+    tmp_path: Path, captured_days: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command publishes the newest judged day's largest drop as the model-quality alarm's metric,
+    and the alarm sink's own evaluation of shared/alarms.py's definition agrees with the command."""
+    capture, labels = captured_days
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLAIMS_RISK_HOME", str(home))
+    monkeypatch.delenv("CLAIMS_RISK_ALARM_WEBHOOK", raising=False)
+    monkeypatch.setattr(cli_quality, "clock", lambda: RUN_AT)
+    model = manifest_dir(tmp_path / "model")
+    args = ["--capture", str(capture), "--model-dir", str(model), "--json"]
+    done = CliRunner().invoke(quality, ["--labels", str(write_labels(tmp_path / "l.csv", labels)), *args])
+    assert done.exit_code == EXIT_QUALITY_ALARM, done.output
+    assert published(home, QUALITY_DROP_METRIC) == [pytest.approx(0.90 - 0.50)]  # day two's recall
+    assert published(home, "quality_recall") == [0.5]
+    # The background alarm loop (claims-risk up) reaches the same state from the same datum.
+    sink = AlarmSink(home, definitions=ALARMS, console=None, delay_s=0)
+    sink.state_file.unlink()
+    [transition] = sink.run_once(now=RUN_AT + 1)
+    assert (transition.key, transition.new_state) == ("model-quality", "ALARM")
+
+
+def test_a_fixed_file_in_the_same_minute_does_not_clear_the_alarm(
+    tmp_path: Path, captured_days: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs in one minute count by the worse, as CloudWatch's Maximum over the alarm's 60 s: the
+    command says so, and a run in a later minute decides."""
+    capture, labels = captured_days
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLAIMS_RISK_HOME", str(home))
+    monkeypatch.delenv("CLAIMS_RISK_ALARM_WEBHOOK", raising=False)
+    model = manifest_dir(tmp_path / "model")
+    args = ["--capture", str(capture), "--model-dir", str(model)]
+    fixed = write_labels(tmp_path / "fixed.csv", {**labels, **{f"b-fn-{i}": 0 for i in range(2, 20)}})
+    for at, labels_file, code in (
+        (RUN_AT, write_labels(tmp_path / "l.csv", labels), EXIT_QUALITY_ALARM),
+        (RUN_AT + 5, fixed, EXIT_QUALITY_ALARM),
+        (RUN_AT + 65, fixed, 0),
+    ):
+        monkeypatch.setattr(cli_quality, "clock", lambda at=at: at)
+        done = CliRunner().invoke(quality, ["--labels", str(labels_file), *args])
+        assert done.exit_code == code, (at, done.output)
+        if at == RUN_AT + 5:
+            assert "an earlier run in that minute dropped" in done.output
+
+
+def test_a_labels_file_the_lake_cannot_use_is_refused_and_nothing_is_lost(
+    tmp_path: Path, captured_days: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    capture, labels = captured_days
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLAIMS_RISK_HOME", str(home))
+    monkeypatch.delenv("CLAIMS_RISK_ALARM_WEBHOOK", raising=False)
+    monkeypatch.setattr(cli_quality, "clock", lambda: RUN_AT)
+    args = ["--capture", str(capture), "--model-dir", str(manifest_dir(tmp_path / "model"))]
+    good = CliRunner().invoke(quality, ["--labels", str(write_labels(tmp_path / "l.csv", labels)), *args])
+    assert good.exit_code == EXIT_QUALITY_ALARM, good.output
+    lake = LocalLake(home / "lake")
+    before = lake.query("SELECT load_id, count(*) AS n FROM outcomes GROUP BY 1")
+    strangers = write_labels(tmp_path / "strangers.csv", {f"X-{i}": i % 2 for i in range(30)})
+    no_outcome = tmp_path / "no_outcome.csv"
+    no_outcome.write_text("claim_id,reviewer,note\na-tp-0,ann,fine\n")
+    parquet = tmp_path / "labels.parquet"
+    parquet.write_bytes(b"PAR1\x15\x04\x15\x00\xff\xfe")
+    for path, said in (
+        (strangers, "none of its 30 claims"),
+        (no_outcome, "which column is the outcome"),
+        (parquet, "not UTF-8 text"),
+    ):
+        done = CliRunner().invoke(quality, ["--labels", str(path), *args])
+        assert done.exit_code == 1 and said in done.output, done.output
+        assert path.name in done.output
+    assert lake.query("SELECT load_id, count(*) AS n FROM outcomes GROUP BY 1").equals(before)
 
 
 def test_the_model_server_captures_what_the_quality_report_reads(model_dir: Path, tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ from shared.settings import (
     CaptureSettings,
     DriftTriggerSettings,
     PipelineTasksSettings,
+    QualityJobSettings,
+    QualityTriggerSettings,
     Settings,
     SettingsError,
 )
@@ -67,8 +69,21 @@ COMPLETE: Final[dict[type[Settings], dict[str, str]]] = {
         "CLAIMS_RISK_LAKE_WORKGROUP": "claims-risk-dev",
     },
     PipelineTasksSettings: {"MLFLOW_TRACKING_URI": "", "AWS_REGION": "eu-west-1"},
+    QualityTriggerSettings: {
+        "CLAIMS_RISK_IMAGE_URI": f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/claims-risk:abc",
+        "CLAIMS_RISK_SAGEMAKER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/claims-risk-sagemaker",
+        "CLAIMS_RISK_DATA_BUCKET": "claims-risk-data",
+        "SAGEMAKER_ENDPOINT_NAME": "claims-risk",
+        "CLAIMS_RISK_KMS_KEY_ARN": KEY_ARN,
+        "CLAIMS_RISK_JOB_PREFIX": "claims-risk-dev",
+        "CLAIMS_RISK_MODEL_CARD_S3": "s3://claims-risk-data/models/current/manifest.json",
+        "CLAIMS_RISK_OUTCOMES_PREFIX": "outcomes/incoming/",
+        "CLAIMS_RISK_LAKE_ROOT": "s3://claims-risk-data/lake/",
+        "CLAIMS_RISK_LAKE_DATABASE": "claims_risk_dev",
+        "CLAIMS_RISK_LAKE_WORKGROUP": "claims-risk-dev",
+    },
 }
-SETTINGS_CLASSES: Final[tuple[type[Settings], ...]] = (*COMPLETE, CaptureSettings)
+SETTINGS_CLASSES: Final[tuple[type[Settings], ...]] = (*COMPLETE, CaptureSettings, QualityJobSettings)
 EVERY_VARIABLE: Final = frozenset(name for cls in SETTINGS_CLASSES for name in cls.variables().values())
 
 
@@ -177,7 +192,7 @@ def test_outside_lambda_a_setting_that_is_needed_still_fails_by_name(clean: pyte
     with pytest.raises(SettingsError, match="missing IDEMPOTENCY_TABLE"):
         BatchTriggerSettings.load().required("idempotency_table")
     clean.setenv("CLAIMS_RISK_DATA_BUCKET", "claims-risk-data")
-    with pytest.raises(SettingsError, match="missing .*CLAIMS_RISK_IMAGE_URI") as raised:
+    with pytest.raises(SettingsError, match=r"missing .*CLAIMS_RISK_IMAGE_URI") as raised:
         DriftTriggerSettings.load().drift_job()  # the drift trigger has no local counterpart
     assert "CLAIMS_RISK_DATA_BUCKET" not in raised.value.variables and len(raised.value.variables) == 8
 
