@@ -123,7 +123,7 @@ class _PaddedSlots:
     high: np.ndarray  # float32
     missing_follows: np.ndarray  # bool
     destination: np.ndarray  # as feature: the feature, or the scratch column for padding
-    table_start: np.ndarray  # int32 (the table is at most MAX_TABLE_ENTRIES long)
+    table_start: np.ndarray  # int32 unless the table is longer than that counts
     empty_table: np.ndarray  # read in place of a table without entries (every tree a single leaf)
 
     @classmethod
@@ -146,7 +146,9 @@ class _PaddedSlots:
             high=padded(tables.slot_high, 0.0),
             missing_follows=padded(tables.slot_missing_follows, False),
             destination=padded(tables.slot_feature, tables.n_features, index),
-            table_start=tables.table_start.astype(np.int32),
+            table_start=tables.table_start.astype(
+                np.int32 if len(tables.table) < np.iinfo(np.int32).max else np.int64
+            ),
             empty_table=np.zeros(1),
         )
 
