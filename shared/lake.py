@@ -191,20 +191,31 @@ def sql_timestamp(moment: datetime) -> str:
 # ---------------------------------------------------------------------------------------------
 # The queries the system runs, in Athena's dialect. Literals come from sql_text / sql_timestamp.
 
-# Each labelled claim once, with its latest captured prediction and its latest known outcome.
+# Each labelled claim once, with its latest prediction (from the endpoint's capture or a scored
+# batch file, whichever is newer) and its latest known outcome.
 LABELLED_PREDICTIONS: Final = """
-WITH latest_prediction AS (
-    SELECT claim_id, inference_time, risk_level, model_version,
-           row_number() OVER (PARTITION BY claim_id ORDER BY inference_time DESC, event_id DESC) AS newest
+WITH predictions AS (
+    SELECT claim_id, inference_time, event_id AS answer_id, risk_level, risk_score, model_version
     FROM inferences
     WHERE claim_id IS NOT NULL AND claim_id <> ''
+    UNION ALL
+    SELECT claim_id, scored_at AS inference_time, batch_id || '#' || CAST(row_number AS VARCHAR) AS answer_id,
+           risk_level, risk_score, model_version
+    FROM batch_scored
+    WHERE claim_id IS NOT NULL AND claim_id <> ''
+),
+latest_prediction AS (
+    SELECT claim_id, inference_time, risk_level, risk_score, model_version,
+           row_number() OVER (PARTITION BY claim_id ORDER BY inference_time DESC, answer_id DESC) AS newest
+    FROM predictions
 ),
 latest_outcome AS (
     SELECT claim_id, outcome,
            row_number() OVER (PARTITION BY claim_id ORDER BY loaded_at DESC, load_id DESC) AS newest
     FROM outcomes
 )
-SELECT p.claim_id, p.inference_time, p.risk_level = 'high' AS predicted_high, o.outcome, p.model_version
+SELECT p.claim_id, p.inference_time, p.risk_level = 'high' AS predicted_high, p.risk_score, o.outcome,
+       p.model_version
 FROM latest_prediction p
 JOIN latest_outcome o ON o.claim_id = p.claim_id AND o.newest = 1
 WHERE p.newest = 1
@@ -244,6 +255,7 @@ LABELS_WITHOUT_PREDICTION: Final = """
 SELECT count(DISTINCT o.claim_id) AS claims
 FROM outcomes o
 WHERE NOT EXISTS (SELECT 1 FROM inferences i WHERE i.claim_id = o.claim_id)
+  AND NOT EXISTS (SELECT 1 FROM batch_scored b WHERE b.claim_id = o.claim_id)
 """
 
 

@@ -35,6 +35,7 @@ from shared.alarms import (
     alarm,
 )
 from shared.lake import (
+    LABELLED_PREDICTIONS,
     LABELS_WITHOUT_PREDICTION,
     OUTCOMES,
     model_versions_by_bucket,
@@ -328,36 +329,29 @@ def score_bins_by_bucket(bucket: Bucket) -> str:
     labelled claim once, with its latest prediction and latest outcome, as
     :data:`shared.lake.LABELLED_PREDICTIONS` takes them (Athena's dialect, run on both engines)."""
     return f"""
-WITH latest_prediction AS (
-    SELECT claim_id, inference_time, risk_score,
-           row_number() OVER (PARTITION BY claim_id ORDER BY inference_time DESC, event_id DESC) AS newest
-    FROM inferences
-    WHERE claim_id IS NOT NULL AND claim_id <> ''
-),
-latest_outcome AS (
-    SELECT claim_id, outcome,
-           row_number() OVER (PARTITION BY claim_id ORDER BY loaded_at DESC, load_id DESC) AS newest
-    FROM outcomes
-)
-SELECT CAST(date_trunc('{bucket}', p.inference_time) AS DATE) AS bucket_start,
-       least(greatest(CAST(floor(p.risk_score * {SCORE_BINS}) AS BIGINT), 0), {SCORE_BINS - 1}) AS score_bin,
-       count_if(o.outcome) AS positives,
-       count_if(NOT o.outcome) AS negatives
-FROM latest_prediction p
-JOIN latest_outcome o ON o.claim_id = p.claim_id AND o.newest = 1
-WHERE p.newest = 1 AND p.risk_score IS NOT NULL
+WITH labelled AS ({LABELLED_PREDICTIONS})
+SELECT CAST(date_trunc('{bucket}', inference_time) AS DATE) AS bucket_start,
+       least(greatest(CAST(floor(risk_score * {SCORE_BINS}) AS BIGINT), 0), {SCORE_BINS - 1}) AS score_bin,
+       count_if(outcome) AS positives,
+       count_if(NOT outcome) AS negatives
+FROM labelled
+WHERE risk_score IS NOT NULL
 GROUP BY 1, 2
 ORDER BY 1, 2
 """
 
 
 def load_without_prediction(load_id: str) -> str:
-    """How many claims of one labels file the lake has, and how many of them it holds no captured
-    prediction for."""
+    """How many claims of one labels file the lake has, and how many of them it holds no prediction
+    for (captured from the endpoint or scored in a batch file)."""
     return f"""
 SELECT count(*) AS claims, count_if(p.claim_id IS NULL) AS without_prediction
 FROM (SELECT DISTINCT claim_id FROM outcomes WHERE load_id = {sql_text(load_id)}) o
-LEFT JOIN (SELECT DISTINCT claim_id FROM inferences) p ON p.claim_id = o.claim_id
+LEFT JOIN (
+    SELECT claim_id FROM inferences
+    UNION
+    SELECT claim_id FROM batch_scored
+) p ON p.claim_id = o.claim_id
 """
 
 
@@ -451,7 +445,7 @@ def load_outcomes(
 
     Refused with an :class:`OutcomesError`, leaving the lake as it was: a file that is not UTF-8
     CSV text, one without a claim_id or an outcome column, an unreadable outcome, no labelled claim,
-    and a file none of whose claims the lake has a captured prediction for (another system's ids, or
+    and a file none of whose claims the lake has a prediction for (another system's ids, or
     the wrong column). Claims without a prediction among others are kept and counted: the capture
     may sample, or a claim may have been scored in the drop folder."""
     if len(content) > MAX_LABELS_BYTES:
@@ -478,8 +472,8 @@ def load_outcomes(
         lake.write(OUTCOMES, {"load_id": load_id}, [])  # the partition as it was before: none
         examples = ", ".join(sorted(labels)[:3])
         raise OutcomesError(
-            f"{source_file}: none of its {claims:,} claims (e.g. {examples}) has a captured prediction "
-            "in the lake's inferences: outcomes of another system, or the wrong id column? Nothing "
+            f"{source_file}: none of its {claims:,} claims (e.g. {examples}) has a prediction in the "
+            "lake (inferences or batch_scored): outcomes of another system, or the wrong id column? Nothing "
             "was loaded"
         )
     return OutcomesLoad(load_id, source_file, claims, unknown)
