@@ -345,10 +345,14 @@ def run_tuning(
             on_line(line)
 
     def on_trial(trial: dict[str, Any]) -> None:
-        report(
-            f"[tune] trial {trial['number']}: {trial['params']['model_family']} "
-            f"cv PR-AUC {trial['cv_pr_auc']:.4f} ± {trial['cv_pr_auc_std']:.4f} ({trial['seconds']:.1f}s)"
-        )
+        family = trial["params"]["model_family"]
+        if trial["state"] == "complete":
+            report(
+                f"[tune] trial {trial['number']}: {family} cv PR-AUC {trial['cv_pr_auc']:.4f} "
+                f"± {trial['cv_pr_auc_std']:.4f} ({trial['seconds']:.1f}s)"
+            )
+        else:
+            report(f"[tune] trial {trial['number']}: {family} {trial['state']}: {trial['reason']}")
 
     report(
         f"[tune] {inputs.tuning_trials} trials, {inputs.tuning_folds}-fold CV on up to "
@@ -371,15 +375,37 @@ def run_tuning(
     summary = {
         "best_cv_pr_auc": result.best_cv_pr_auc,
         "best_per_family": result.best_per_family(),
+        "budget": result.budget,
         "trials": result.trials,
     }
-    (output_root / "trials.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    if result.trials:
+    trials_file = output_root / "trials.json"
+    trials_file.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if inputs.tuning_trials > 0:
+        report(f"[tune] {budget_line(result.budget)}")
+    if any(t["state"] == "complete" for t in result.trials):
         family = result.best_hyperparameters["model_family"]
         report(f"[tune] best: {family} cv PR-AUC {result.best_cv_pr_auc:.4f}")
+    elif inputs.tuning_trials > 0:
+        report("[tune] no trial completed: XGBoost with its default hyperparameters")
     else:
         report("[tune] no search (0 trials): XGBoost with its default hyperparameters")
-    return JobResult(step.name, {"hyperparameters": chosen}, "\n".join(lines), time.perf_counter() - started)
+    # trials.json also reaches the evaluate job (an optional input), whose report shows the budget.
+    outputs = {"hyperparameters": chosen, "tuning": trials_file}
+    return JobResult(step.name, outputs, "\n".join(lines), time.perf_counter() - started)
+
+
+def budget_line(budget: Mapping[str, Any]) -> str:
+    """Trials run against asked and time against the budget, in one line for the run's output."""
+    parts = [f"{budget['trials_completed']} completed"]
+    parts += [
+        f"{budget[k]} {w}"
+        for k, w in (("trials_stopped", "stopped"), ("trials_failed", "failed"))
+        if budget[k]
+    ]
+    return (
+        f"{budget['trials_run']} of {budget['trials_asked']} trials run ({', '.join(parts)}) in "
+        f"{budget['elapsed_s']:.1f}s of the {budget['budget_s']:g}s budget; ended: {budget['ended_by']}"
+    )
 
 
 class LocalModelStore:

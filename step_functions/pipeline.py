@@ -347,7 +347,9 @@ STEPS: Final[tuple[Step, ...]] = (
         description="test metrics, cost threshold against 0.5, calibration, importance, fairness, "
         "cross-validation, out-of-time check",
         inputs=("model", "train", "validation", "test", "features"),
-        optional_inputs=("champion", "truth"),
+        # tuning: the local tuner's trials.json, for the report's tuning budget (local runs only, as
+        # truth; in AWS the tuning job enforces its own MaxRuntimeInSeconds).
+        optional_inputs=("champion", "truth", "tuning"),
         outputs=("evaluation",),
         instance_type="ml.m5.xlarge",
         metric_names=tuple(f"test:{m}" for m in ("roc_auc", "pr_auc", "f1", "brier", "expected_cost")),

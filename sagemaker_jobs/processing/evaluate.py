@@ -2,8 +2,8 @@
 
 Inputs under ``<base>/input``: ``model/model.tar.gz``, the ``train``, ``validation`` and ``test``
 splits of the validate step, the ``features`` screen, and optionally ``champion/*.tar.gz`` (the
-model now serving, scored on the same test set for the champion gate) and ``truth`` (true
-probabilities of generated claims).
+model now serving, scored on the same test set for the champion gate), ``truth`` (true
+probabilities of generated claims) and ``tuning/trials.json`` (the local tuner's trials and budget).
 Outputs under ``<base>/output/evaluation``: ``evaluation.json`` and a self-contained ``report.html``.
 
 With a champion and the claims lake (``CLAIMS_RISK_LAKE_*``), the last ``--replay-days`` of captured
@@ -221,6 +221,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         result = evaluate(model, splits, truth, args.cv_folds, args.seed, champion)
         result["replay"] = replay_section(model, champion, args.replay_days)
+    tuning_file = inputs / "tuning" / "trials.json"
+    if tuning_file.is_file():  # the local tuner's record: trials run against asked, time against budget
+        trials = json.loads(tuning_file.read_text(encoding="utf-8"))
+        result["tuning"] = {k: trials.get(k) for k in ("budget", "best_cv_pr_auc", "best_per_family")}
     screen_file = inputs / "features" / "feature_report.json"
     if screen_file.is_file():
         screen = json.loads(screen_file.read_text(encoding="utf-8"))

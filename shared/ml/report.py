@@ -119,6 +119,39 @@ def out_of_time_html(oot: dict[str, Any] | None, test: dict[str, Any]) -> list[s
     ]
 
 
+def tuning_html(tuning: dict[str, Any] | None) -> list[str]:
+    """How the search kept to its budget: trials run against asked, time spent against the budget."""
+    budget = (tuning or {}).get("budget")
+    if not budget:
+        return []
+    heading = '<h2 id="tuning">Hyperparameter search</h2>'
+    if not budget["trials_asked"]:
+        return [
+            heading,
+            "<p>No search was asked for (0 trials): XGBoost with its default hyperparameters.</p>",
+        ]
+    over = "" if budget["within_budget"] else " <b>(over the budget)</b>"
+    families = ", ".join(f"{f} {v:.4f}" for f, v in sorted((tuning or {}).get("best_per_family", {}).items()))
+    rows = [
+        ["trials asked", budget["trials_asked"]],
+        ["trials run", budget["trials_run"]],
+        ["completed", budget["trials_completed"]],
+        ["stopped at the budget", budget["trials_stopped"]],
+        ["failed", budget["trials_failed"]],
+        ["not run", budget["trials_not_run"]],
+        ["seconds spent", f"{budget['elapsed_s']:.1f}"],
+        ["budget (seconds)", f"{budget['budget_s']:g}"],
+    ]
+    return [
+        heading,
+        f"<p><b>{budget['trials_run']} of {budget['trials_asked']} trials run</b> in "
+        f"{budget['elapsed_s']:.1f}s of the {budget['budget_s']:g}s budget{over}; the search ended: "
+        f"{html.escape(budget['ended_by'])}. Best cross-validated PR-AUC per family: "
+        f"{html.escape(families or 'none completed')}.</p>",
+        _table(["", "value"], rows, "tuning-table"),
+    ]
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
@@ -336,6 +369,7 @@ def render_report(ev: dict[str, Any]) -> str:
             ),
         ]
     sections += out_of_time_html(ev.get("out_of_time"), test)
+    sections += tuning_html(ev.get("tuning"))
     sections += _replay_section(ev.get("replay"))
     title = f"Evaluation {html.escape(model['version'])}"
     head = f'<head><meta charset="utf-8"><title>{title}</title><style>{_STYLE}</style></head>'

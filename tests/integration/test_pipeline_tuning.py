@@ -39,6 +39,8 @@ def test_tuning_across_families_logs_every_trial_and_trains_the_winner(tmp_path:
 
     summary = json.loads((tmp_path / "run" / "tune" / "trials.json").read_text())
     assert len(summary["trials"]) == 4
+    assert summary["budget"]["trials_run"] == summary["budget"]["trials_asked"] == 4
+    assert summary["budget"]["ended_by"] == "every trial asked for ran"
     assert set(summary["best_per_family"]) == {"xgboost", "random_forest", "keras"}
     best = json.loads(run.artifacts["hyperparameters"].read_text())
     assert summary["best_cv_pr_auc"] == max(t["cv_pr_auc"] for t in summary["trials"])
