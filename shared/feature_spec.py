@@ -31,6 +31,9 @@ class ColumnKind(StrEnum):
     TEXT = "text"
     DATE = "date"
     IDENTIFIER = "identifier"
+    ORDINAL = "ordinal"  # ordered bands ("under 25" < "25 to 40" < ...): ``levels`` in order
+    MONTH = "month"  # a month: "Jan", "january", "JAN" or 1-12
+    WEEKDAY = "weekday"  # a day of the week: "Mon", "monday" or 1-7 (ISO: 1 is Monday)
 
 
 class ColumnRole(StrEnum):
@@ -39,6 +42,9 @@ class ColumnRole(StrEnum):
     ID = "id"  # identifies the row; echoed in outputs
     CONTEXT = "context"  # validated and kept, not a model input (dates feeding derived features, ...)
     IGNORE = "ignore"  # dropped after reading (identifiers that must not leak into the model)
+    # Leaks the label or is known only after the decision (an investigation's outcome, a payout):
+    # validated and kept for analysis, never a model input, never a scoring request's input.
+    LEAKAGE = "leakage"
 
 
 class ColumnSpec(BaseModel):
@@ -55,17 +61,57 @@ class ColumnSpec(BaseModel):
     max_length: int | None = None
     pattern: str | None = Field(default=None, description="regular expression the whole value must match")
     date_format: str | None = Field(default=None, description="strptime format; ISO 8601 when absent")
+    levels: list[str] | None = Field(
+        default=None,
+        description="an ordinal column's levels, lowest first; a value must be one of them (case and "
+        "spacing aside) and is encoded as its position, 0 for the first",
+    )
+    missing_tokens: list[str] = Field(
+        default_factory=list,
+        description="raw values that mean missing in this column, besides the spec's missing_tokens "
+        '(an age of "0" meaning unknown); in a numeric column a number token also matches its value written '
+        'otherwise ("0" matches 0.0)',
+    )
+
+    @model_validator(mode="after")
+    def _check_levels(self) -> ColumnSpec:
+        if self.kind == ColumnKind.ORDINAL:
+            if not self.levels:
+                raise ValueError(f"ordinal column {self.name!r} needs its levels, lowest first")
+            folded = [" ".join(level.split()).casefold() for level in self.levels]
+            if "" in folded or len(set(folded)) != len(folded):
+                raise ValueError(f"ordinal column {self.name!r}: levels must be distinct and not empty")
+        elif self.levels is not None:
+            raise ValueError(f"column {self.name!r}: levels belong to an ordinal column, not a {self.kind}")
+        return self
 
 
 class DerivedFeature(BaseModel):
-    """A feature computed from raw columns before encoding."""
+    """A feature computed from raw columns before encoding.
+
+    ``date_from_parts`` assembles an approximate date from a year, a month (name or number) and
+    optionally a week of the month (day ``7 * (week - 1) + 1``, at most the month's last day; day 1
+    without one). It is not a model input itself (a date only grows with time): it serves as the
+    spec's ``event_date`` and as an input of ``days_between``, ``month`` and ``weekday`` features."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    op: Literal["ratio", "days_between", "month", "weekday", "log1p"]
+    op: Literal["ratio", "days_between", "month", "weekday", "log1p", "date_from_parts"]
     inputs: list[str]
     description: str = ""
+
+
+# Operations that read dates, which may be assembled ones; and how many inputs each operation takes.
+_DATE_OPS: frozenset[str] = frozenset({"days_between", "month", "weekday"})
+_ARITY: dict[str, tuple[int, int]] = {
+    "ratio": (2, 2),
+    "days_between": (2, 2),
+    "month": (1, 1),
+    "weekday": (1, 1),
+    "log1p": (1, 1),
+    "date_from_parts": (2, 3),
+}
 
 
 class TargetSpec(BaseModel):
@@ -91,7 +137,9 @@ class FeatureSpec(BaseModel):
     version: str = "1"
     id_column: str
     event_date: str | None = Field(
-        default=None, description="the date that places a claim in time (out-of-time checks)"
+        default=None,
+        description="the time axis that places a claim in time (out-of-time checks): a date column, an "
+        "integer or numeric column such as a year, or a date_from_parts derived feature",
     )
     target: TargetSpec
     columns: list[ColumnSpec]
@@ -114,14 +162,35 @@ class FeatureSpec(BaseModel):
         names = {c.name for c in self.columns}
         if self.id_column not in names:
             raise ValueError(f"id_column {self.id_column!r} is not among the columns")
-        if self.event_date is not None and self.event_date not in names:
-            raise ValueError(f"event_date {self.event_date!r} is not among the columns")
         if self.target.column in names:
             raise ValueError("the target column must not be listed among the columns")
+        assembled = {d.name for d in self.assembled_dates}
+        if self.event_date is not None and self.event_date not in names | assembled:
+            raise ValueError(
+                f"event_date {self.event_date!r} is neither a column nor a date_from_parts feature"
+            )
+        if self.event_date in names:
+            kind = self.column(self.event_date).kind
+            if kind not in (ColumnKind.DATE, ColumnKind.INTEGER, ColumnKind.NUMERIC):
+                raise ValueError(
+                    f"event_date {self.event_date!r} must be a date or a number (a year), not {kind}"
+                )
+        clash = sorted(names & {d.name for d in self.derived})
+        if clash:
+            raise ValueError(f"derived features {clash} have the names of columns")
         for derived in self.derived:
-            missing = [i for i in derived.inputs if i not in names]
+            # An assembled date takes columns only; the date operations may also take assembled dates.
+            usable = names | assembled if derived.op in _DATE_OPS else names
+            missing = [i for i in derived.inputs if i not in usable]
             if missing:
                 raise ValueError(f"derived feature {derived.name!r} uses unknown columns {missing}")
+            low, high = _ARITY[derived.op]
+            if not low <= len(derived.inputs) <= high:
+                wanted = str(low) if low == high else f"{low} to {high}"
+                raise ValueError(
+                    f"derived feature {derived.name!r} ({derived.op}) takes {wanted} inputs, "
+                    f"not {len(derived.inputs)}"
+                )
         for rule in self.ordering_rules:
             for ref in (rule.lower, rule.upper):
                 if ref not in names:
@@ -148,6 +217,28 @@ class FeatureSpec(BaseModel):
     @property
     def kept_columns(self) -> list[ColumnSpec]:
         return [c for c in self.columns if c.role != ColumnRole.IGNORE]
+
+    @property
+    def leakage_columns(self) -> list[ColumnSpec]:
+        """Columns that leak the label or are known only after the decision: kept in validated data
+        for analysis, but never model inputs, never accepted in a scoring request, never captured."""
+        return self.by_role(ColumnRole.LEAKAGE)
+
+    @property
+    def request_columns(self) -> list[str]:
+        """The fields a scoring request may carry: the kept columns but those that leak the label
+        (the target is never among the columns)."""
+        return [c.name for c in self.columns if c.role not in (ColumnRole.IGNORE, ColumnRole.LEAKAGE)]
+
+    @property
+    def assembled_dates(self) -> list[DerivedFeature]:
+        """The ``date_from_parts`` features: dates built from year, month and week columns."""
+        return [d for d in self.derived if d.op == "date_from_parts"]
+
+    @property
+    def model_derived(self) -> list[DerivedFeature]:
+        """The derived features that are model inputs (every one but the assembled dates)."""
+        return [d for d in self.derived if d.op != "date_from_parts"]
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
