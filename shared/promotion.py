@@ -10,7 +10,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 
-from shared.gates import GateConfig, GateResult, all_passed, evaluate_gates
+from shared.gates import GateConfig, GateResult, all_passed, evaluate_gates, resolve
 
 REGISTERED_MODEL_PREFIX: Final = "claims-risk"
 # The holdout figures that judge a model (besides rows, prevalence, threshold and the confusion
@@ -53,7 +53,9 @@ class GateDecision(BaseModel):
 
 def decide(quality: dict[str, Any], evaluation: dict[str, Any], config: GateConfig) -> GateDecision:
     results = evaluate_gates(quality, evaluation, config)
-    return GateDecision(passed=all_passed(results), gates=results, config=config)
+    # Record the bounds as applied: the run's settings over the spec's over the defaults.
+    applied, _ = resolve(config, evaluation.get("spec_gates"))
+    return GateDecision(passed=all_passed(results), gates=results, config=applied)
 
 
 def registration_record(

@@ -159,3 +159,10 @@ def test_the_command_line_takes_gate_settings_and_refuses_unknown_ones(
     assert refused.exit_code == 2 and "unknown gate 'pr_auc_lfit'" in refused.output
     refused = CliRunner().invoke(cli.main, ["train", "--gate", "roc_auc"])
     assert refused.exit_code == 2 and "NAME=VALUE" in refused.output
+
+
+def test_the_decision_records_the_bounds_it_applied() -> None:
+    run = GateConfig(overrides={"pr_auc_lift": 2.0})
+    decision = decide(QUALITY, {"test": scored_claims(0.06, 1.8), "spec_gates": {"roc_auc": 0.75}}, run)
+    assert decision.config.metric_floors["roc_auc"] == 0.75  # the spec's
+    assert decision.config.metric_floors["pr_auc_lift"] == 2.0  # the run's, over the default
