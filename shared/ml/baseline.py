@@ -12,7 +12,7 @@ from typing import Any, Final
 import numpy as np
 
 from shared.feature_spec import ColumnKind, ColumnRole, FeatureSpec
-from shared.ml.features import Columns, derive, to_bool_float, to_float, to_str
+from shared.ml.features import Columns, canonical_levels, derive, to_bool_float, to_float, to_str
 
 BINS: Final = 10
 
@@ -51,6 +51,9 @@ def categorical_statistics(values: np.ndarray, limit: int = 50) -> dict[str, Any
     }
 
 
+_SPELLED_KINDS: Final = (ColumnKind.ORDINAL, ColumnKind.MONTH, ColumnKind.WEEKDAY)
+
+
 def baseline_statistics(
     spec: FeatureSpec, data: Columns, n: int, validation_scores: np.ndarray
 ) -> dict[str, Any]:
@@ -64,11 +67,16 @@ def baseline_statistics(
             stats = numeric_statistics(to_bool_float(data.get(col.name), n, col.name))
         elif col.kind == ColumnKind.CATEGORICAL:
             stats = categorical_statistics(to_str(data.get(col.name), n))
+        elif col.kind in _SPELLED_KINDS:  # bands, month or weekday names: their shares, as categories
+            stats = categorical_statistics(canonical_levels(col, data.get(col.name), n))
         else:
             continue
         features[col.name] = stats | {"role": col.role.value}
-    for derived in spec.derived:
-        features[derived.name] = numeric_statistics(derive(derived, data, n)) | {"role": "derived"}
+    # Assembled dates are left out: a date moves with time, so it would always seem to drift.
+    assembled = {d.name: d for d in spec.assembled_dates}
+    for derived in spec.model_derived:
+        values = derive(derived, data, n, assembled=assembled)
+        features[derived.name] = numeric_statistics(values) | {"role": "derived"}
     return {
         "rows": n,
         "features": features,

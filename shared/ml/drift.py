@@ -43,7 +43,13 @@ from shared.alarms import (
     AlarmDefinition,
 )
 from shared.feature_spec import ColumnKind, FeatureSpec
-from shared.ml.features import derive
+from shared.ml.features import (
+    canonical_levels,
+    derive,
+    derived_inputs,
+    missing_tokens_by_column,
+    without_tokens,
+)
 
 EPSILON: Final = 1e-4  # floor of a bin's share in PSI: an empty bin adds a bounded, not infinite, term
 OTHER_LEVEL: Final = "__other__"  # categorical values outside the baseline's levels
@@ -522,8 +528,11 @@ class DriftAccumulator:
         self.numeric: dict[str, NumericAccumulator] = {}
         self.levels: dict[str, LevelAccumulator] = {}
         left_out = frozenset(unmonitored)
+        self.assembled = {d.name: d for d in spec.assembled_dates}
         self.derived = [
-            d for d in spec.derived if d.name in baseline.get("features", {}) and not left_out & set(d.inputs)
+            d
+            for d in spec.derived
+            if d.name in baseline.get("features", {}) and not left_out & set(derived_inputs(spec, d))
         ]
         left_out |= {d.name for d in spec.derived} - {d.name for d in self.derived}
         features = {k: v for k, v in baseline.get("features", {}).items() if k not in left_out}
@@ -544,10 +553,26 @@ class DriftAccumulator:
         )
         # The raw columns to read: monitored numeric ones and the inputs of derived features.
         needed = [n for n in self.numeric if n in kinds]
-        needed += [i for d in self.derived for i in d.inputs]
-        self.float_columns = [n for n in dict.fromkeys(needed) if kinds[n] != ColumnKind.DATE]
+        needed += [i for d in self.derived for i in derived_inputs(spec, d)]
+        # Month and weekday names go to the derived features as given (they read names and numbers).
+        named = (ColumnKind.MONTH, ColumnKind.WEEKDAY)
+        self.float_columns = [n for n in dict.fromkeys(needed) if kinds[n] not in (ColumnKind.DATE, *named)]
         self.date_columns = [n for n in dict.fromkeys(needed) if kinds[n] == ColumnKind.DATE]
+        self.named_columns = [n for n in dict.fromkeys(needed) if kinds[n] in named]
+        self.missing_tokens = missing_tokens_by_column(spec)  # read as missing, as validation does
+        # Bands and month or weekday names are counted in the spelling of the validated training data.
+        spelled = (ColumnKind.ORDINAL, ColumnKind.MONTH, ColumnKind.WEEKDAY)
+        self.spelled = {c.name: c for c in spec.columns if c.kind in spelled}
         self.claims = self.scored = 0
+
+    def _column(self, records: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
+        values: Any = [r.get(name) for r in records]
+        tokens = self.missing_tokens.get(name)
+        if tokens is not None:
+            values = without_tokens(values, len(values), tokens)
+        if name in self.spelled:
+            values = canonical_levels(self.spelled[name], values, len(values))
+        return values if isinstance(values, list) else list(values)
 
     def add_records(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Claims as the endpoint received them (JSON-ready dicts)."""
@@ -557,15 +582,17 @@ class DriftAccumulator:
         self.claims += n
         columns: dict[str, np.ndarray] = {}
         for name in self.float_columns:
-            columns[name], wrong = as_floats([r.get(name) for r in records])
+            columns[name], wrong = as_floats(self._column(records, name))
             if name in self.numeric:
                 self.numeric[name].add(columns[name], wrong)
         for name in self.date_columns:
-            columns[name], _ = as_days([r.get(name) for r in records])
+            columns[name], _ = as_days(self._column(records, name))
+        for name in self.named_columns:
+            columns[name] = np.asarray(self._column(records, name), dtype=object)
         for derived in self.derived:
-            self.numeric[derived.name].add(derive(derived, columns, n))
+            self.numeric[derived.name].add(derive(derived, columns, n, assembled=self.assembled))
         for name, accumulator in self.levels.items():
-            accumulator.add([r.get(name) for r in records])
+            accumulator.add(self._column(records, name))
 
     def add_scores(self, scores: Sequence[float] | np.ndarray) -> None:
         values, wrong = as_floats(scores)

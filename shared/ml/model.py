@@ -104,7 +104,7 @@ class RiskModel:
         )
         # Where each factor's value for a claim is read: its one encoded column, or, for a one-hot
         # categorical, the raw field (the level the claim has).
-        categorical = set(self.encoder.categories)
+        categorical = set(self.encoder.level_fields)  # categories, bands, month and weekday names
         self._value_column = np.full(len(self._factor_names), -1, dtype=np.int64)
         self._value_field: list[str | None] = [None] * len(self._factor_names)
         for j, column in enumerate(self.encoder.columns):

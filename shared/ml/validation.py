@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from shared.feature_spec import ColumnKind, ColumnRole, ColumnSpec, FeatureSpec
+from shared.ml.features import CALENDAR_NAMES, calendar_name, calendar_number, derive, fold_level
 
 ROW_NUMBER: Final = "row_number"
 REASON: Final = "reason"
@@ -108,6 +109,8 @@ def _check_column(
     name = col.name
     text = _as_text(raw)
     missing = (raw.isna() | text.isna() | text.isin(spec.missing_tokens)).to_numpy()
+    if col.missing_tokens:
+        missing = missing | _column_tokens(col, raw, text)
     present = pd.Series(~missing, index=raw.index)
     if col.required:
         reasons.add(missing, f"{name}:required", f"{name}: missing")
@@ -173,6 +176,34 @@ def _check_column(
         )
         return parsed.where(present & ~bad).astype("datetime64[ns]"), present
 
+    if col.kind == ColumnKind.ORDINAL:
+        levels = col.levels or []
+        by_fold = {fold_level(level): level for level in levels}
+        canonical = _map_texts(text.where(present), lambda t: by_fold.get(fold_level(t)))
+        bad = present & canonical.isna()
+        reasons.add(
+            bad,
+            f"{name}:not_a_level",
+            lambda w: name + ": " + shown(w) + f" is not one of the levels {', '.join(levels)}",
+        )
+        return canonical, present
+
+    if col.kind in (ColumnKind.MONTH, ColumnKind.WEEKDAY):
+        kind = col.kind.value
+        names = CALENDAR_NAMES[kind]
+
+        def named(t: str) -> str | None:
+            number = calendar_number(kind, t)
+            return None if number is None else calendar_name(kind, number)
+
+        canonical = _map_texts(text.where(present), named)
+        bad = present & canonical.isna()
+        expected = f"{names[0][:3]}-{names[-1][:3]}, {names[0]}-{names[-1]} or 1-{len(names)}"
+        reasons.add(
+            bad, f"{name}:not_a_{kind}", lambda w: name + ": " + shown(w) + f" is not a {kind} ({expected})"
+        )
+        return canonical, present
+
     # Categorical, text and identifier columns stay strings.
     ok = present.copy()
     if col.allowed is not None:
@@ -197,6 +228,34 @@ def _check_column(
         )
         ok &= ~mismatched
     return text.where(ok).astype("string"), present
+
+
+def _column_tokens(col: ColumnSpec, raw: pd.Series, text: pd.Series) -> np.ndarray:
+    """Where the column's own missing tokens stand; in a numeric column a number token also matches
+    its value written otherwise ("0" matches 0 and "0.0")."""
+    tokens = [t.strip() for t in col.missing_tokens]
+    hit = text.isin(tokens).fillna(False).to_numpy(dtype=bool)
+    if col.kind in (ColumnKind.NUMERIC, ColumnKind.INTEGER):
+        numbers = []
+        for token in tokens:
+            try:
+                numbers.append(float(token))
+            except ValueError:
+                continue
+        if numbers:
+            if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+                values = pd.to_numeric(raw, errors="coerce").astype("float64")
+            else:
+                values = _text_numbers(text)
+            hit = hit | values.isin(numbers).to_numpy(dtype=bool)
+    return hit
+
+
+def _map_texts(text: pd.Series, read: Callable[[str], str | None]) -> pd.Series:
+    """``read`` of each text (NA where missing or where it answers None), once per distinct text."""
+    codes, uniques = pd.factorize(text)
+    mapped = np.array([read(str(u)) for u in uniques] + [None], dtype=object)
+    return pd.Series(mapped[codes], index=text.index, dtype="string")
 
 
 def validate_frame(
@@ -232,6 +291,14 @@ def validate_frame(
         present[col.name] = int(is_present.sum())
         if col.role != ColumnRole.IGNORE:
             typed[col.name] = values
+
+    # Assembled dates join the validated data as dates: the time axis (event_date) may be one.
+    for assembled in spec.assembled_dates:
+        days = derive(assembled, typed, n)
+        stamps = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+        known = ~np.isnan(days)
+        stamps[known] = days[known].astype(np.int64).astype("datetime64[D]")
+        typed[assembled.name] = pd.Series(stamps, index=raw.index)
 
     for rule in spec.ordering_rules:
         lower, upper = typed.get(rule.lower), typed.get(rule.upper)
