@@ -384,29 +384,92 @@ def _claims_spec() -> FeatureSpec:
 
 
 def csv_header_columns(first_line: bytes, spec: FeatureSpec) -> list[str] | None:
-    """The columns a CSV's first line names, or None when it names no known column (a data row: the
-    file has no header and is read in the spec's order). Raises :class:`ClaimsHeaderError` for a header
-    that cannot be read, repeats a column or lacks a required one. One rule for the drop folder's
-    file reader (``shared.ml.batch_scoring.csv_header``) and the AWS trigger."""
+    """The columns a CSV's first line names, or None when it is a data row (the file has no header and
+    is read in the spec's order): it names no spec column and either has the spec's number of columns
+    or holds a value no header would (an empty cell, a number, a repeat). Raises
+    :class:`ClaimsHeaderError` for a header that cannot be read, repeats a column, or does not fit the
+    spec (:func:`columns_mismatch`: a required column missing, or mostly columns the spec does not
+    have, as a file for another spec would be), so such a file fails once, before any row is read.
+    One rule for the drop folder's file reader (``shared.ml.batch_scoring.csv_header``) and the AWS
+    trigger."""
     try:
         text, not_utf8 = first_line.decode("utf-8"), None
     except UnicodeDecodeError as error:
         text = first_line.decode("utf-8", errors="backslashreplace")
         not_utf8 = f"not UTF-8: invalid byte at position {error.start + 1} of the line"
     cells = _csv_cells(text)
-    known = {c.name for c in spec.columns} | {spec.target.column}
-    if cells is None or not any(c.strip() in known for c in cells):
+    if cells is None:
         return None
+    known = {c.name for c in spec.columns} | {spec.target.column}
+    header = [c.strip() for c in cells]
+    if not any(c in known for c in header):
+        headerless_width = sum(1 for c in spec.columns if c.role != "ignore")  # StrEnum: equal to text
+        if not_utf8 or len(header) == headerless_width or not _reads_as_names(header):
+            return None
     if not_utf8:
         raise ClaimsHeaderError(f"the header line cannot be read: {not_utf8}")
-    header = [c.strip() for c in cells]
     repeated = sorted({c for c in header if header.count(c) > 1})
     if repeated:
         raise ClaimsHeaderError(f"the header repeats columns: {', '.join(repeated)}")
-    missing = [c.name for c in spec.columns if c.required and c.name not in header]
-    if missing:
-        raise ClaimsHeaderError(f"the header lacks required columns: {', '.join(missing)}")
+    mismatch = columns_mismatch(header, spec)
+    if mismatch:
+        raise ClaimsHeaderError(mismatch)
     return header
+
+
+NAMES_SHOWN: Final = 15  # columns named in a mismatch message before "and N more"
+
+
+def columns_mismatch(
+    columns: Sequence[str], spec: FeatureSpec, *, what: str = "header", lenient: bool = False
+) -> str | None:
+    """Why a file whose columns (``what``: its header, a Parquet file's schema, ...) are ``columns``
+    is not a file for ``spec``, or None when it is. It is not when it lacks a required column, or when
+    most of its columns are unknown to the spec (a file for another spec); a few unknown columns are
+    fine (they are reported by validation, not fatal). ``lenient`` (the fields of JSON lines, where a
+    row lacking a field is rejected alone): only when both hold. The message names the missing and
+    the unexpected columns."""
+    known = {c.name for c in spec.columns} | {spec.target.column}
+    present = set(columns)
+    unexpected = [c for c in columns if c not in known]
+    required = [c.name for c in spec.columns if c.required and c.name not in present]
+    mostly_unknown = len(unexpected) * 2 > len(columns)
+    if lenient and not (mostly_unknown and required):
+        return None
+    if mostly_unknown:  # name everything that differs
+        absent = [c.name for c in spec.columns if not c.required and c.name not in present]
+        parts = [
+            f"the {what} does not fit spec {spec.name!r}: {len(unexpected)} of its {len(columns)} "
+            "columns are not in the spec (a file for another spec?)"
+        ]
+        if required:
+            parts.append(f"missing required columns: {_names(required)}")
+        if absent:
+            parts.append(f"missing optional columns: {_names(absent)}")
+        parts.append(f"unexpected columns: {_names(unexpected)}")
+        return "; ".join(parts)
+    if required:
+        extra = f"; unexpected columns: {_names(unexpected)}" if unexpected else ""
+        return f"the {what} lacks required columns: {_names(required)}{extra}"
+    return None
+
+
+def _names(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:NAMES_SHOWN])
+    return shown + (f" and {len(names) - NAMES_SHOWN} more" if len(names) > NAMES_SHOWN else "")
+
+
+def _reads_as_names(cells: Sequence[str]) -> bool:
+    """Whether a line's cells could be a header's names: none empty, none a number, no repeats."""
+    if any(not cell for cell in cells) or len(set(cells)) != len(cells):
+        return False
+    for cell in cells:
+        try:
+            float(cell)
+        except ValueError:
+            continue
+        return False
+    return True
 
 
 def _csv_cells(text: str) -> list[str] | None:

@@ -32,8 +32,10 @@ from shared.metric_lines import metric_line
 from shared.ml.staged_validation import (
     SOURCE_FILE,
     SPLITS,
+    FileColumnsError,
     SplitCounts,
     StagedValidation,
+    check_columns,
     rejected_chunks,
     sample_rows,
     split_chunks,
@@ -82,9 +84,11 @@ def write_monitoring_baseline(
     train_file: Path, spec: FeatureSpec, folder: Path, seed: int, scratch: Path
 ) -> Path:
     """The claims Model Monitor's baseline job profiles: a sample of the training split as flat JSON
-    lines with the fields the endpoint's record preprocessor keeps (no target, no free text)."""
+    lines with the fields the endpoint's record preprocessor keeps (no target, no free text, no column
+    that leaks the label, no assembled date: none of them reaches the capture)."""
     free_text = {c.name for c in spec.columns if c.kind == ColumnKind.TEXT}
-    dropped = {ROW_NUMBER, SOURCE_FILE, spec.target.column, *free_text, *UNMONITORED_FIELDS}
+    never_captured = {c.name for c in spec.leakage_columns} | {d.name for d in spec.assembled_dates}
+    dropped = {ROW_NUMBER, SOURCE_FILE, spec.target.column, *free_text, *never_captured, *UNMONITORED_FIELDS}
     sample = sample_rows(train_file, MONITORING_BASELINE_ROWS, seed, scratch)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "claims.jsonl"
@@ -122,6 +126,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     except LakeError as error:
         raise ProcessingError(str(error)) from error
     log(f"spec {spec.name!r}; {len(files)} file(s): {', '.join(f.name for f in files)}")
+    for path in files:  # another spec's file fails the job once, before any file's rows are read
+        try:
+            check_columns(path, spec)
+        except FileColumnsError as error:
+            raise ProcessingError(
+                f"{error} (checked against spec {spec.name!r}: is it the data's spec?)"
+            ) from None
     data_hash = sha256_of(files)
     out = base / "output"
     with tempfile.TemporaryDirectory(prefix="validate-", dir=args.scratch_dir) as tmp:
@@ -232,7 +243,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         run(parse_args(argv))
-    except (ProcessingError, ValueError, OSError) as error:
+    except (ProcessingError, ValueError, OSError) as error:  # FileColumnsError is a ValueError
         print(f"[validate] FAILED: {error}", file=sys.stderr, flush=True)
         return 1
     return 0

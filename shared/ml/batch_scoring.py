@@ -8,15 +8,21 @@ data row ends either **scored** or **rejected with its reason**, and the counts 
 How a file is read (never whole; ``chunk_rows`` rows at a time, so memory stays bounded):
 
 - **CSV**: one claim per line, as SageMaker's ``SplitType=Line`` cuts a file. The first non-blank line
-  is the header when one of its cells names a spec column; otherwise the columns are the spec's, in
-  order. (A transform job's mini-batches after the first carry no header: the job is told the
+  is the header when one of its cells names a spec column, or when it reads as names (no empty cell,
+  no number) and does not have the spec's number of columns; otherwise the columns are the spec's, in
+  order. A header that lacks a required column or names mostly columns the spec does not have (a
+  file for another spec) fails the file once, naming the missing and unexpected columns, before any
+  row is read. (A transform job's mini-batches after the first carry no header: the job is told the
   file's columns instead, see :func:`score_lines`.) Each line is decoded and parsed on its own, so a line that
   is not UTF-8, has broken quoting (an unclosed quote cannot swallow the lines after it) or has more
   or fewer fields than the header is rejected alone. A newline inside a quoted field is therefore
   not supported: SageMaker would cut the row there too.
 - **JSON Lines** (``.jsonl``, and ``.json`` read as lines, as the AWS trigger does): one JSON object
-  per line; a line that is not UTF-8, not JSON or not an object is rejected alone.
-- **Parquet**: record batches through pyarrow; a file pyarrow cannot read fails as a whole.
+  per line; a line that is not UTF-8, not JSON or not an object is rejected alone. When the fields
+  of the first chunk's lines are mostly unknown to the spec and lack a required one, the file fails
+  once (another spec's claims), not row by row.
+- **Parquet**: record batches through pyarrow; a file pyarrow cannot read, or whose schema does not fit
+  the spec as a CSV header would not, fails as a whole.
 
 Blank lines are not rows. Row numbers are 1-based over data rows (the header excluded).
 
@@ -28,8 +34,8 @@ column, if the file has one, is ignored. Valid rows are encoded from their typed
 training job takes: numbers stay numpy arrays) and scored with the model's compiled score and
 explanation pass, the same pieces :meth:`RiskModel.predict_records` runs.
 
-A file that cannot be scored at all (unknown suffix, unreadable header, a required column missing
-from the header, a corrupt Parquet file) raises :class:`BatchFileError`; the caller decides what
+A file that cannot be scored at all (unknown suffix, unreadable header, a header for another spec or
+without a required column, a corrupt Parquet file) raises :class:`BatchFileError`; the caller decides what
 happens to it (the drop folder moves it to ``failed/``).
 """
 
@@ -53,7 +59,13 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from shared.batch_jobs import ClaimsHeaderError, csv_header_columns, is_header_line, not_text_reason
+from shared.batch_jobs import (
+    ClaimsHeaderError,
+    columns_mismatch,
+    csv_header_columns,
+    is_header_line,
+    not_text_reason,
+)
 from shared.csv_safety import InertCsvWriter
 from shared.feature_spec import ColumnRole, FeatureSpec
 from shared.ml.factor_text import factors_json
@@ -115,6 +127,7 @@ class RowChunk:
     unreadable: dict[int, tuple[str, str]] = field(default_factory=dict)  # position → (rule, reason)
     lines: Sequence[bytes] | None = None  # each row as read (CSV, JSON Lines); None: rendered on demand
     salvaged_ids: dict[int, str] = field(default_factory=dict)  # unreadable rows' ids, read leniently
+    fields: list[str] | None = None  # JSON Lines: the fields the rows name, before the spec's are added
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -324,12 +337,13 @@ def jsonl_chunk(lines: Sequence[bytes], first_row: int, spec: FeatureSpec) -> Ro
         records.append(record)
     # The index gives the row count even when no row has a field (every line unreadable, say).
     frame = pd.DataFrame.from_records(records, index=pd.RangeIndex(len(records)))
+    fields = [str(c) for c in frame.columns]
     # Every spec column exists, so a field a row leaves out reads as missing, not as a missing column.
     for name in spec_csv_columns(spec):
         if name not in frame.columns:
             frame[name] = None
     frame.index = pd.RangeIndex(len(records))
-    return RowChunk(first_row, frame.astype(object), unreadable, lines)
+    return RowChunk(first_row, frame.astype(object), unreadable, lines, fields=fields)
 
 
 def _line_batches(source: IO[bytes], chunk_rows: int) -> Iterator[list[bytes]]:
@@ -375,7 +389,15 @@ def read_chunks(
                     next_row += len(lines)
         else:
             for lines in batches:
-                yield jsonl_chunk(lines, next_row, spec)
+                chunk = jsonl_chunk(lines, next_row, spec)
+                if next_row == 1 and chunk.fields:
+                    # Rows of another spec's file fail the file once, not each row for its fields.
+                    mismatch = columns_mismatch(
+                        chunk.fields, spec, what="fields of the first lines", lenient=True
+                    )
+                    if mismatch:
+                        raise BatchFileError(mismatch)
+                yield chunk
                 next_row += len(lines)
     if next_row == 1:
         raise BatchFileError("the file has no rows")
@@ -394,9 +416,9 @@ def _parquet_chunks(source: Path | IO[bytes], spec: FeatureSpec, chunk_rows: int
         parquet = pq.ParquetFile(source, pre_buffer=False)  # shared/parquet_batches.py says why
     except (pa.ArrowException, OSError) as error:
         raise BatchFileError(f"not a readable Parquet file: {error}") from None
-    missing = [c.name for c in spec.columns if c.required and c.name not in parquet.schema_arrow.names]
-    if missing:
-        raise BatchFileError(f"the file lacks required columns: {', '.join(missing)}")
+    mismatch = columns_mismatch(parquet.schema_arrow.names, spec, what="file")
+    if mismatch:
+        raise BatchFileError(mismatch)
     next_row = 1
     try:
         for batch in parquet.iter_batches(batch_size=chunk_rows):
@@ -444,7 +466,7 @@ class BatchScorer:
         self.today = today
         self.spec = model.spec
         self._seen_ids = SeenIds()
-        self._levels = list(model.encoder.categories)  # fields whose factor value is the claim's level
+        self._levels = model.encoder.level_fields  # fields whose factor value is the claim's level
 
     def score_chunk(self, chunk: RowChunk) -> ChunkOutcome:
         return self.finish(self.prepare(chunk))

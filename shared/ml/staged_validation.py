@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shared.batch_jobs import columns_mismatch
 from shared.csv_safety import inert_cell
 from shared.feature_spec import FeatureSpec
 from shared.ml.validation import REASON, ROW_NUMBER, ValidationResult, validate_frame
@@ -48,15 +49,53 @@ class StagedValidation:
     class_counts: Counter[int] = field(default_factory=Counter)
 
 
-def read_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
-    """CSV as text (the validator types it), Parquet by row groups, JSON Lines by lines: a chunk at a time."""
+class FileColumnsError(ValueError):
+    """A file whose columns do not fit the spec (another spec's file, a CSV without its header); the
+    message names the missing and the unexpected columns."""
+
+
+def check_columns(path: Path, spec: FeatureSpec) -> None:
+    """Raise :class:`FileColumnsError` when the file's columns (a CSV's header, a Parquet schema) lack
+    a required column or are mostly unknown to the spec, reading nothing but the header or schema.
+    JSON Lines name their fields per row: :func:`read_chunks` checks its first chunk's fields."""
+    if path.suffix == ".csv":
+        header = [
+            str(c).strip() for c in pd.read_csv(path, dtype=str, keep_default_na=False, nrows=0).columns
+        ]
+        what = "header"
+    elif path.suffix == ".parquet":
+        header, what = pq.ParquetFile(path).schema_arrow.names, "file"
+    else:
+        return
+    mismatch = columns_mismatch(header, spec, what=what)
+    if mismatch is None:
+        return
+    if what == "header" and not {c.name for c in spec.columns} & set(header):
+        mismatch += "; a CSV's first line must be its header"
+    raise FileColumnsError(f"{path.name}: {mismatch}")
+
+
+def read_chunks(
+    path: Path, chunk_rows: int = CHUNK_ROWS, spec: FeatureSpec | None = None
+) -> Iterator[pd.DataFrame]:
+    """CSV as text (the validator types it), Parquet by row groups, JSON Lines by lines: a chunk at a time.
+    With ``spec``, a file that does not fit it raises :class:`FileColumnsError` before a row is
+    validated (:func:`check_columns`; JSON Lines by their first chunk's fields)."""
+    if spec is not None:
+        check_columns(path, spec)
     if path.suffix == ".csv":
         yield from pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
     elif path.suffix == ".parquet":
         for batch in parquet_batches(path, chunk_rows):
             yield batch.to_pandas()
     else:
-        yield from pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows)
+        for number, chunk in enumerate(pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows)):
+            if number == 0 and spec is not None:
+                fields = [str(c) for c in chunk.columns]
+                mismatch = columns_mismatch(fields, spec, what="fields of the first lines", lenient=True)
+                if mismatch:
+                    raise FileColumnsError(f"{path.name}: {mismatch}")
+            yield chunk
 
 
 def _summary(result: ValidationResult) -> ValidationResult:
@@ -107,7 +146,7 @@ def stage(
             offset = 0
             rejected = _Appender(scratch / f"rejected-{number}.parquet")
             try:
-                for chunk in read_chunks(path, chunk_rows):
+                for chunk in read_chunks(path, chunk_rows, spec):
                     result = validate_frame(chunk, spec, require_target=True, row_offset=offset)
                     rows = result.accepted
                     rows[ROW_NUMBER] = _accepted_row_numbers(result, offset)

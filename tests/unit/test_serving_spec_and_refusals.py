@@ -67,7 +67,13 @@ FLEET_HEADER = ["vehicle_count", "region", "policy_number", "claim_amount"]  # n
 FLEET_CSV = (",".join(FLEET_HEADER) + "\n3,north,POL-1,1200\n").encode()
 CLAIMS_HEADER = list(minimal_claim())
 CLAIMS_CSV = (",".join(CLAIMS_HEADER) + "\n" + ",".join(str(v) for v in minimal_claim().values())).encode()
-FLEET_REFUSAL = "not a claims file: the header lacks required columns: policy_number, vehicle_count"
+# A claims header names one fleet column of seven: another spec's file, refused naming what differs.
+FLEET_REFUSAL = (
+    "not a claims file: the header does not fit spec 'fleet_claims': 6 of its 7 columns are not in the "
+    "spec (a file for another spec?); missing required columns: policy_number, vehicle_count; missing "
+    "optional columns: region; unexpected columns: claim_id, claim_type, customer_age, policy_tenure, "
+    "claim_history, location"
+)
 
 
 @dataclass
