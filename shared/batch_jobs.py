@@ -383,7 +383,7 @@ def _claims_spec() -> FeatureSpec:
     return claims_spec()
 
 
-def csv_header_columns(first_line: bytes, spec: FeatureSpec) -> list[str] | None:
+def csv_header_columns(first_line: bytes, spec: FeatureSpec, *, whole_file: bool = True) -> list[str] | None:
     """The columns a CSV's first line names, or None when it is a data row (the file has no header and
     is read in the spec's order): it names no spec column and either has the spec's number of columns
     or holds a value no header would (an empty cell, a number, a repeat). Raises
@@ -391,7 +391,9 @@ def csv_header_columns(first_line: bytes, spec: FeatureSpec) -> list[str] | None
     spec (:func:`columns_mismatch`: a required column missing, or mostly columns the spec does not
     have, as a file for another spec would be), so such a file fails once, before any row is read.
     One rule for the drop folder's file reader (``shared.ml.batch_scoring.csv_header``) and the AWS
-    trigger."""
+    trigger. ``whole_file=False`` (a transform's mini-batch, whose first line may be any row of a
+    file the trigger checked): only a line naming a spec column is a header, so a malformed row is
+    never taken for another spec's header and is rejected alone."""
     try:
         text, not_utf8 = first_line.decode("utf-8"), None
     except UnicodeDecodeError as error:
@@ -404,7 +406,7 @@ def csv_header_columns(first_line: bytes, spec: FeatureSpec) -> list[str] | None
     header = [c.strip() for c in cells]
     if not any(c in known for c in header):
         headerless_width = sum(1 for c in spec.columns if c.role != "ignore")  # StrEnum: equal to text
-        if not_utf8 or len(header) == headerless_width or not _reads_as_names(header):
+        if not whole_file or not_utf8 or len(header) == headerless_width or not _reads_as_names(header):
             return None
     if not_utf8:
         raise ClaimsHeaderError(f"the header line cannot be read: {not_utf8}")

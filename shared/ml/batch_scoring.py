@@ -163,11 +163,12 @@ def _parse_csv_line(text: str) -> tuple[list[str] | None, str | None]:
         return None, "empty line"
 
 
-def csv_header(first_line: bytes, spec: FeatureSpec) -> tuple[list[str], bool]:
+def csv_header(first_line: bytes, spec: FeatureSpec, *, whole_file: bool = True) -> tuple[list[str], bool]:
     """The columns, and whether ``first_line`` was the header (not a data row). The rules are the AWS
-    trigger's too (:func:`shared.batch_jobs.csv_header_columns`), so both refuse the same headers."""
+    trigger's too (:func:`shared.batch_jobs.csv_header_columns`), so both refuse the same headers.
+    ``whole_file=False``: the first line of a transform's mini-batch (see there)."""
     try:
-        header = csv_header_columns(first_line, spec)
+        header = csv_header_columns(first_line, spec, whole_file=whole_file)
     except ClaimsHeaderError as error:
         raise BatchFileError(str(error)) from None
     if header is None:
@@ -906,7 +907,7 @@ def score_lines(
         if csv_columns:
             header, had_header = list(csv_columns), is_header_line(lines[0], csv_columns)
         else:
-            header, had_header = csv_header(lines[0], spec)
+            header, had_header = csv_header(lines[0], spec, whole_file=False)
         if had_header:
             header_line, lines = [{"header": True}], lines[1:]
         chunk = csv_chunk(lines, header, 1, spec.id_column)

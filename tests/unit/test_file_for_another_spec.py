@@ -13,7 +13,7 @@ import pytest
 from sagemaker_jobs.processing import validate
 from shared.batch_jobs import BatchSettings, NotAClaimsFile, inspect_claims_file
 from shared.feature_spec import FeatureSpec, claims_spec
-from shared.ml.batch_scoring import BatchFileError, read_chunks
+from shared.ml.batch_scoring import BatchFileError, csv_header, read_chunks
 from shared.ml.synthetic import generate_claims, write_claims
 from shared.ml.validation import validate_frame
 from tests.fraud_table import fraud_spec, fraud_table, write_fraud_case
@@ -196,3 +196,14 @@ def test_the_validate_job_takes_a_file_with_a_few_extra_columns(tmp_path: Path) 
     assert run_validate(tmp_path, str(spec)) == 0
     quality = json.loads((tmp_path / "output" / "quality" / "data_quality.json").read_text())
     assert quality["unknown_columns"] == ["Branch"] and quality["rows_rejected"] == 0
+
+
+def test_a_transform_mini_batch_never_takes_a_malformed_row_for_another_specs_header() -> None:
+    """A mini-batch's first line may be any row of a file the trigger already checked: a row of text
+    of the wrong width is a bad row there (rejected alone), while a whole file's first line like it
+    is another spec's header."""
+    line = b"north,urban,auto"
+    with pytest.raises(BatchFileError, match="unexpected columns: north, urban, auto"):
+        csv_header(line, claims_spec())
+    columns, had_header = csv_header(line, claims_spec(), whole_file=False)
+    assert not had_header and columns == [c.name for c in claims_spec().columns]
