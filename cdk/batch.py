@@ -23,13 +23,12 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as notifications
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk.config import StageConfig
 from cdk.data import INCOMING_PREFIX, REJECTED_PREFIX, SCORED_PREFIX
 from cdk.endpoint import SageMakerRole
-from cdk.functions import python_function
+from cdk.functions import failed_events_queue, python_function
 from cdk.images import Images
 from shared.alarms import alarm
 from shared.batch_jobs import JOB_NAME_PREFIX, REFUSAL_NOTE
@@ -85,14 +84,7 @@ class DropFolderBatch(Construct):
             removal_policy=RemovalPolicy.DESTROY,  # only short-lived idempotency records
         )
         # S3 invokes the trigger asynchronously: events it still fails after Lambda's retries wait here.
-        self.dead_letters = sqs.Queue(
-            self,
-            "FailedEvents",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
+        self.dead_letters = failed_events_queue(self, key)
         self.function = python_function(
             self,
             "Trigger",

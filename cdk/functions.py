@@ -27,6 +27,19 @@ def powertools_layer(scope: Construct) -> lambda_.ILayerVersion:
     )
 
 
+def failed_events_queue(scope: Construct, key: kms.IKey) -> sqs.Queue:
+    """Where an asynchronously invoked function's events wait once Lambda's retries have failed
+    (kept 14 days, encrypted with the stack's key, TLS only)."""
+    return sqs.Queue(
+        scope,
+        "FailedEvents",
+        encryption=sqs.QueueEncryption.KMS,
+        encryption_master_key=key,
+        enforce_ssl=True,
+        retention_period=Duration.days(14),
+    )
+
+
 def python_function(
     scope: Construct,
     construct_id: str,

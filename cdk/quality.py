@@ -20,11 +20,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk.config import StageConfig
-from cdk.functions import python_function
+from cdk.functions import failed_events_queue, python_function
 from shared.quality_jobs import OBJECT_CREATED, OUTCOMES_PREFIX, QUALITY_JOB_INFIX
 from step_functions.state_machine import MODEL_CARD_KEY
 
@@ -56,14 +55,7 @@ class ModelQualityMonitoring(Construct):
         bucket.enable_event_bridge_notification()
         # EventBridge invokes the trigger asynchronously: events it still fails after Lambda's retries
         # wait here, and its errors alarm pages on-call (cdk/stack.py).
-        self.dead_letters = sqs.Queue(
-            self,
-            "FailedEvents",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
+        self.dead_letters = failed_events_queue(self, key)
         self.trigger = python_function(
             self,
             "Trigger",
