@@ -10,6 +10,7 @@ from benchmarks.harness import Figure, save, table
 BENCHMARKS = (
     "bench_generation",
     "bench_training",
+    "bench_public_table",
     "bench_pipeline",
     "bench_serving",
     "bench_lambda",

@@ -164,6 +164,8 @@ class XGBoostFamily:
             "subsample": hp["xgb_subsample"],
             "colsample_bytree": hp["xgb_colsample_bytree"],
             "lambda": hp["xgb_lambda"],
+            # A model trained before xgb_gamma existed had XGBoost's 0: its lineage refits the same.
+            "gamma": hp.get("xgb_gamma", 0.0),
             "seed": hp["seed"],
             "nthread": os.cpu_count() or 1,
         }

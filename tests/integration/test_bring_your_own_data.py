@@ -40,8 +40,12 @@ def test_the_public_claims_table_trains_and_serves(tmp_path: Path) -> None:
     evaluation = json.loads((run.run_dir / "evaluation.json").read_text(encoding="utf-8"))
     cv = evaluation["cross_validation"]
     assert cv["folds"] == 5 and cv["rows"] >= 990
-    assert cv["roc_auc"]["mean"] >= 0.85, cv["roc_auc"]
-    assert cv["f1"]["mean"] >= 0.70, cv["f1"]
+    # Issue 14's targets are ROC-AUC 0.87 and F1 0.72. With the pipeline's seeds 0, 1 and 2 this
+    # CV gave ROC-AUC 0.869, 0.875, 0.865 and F1 0.743, 0.748, 0.728: F1 holds the target on every
+    # seed, ROC-AUC not (one 5-fold split of 1,000 rows moves it by about 0.005), so its floor stays
+    # below the lowest seed. `make bench` reports the mean of three shuffles against 0.87.
+    assert cv["roc_auc"]["mean"] >= 0.86, cv["roc_auc"]
+    assert cv["f1"]["mean"] >= 0.72, cv["f1"]
     assert 'id="cv-table"' in (run.run_dir / "report.html").read_text(encoding="utf-8")
     assert run.promoted, run.outcome
     floors = {c["name"] for g in evaluation["gates"]["gates"] for c in g["checks"]}
